@@ -192,3 +192,36 @@ def test_cli_synth_reports_errors_cleanly(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path), "--overwrite", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "x").exists() and (tmp_path / "manifest.jsonl").is_file()
+
+
+def test_resume_after_a_kill_is_byte_identical(corpus: Path, tmp_path: Path) -> None:
+    """A run killed mid-way (torn last line, clip files after it missing) resumes to the same bytes."""
+    run = tmp_path / "killed"
+    shutil.copytree(corpus, run)
+    lines = (run / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    keep = len(lines) - 3
+    (run / "manifest.jsonl").unlink()
+    (run / "corpus.json").unlink()
+    (run / "manifest.jsonl.partial").write_text("\n".join(lines[:keep]) + "\n" + lines[keep][:40], encoding="utf-8")
+    for line in lines[keep + 1 :]:
+        (run / json.loads(line)["audio"]).unlink()
+    generate_corpus(run, hours=HOURS, seed=SEED, workers=1, progress=False, resume=True)
+    assert (run / "manifest.jsonl").read_bytes() == (corpus / "manifest.jsonl").read_bytes()
+    assert (run / "corpus.json").read_bytes() == (corpus / "corpus.json").read_bytes()
+    assert _audio_hashes(run) == _audio_hashes(corpus)
+    assert not (run / "manifest.jsonl.partial").exists()
+
+
+def test_resume_refuses_what_it_cannot_continue(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="finished corpus"):
+        generate_corpus(corpus, hours=HOURS, seed=SEED, progress=False, resume=True)
+    with pytest.raises(CorpusError, match="nothing to resume"):
+        generate_corpus(tmp_path / "empty", hours=HOURS, seed=SEED, progress=False, resume=True)
+    with pytest.raises(CorpusError, match="exclude"):
+        generate_corpus(tmp_path / "x", hours=HOURS, seed=SEED, progress=False, resume=True, overwrite=True)
+    run = tmp_path / "other-seed"
+    run.mkdir()
+    first = (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    (run / "manifest.jsonl.partial").write_text(first + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="--hours/--seed"):
+        generate_corpus(run, hours=HOURS, seed=SEED + 1, progress=False, resume=True)

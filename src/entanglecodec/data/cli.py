@@ -17,6 +17,9 @@ def synth(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (output does not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the corpus in a non-empty --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run in --out (same --hours/--seed); byte-identical result."
+    ),
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
     from .synth import CorpusError, generate_corpus
@@ -24,7 +27,7 @@ def synth(
     from .synth.signal import SynthError
 
     try:
-        summary = generate_corpus(out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress)
+        summary = generate_corpus(out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress, resume=resume)
     except (CorpusError, SynthError, AssetError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from e

@@ -526,6 +526,40 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[str]:
+    """Manifest lines of an interrupted run that can be kept (a prefix of ``specs``).
+
+    A line is kept while it parses, names the clip planned at its position (same seed, index and
+    split) and its audio file exists and is readable; everything after the first bad line
+    (e.g. a line torn by a kill) is generated again.
+
+    Raises:
+        CorpusError: ``out`` holds a finished corpus, or no interrupted run of this plan.
+    """
+    if (out / "manifest.jsonl").exists():
+        raise CorpusError(f"{out} already holds a finished corpus (manifest.jsonl); nothing to resume")
+    partial = out / "manifest.jsonl.partial"
+    if not partial.is_file():
+        raise CorpusError(f"nothing to resume in {out}: no manifest.jsonl.partial (start without --resume)")
+    kept: list[str] = []
+    for line, spec in zip(partial.read_text(encoding="utf-8").splitlines(), specs):
+        try:
+            row = json.loads(line)
+            ok = row["id"] == spec.id and row["split"] == spec.split
+            ok = ok and sf.info(str(out / row["audio"])).frames > 0
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            ok = False
+        if not ok:
+            break
+        kept.append(line)
+    if not kept and partial.stat().st_size > 0:
+        raise CorpusError(
+            f"{partial} does not start with the clips planned for this --hours/--seed; "
+            "resume with the values of the interrupted run, or start again with --overwrite"
+        )
+    return kept
+
+
 def _iter_rows(specs: list[ClipSpec], out: Path, workers: int) -> Iterator[dict[str, Any]]:
     jobs = [(s, str(out)) for s in specs]
     if workers <= 1:
@@ -546,6 +580,7 @@ def generate_corpus(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Generate a corpus into ``out``; returns the ``corpus.json`` summary.
 
@@ -556,6 +591,10 @@ def generate_corpus(
         workers: worker processes (the output does not depend on this).
         overwrite: replace the corpus files in a non-empty ``out``.
         progress: show a rich progress bar.
+        resume: continue an interrupted run of the same ``hours``/``seed`` in ``out``: the rows of
+            ``manifest.jsonl.partial`` whose audio is on disk are kept and generation goes on from
+            the first missing clip. Clips depend only on (seed, index), so the result is
+            byte-identical to an uninterrupted run.
 
     Raises:
         CorpusError: bad arguments or a non-empty output directory without ``overwrite``.
@@ -563,21 +602,33 @@ def generate_corpus(
     """
     if workers < 1:
         raise CorpusError(f"--workers must be >= 1, got {workers}")
+    if resume and overwrite:
+        raise CorpusError("--resume and --overwrite exclude each other")
     out = Path(out)
     specs = plan_corpus(hours, seed)
-    _prepare_output(out, overwrite)
+    partial = out / "manifest.jsonl.partial"
+    kept: list[str] = []
+    if resume:
+        kept = _resumable_rows(out, specs)
+    else:
+        _prepare_output(out, overwrite)
     pools = build_pools()  # fetch every asset once, before starting workers
     english_sentences()
-    partial = out / "manifest.jsonl.partial"
     counts: dict[str, Counter[str]] = {}
     total_s = 0.0
+    for line in kept:
+        row = json.loads(line)
+        counts.setdefault(row["domain"], Counter())[row["split"]] += 1
+        total_s += row["duration"]
     with open(partial, "w", encoding="utf-8") as f:
-        rows = _iter_rows(specs, out, workers)
+        f.writelines(line + "\n" for line in kept)
+        f.flush()
+        rows = _iter_rows(specs[len(kept) :], out, workers)
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-                task = bar.add_task("clips", total=len(specs))
+                task = bar.add_task("clips", total=len(specs), completed=len(kept))
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
                     counts.setdefault(row["domain"], Counter())[row["split"]] += 1
