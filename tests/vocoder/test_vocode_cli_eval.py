@@ -73,3 +73,21 @@ def test_eval_helpers(tmp_path: Path, tiny_dir: Path, tiny_corpus: Path) -> None
     assert set(rtf["tiny"]) == {1, 2} and all(v > 0 for v in rtf["tiny"].values())
     text = render_report(summary, rtf, "cmd", str(tiny_corpus), "test", None)
     assert "| tiny |" in text and "| gl |" in text and "batch 2" in text
+
+
+def test_vocoder_speed_report(tmp_path: Path, tiny_dir: Path) -> None:
+    from entanglecodec.eval.vocoder_eval import register as register_eval
+
+    app = typer.Typer()
+    register_eval(app)
+    out = tmp_path / "speed.md"
+    args = ["vocoder-speed", "--vocoder", str(tiny_dir), "-o", str(out), "--threads", "1", "--batch", "1", "--batch", "2"]
+    res = CliRunner().invoke(app, [*args, "--seconds", "0.5"])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "load average" in text and "| 1 |" in text and "batch 2" in text
+    rows = [line for line in text.splitlines() if line.startswith("| neural") or line.startswith("| Griffin")]
+    assert len(rows) == 2
+    assert all(float(cell.strip().rstrip("x")) > 0 for r in rows for cell in r.strip("|").split("|")[2:])
+    res = CliRunner().invoke(app, ["vocoder-speed", "--vocoder", str(tmp_path / "missing"), "-o", str(out)])
+    assert res.exit_code != 0

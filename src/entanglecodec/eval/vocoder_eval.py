@@ -301,9 +301,90 @@ def run_report(
     return out
 
 
+def speed_report(
+    vocoder: str = "default",
+    out: str | Path = "reports/vocoder-speed.md",
+    threads: Sequence[int] = (1, 2),
+    batch_sizes: Sequence[int] = (1, 16),
+    griffin_lim_iters: int = 32,
+    seconds: float = 10.0,
+    command: str = "",
+) -> Path:
+    """Real-time factors of ``vocoder`` and Griffin-Lim for each thread count -> markdown report.
+
+    The load average before and after is written too: a number taken while other jobs run is not
+    a number for this machine.
+    """
+    import os
+
+    from ..griffin_lim import GriffinLim
+    from ..vocoder import Vocoder, load_vocoder
+
+    cfg = MelConfig()
+    neural = load_vocoder(vocoder, cfg)
+    if not isinstance(neural, Vocoder):
+        raise ValueError(f"vocoder {vocoder!r} resolved to Griffin-Lim: there is no trained neural vocoder to time")
+    systems: dict[str, MelVocoder] = {
+        f"neural ({Path(vocoder).name if vocoder != 'default' else 'default'}, {neural.num_parameters / 1e6:.1f} M)": neural,
+        f"Griffin-Lim ({griffin_lim_iters} it.)": GriffinLim(cfg, n_iter=griffin_lim_iters),
+    }
+    load_before = os.getloadavg()
+    before = torch.get_num_threads()
+    rows: list[tuple[str, int, dict[int, float]]] = []
+    try:
+        for n in threads:
+            torch.set_num_threads(int(n))
+            for name, v in systems.items():
+                rows.append((name, int(n), measure_rtf(v, batch_sizes, seconds=seconds)))
+    finally:
+        torch.set_num_threads(before)
+    load_after = os.getloadavg()
+    lines = [
+        "# Vocoder speed",
+        "",
+        "Real-time factor = seconds of audio per second of compute (best of 3 after one warm-up call),"
+        f" {seconds:g} s of random log-mel per item.",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+        f"1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.",
+        "",
+        "| vocoder | threads | " + " | ".join(f"batch {b}" for b in batch_sizes) + " |",
+        "|---|---|" + "---|" * len(batch_sizes),
+    ]
+    for name, n, r in rows:
+        lines.append(f"| {name} | {n} | " + " | ".join(f"{r[b]:.0f}x" for b in batch_sizes) + " |")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def register(app: Any) -> None:
-    """Add ``vocoder`` (this evaluation) to a typer app (e.g. ``entanglecodec eval``)."""
+    """Add ``vocoder`` and ``vocoder-speed`` to a typer app (e.g. ``entanglecodec eval``)."""
     import typer
+
+    @app.command("vocoder-speed")
+    def speed_cmd(
+        vocoder: str = typer.Option("default", "--vocoder", help="vocoder directory or 'default'"),
+        out: Path = typer.Option(Path("reports/vocoder-speed.md"), "--out", "-o", help="markdown report"),
+        threads: list[int] = typer.Option([1, 2], "--threads", help="thread counts to time (repeatable)"),
+        batch: list[int] = typer.Option([1, 16], "--batch", help="batch sizes to time (repeatable)"),
+        seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="audio length per item"),
+    ) -> None:
+        """Real-time factor of a neural vocoder and Griffin-Lim, batch 1 and 16 -> reports/vocoder-speed.md."""
+        import shlex
+
+        parts = ["entanglecodec", "eval", "vocoder-speed", "--vocoder", vocoder, "-o", str(out), "--seconds", f"{seconds:g}"]
+        parts += [a for n in threads for a in ("--threads", str(n))] + [a for b in batch for a in ("--batch", str(b))]
+        cmd = " ".join(shlex.quote(a) for a in parts)
+        try:
+            path = speed_report(vocoder, out, threads=threads, batch_sizes=batch, seconds=seconds, command=cmd)
+        except (ValueError, FileNotFoundError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(str(path))
 
     @app.command("vocoder")
     def vocoder_cmd(

@@ -542,7 +542,7 @@ def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[str]:
     if not partial.is_file():
         raise CorpusError(f"nothing to resume in {out}: no manifest.jsonl.partial (start without --resume)")
     kept: list[str] = []
-    for line, spec in zip(partial.read_text(encoding="utf-8").splitlines(), specs):
+    for line, spec in zip(partial.read_text(encoding="utf-8").splitlines(), specs, strict=False):
         try:
             row = json.loads(line)
             ok = row["id"] == spec.id and row["split"] == spec.split
