@@ -41,6 +41,39 @@ def demo_clip(sample_rate: int = 24000) -> tuple[np.ndarray, str]:
     return (0.3 * chord * np.exp(-np.mod(t, 1.0)) + 0.2 * clicks).astype(np.float32), "synthetic chord + clicks"
 
 
+def quality_rows(
+    reference: np.ndarray,
+    reconstruction: np.ndarray,
+    oracle: np.ndarray,
+    sample_rate: int,
+    what: str,
+    asr: bool = True,
+) -> list[tuple[str, str]]:
+    """Demo table rows scoring ``reconstruction`` and ``oracle`` (``[S]`` float waveforms) against ``reference``.
+
+    STOI and log-mel L1 (nats) for both; for speech, pocketsphinx transcripts of the input and of
+    the reconstruction (``asr``; pointless and slow on the noise of an untrained model). A metric
+    that cannot run here is reported as such, never faked.
+    """
+    from .eval import metrics as M
+
+    rows: list[tuple[str, str]] = []
+    for label, est in (("reconstruction", reconstruction), ("mel oracle", oracle)):
+        try:
+            stoi = M.stoi(reference, est, sample_rate)
+            mel = M.log_mel_l1(reference, est, sample_rate)
+            rows.append((f"{label} vs input", f"STOI {stoi:.3f}, log-mel L1 {mel:.3f} nats"))
+        except (M.MetricError, ImportError) as e:
+            rows.append((f"{label} vs input", f"not scored: {e}"))
+    if asr and "speech" in what:
+        try:
+            rows.append(("ASR of input", repr(M.transcribe(reference, sample_rate))))
+            rows.append(("ASR of reconstruction", repr(M.transcribe(reconstruction, sample_rate))))
+        except (M.MetricError, ImportError) as e:
+            rows.append(("ASR", f"not run: {e}"))
+    return rows
+
+
 def run_demo(out: Path, checkpoint: Path | None, console: Console) -> None:
     """Run the demo and write ``input.wav``, ``tokens.npz``, ``reconstruction.wav`` (+ mel oracle) to ``out``."""
     from .config import EntangleCodecConfig
@@ -100,6 +133,8 @@ def run_demo(out: Path, checkpoint: Path | None, console: Console) -> None:
     table.add_row("decode time", f"{t_dec:.2f} s ({dur / max(t_dec, 1e-9):.1f}x real time, vocoder {model.config.vocoder})")
     table.add_row("mel oracle vocoder", type(oracle_voc).__name__ + (" (bundled checkpoints/vocoder-small)"
                   if type(oracle_voc).__name__ == "Vocoder" else ""))
+    for name, value in quality_rows(wav, audio.wav[0, : wav.size].numpy(), oracle.numpy(), 24000, what, asr=trained):
+        table.add_row(name, value)
     table.add_row("outputs", f"{out}/input.wav, tokens.npz, reconstruction.wav, mel_oracle.wav")
     Console().print(table)
     if not trained:

@@ -96,3 +96,15 @@ def test_demo_runs_and_is_honest_without_bundled_model(tmp_path, monkeypatch):
     for name in ("input.wav", "tokens.npz", "reconstruction.wav", "mel_oracle.wav"):
         assert (tmp_path / "demo" / name).is_file()
     assert sf.info(str(tmp_path / "demo" / "reconstruction.wav")).frames == sf.info(str(tmp_path / "demo" / "input.wav")).frames
+    assert "STOI" in r.output and "log-mel L1" in r.output
+
+
+def test_demo_quality_rows_score_identity_and_noise():
+    from entanglecodec.demo import quality_rows
+
+    t = np.arange(24000 * 2) / 24000
+    ref = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    noise = np.random.default_rng(0).standard_normal(ref.size).astype(np.float32) * 0.1
+    rows = dict(quality_rows(ref, ref, noise, 24000, "synthetic chord"))
+    assert "log-mel L1 0.000" in rows["reconstruction vs input"]
+    assert "STOI" in rows["mel oracle vs input"] and "ASR of input" not in rows
