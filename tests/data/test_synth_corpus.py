@@ -19,6 +19,7 @@ for _tool in ("flite", "text2wave", "espeak-ng", "sox", "ffmpeg", "apt-get"):
 
 from entanglecodec.data.captions import REVERB_WORDS, asr_caption  # noqa: E402
 from entanglecodec.data.synth import CorpusError, generate_corpus  # noqa: E402
+from entanglecodec.data.synth import environment as envmod  # noqa: E402
 from entanglecodec.data.synth.generator import build_pools  # noqa: E402
 from entanglecodec.data.synth.signal import active_rms_dbfs  # noqa: E402
 
@@ -225,3 +226,97 @@ def test_resume_refuses_what_it_cannot_continue(corpus: Path, tmp_path: Path) ->
     (run / "manifest.jsonl.partial").write_text(first + "\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="--hours/--seed"):
         generate_corpus(run, hours=HOURS, seed=SEED + 1, progress=False, resume=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The clean-english profile: a small test set on which English ASR word error rate is meaningful
+# ---------------------------------------------------------------------------------------------
+EN_HOURS = 0.005  # 18 s: three clips
+EN_SEED = 5
+
+
+@pytest.fixture(scope="module")
+def clean_english(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth-en") / "en"
+    generate_corpus(out, hours=EN_HOURS, seed=EN_SEED, workers=2, progress=False, profile="clean-english")
+    return out
+
+
+def test_clean_english_rows_are_clean_english_test_speech(clean_english: Path) -> None:
+    from entanglecodec.data.synth.generator import CLEAN_ENGLISH_ENGINES
+
+    rows = _rows(clean_english)
+    held_out = {v.id for v in build_pools().tts_voices["test"]}
+    assert len(rows) >= 3
+    for r in rows:
+        a, sp, env = r["attributes"], r["attributes"]["speaker"], r["attributes"]["environment"]
+        assert r["id"].startswith(f"synth{EN_SEED}-en-") and r["audio"].startswith("audio/test/")
+        assert (r["domain"], r["split"], a["kind"]) == ("speech", "test", "tts")
+        assert (sp["language"], sp["kind"]) == ("en", "synthetic") and sp["engine"] in CLEAN_ENGLISH_ENGINES
+        assert sp["id"] in held_out
+        assert (sp["rate"], sp["rate_factor"], sp["pitch"], sp["pitch_semitones"]) == ("normal", 1.0, "normal", 0.0)
+        assert (env["setting"], env["reverb"], env["noise_type"]) == ("clean", "dry", None)
+        assert "room_size" not in env and "mixture" not in a and "music" not in a
+        assert r["text"] and r["text"] in r["caption"] and r["asr_caption"] == r["text"]
+        said = r["caption"].replace(r["text"], "")  # the caption without the transcript
+        assert any(c in said for c in ("clean and dry", "close-miked studio", "no background noise and no noticeable"))
+        assert not any(n in said for n in (*envmod.INDOOR_NOISES, *envmod.OUTDOOR_NOISES, "outdoor", "hall"))
+        assert not any(w in said for w in ("slow", "fast", "quick", "brisk", "unhurried", "high-pitched", "deep", "lowered"))
+    assert len({r["attributes"]["speaker"]["engine"] for r in rows}) >= min(2, len(CLEAN_ENGLISH_ENGINES))
+    summary = json.loads((clean_english / "corpus.json").read_text())
+    assert summary["profile"] == "clean-english" and summary["clips"] == len(rows)
+    assert summary["counts"] == {"speech": {"test": len(rows)}} and summary["kinds"] == {"tts": len(rows)}
+
+
+def test_clean_english_plan_is_pure_and_validated(tmp_path: Path) -> None:
+    from entanglecodec.data.synth import PROFILES, plan_corpus
+
+    short, long = plan_corpus(0.01, 4, "clean-english"), plan_corpus(0.05, 4, "clean-english")
+    assert short == long[: len(short)] == plan_corpus(0.01, 4, "clean-english")
+    assert {(s.kind, s.split, s.profile) for s in long} == {("tts", "test", "clean-english")}
+    assert all(3.0 <= s.duration <= 10.0 for s in long)
+    assert plan_corpus(0.02, 4) == plan_corpus(0.02, 4, "mixed") and plan_corpus(0.02, 4)[0].id == "synth4-000000"
+    with pytest.raises(CorpusError, match="mixed, clean-english"):
+        generate_corpus(tmp_path / "x", hours=0.001, profile="clean", progress=False)
+    assert not (tmp_path / "x").exists() and PROFILES == ("mixed", "clean-english")
+
+    from typer.testing import CliRunner
+
+    from entanglecodec.data.cli import app
+
+    res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path / "y"), "--profile", "noisy"])
+    assert res.exit_code == 2 and "'noisy'" in res.output and "mixed, clean-english" in res.output
+
+
+def test_clean_english_resumes_byte_identically_and_only_its_own_profile(clean_english: Path, tmp_path: Path) -> None:
+    """The fixture ran with two workers; the resumed clips are made in this process (one worker)."""
+    run = tmp_path / "killed"
+    shutil.copytree(clean_english, run)
+    lines = (run / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    (run / "manifest.jsonl").unlink()
+    (run / "corpus.json").unlink()
+    (run / "manifest.jsonl.partial").write_text(lines[0] + "\n" + lines[1][:30], encoding="utf-8")
+    for line in lines[1:]:
+        (run / json.loads(line)["audio"]).unlink()
+    with pytest.raises(CorpusError, match="--profile"):
+        generate_corpus(run, hours=EN_HOURS, seed=EN_SEED, progress=False, resume=True)  # the mixed plan
+    generate_corpus(run, hours=EN_HOURS, seed=EN_SEED, progress=False, resume=True, profile="clean-english")
+    assert (run / "manifest.jsonl").read_bytes() == (clean_english / "manifest.jsonl").read_bytes()
+    assert (run / "corpus.json").read_bytes() == (clean_english / "corpus.json").read_bytes()
+    assert _audio_hashes(run) == _audio_hashes(clean_english)
+
+
+def test_clean_english_originals_have_a_low_pocketsphinx_wer(clean_english: Path) -> None:
+    """The point of the profile: on the mixed corpus's test speech pocketsphinx gets ~93 % WER."""
+    pytest.importorskip("pocketsphinx")
+    pytest.importorskip("jiwer")
+    from entanglecodec.eval.metrics import asr_errors
+
+    errors = words = 0
+    for r in _rows(clean_english):
+        wav, sr = sf.read(str(clean_english / r["audio"]), dtype="float32")
+        res = asr_errors(r["text"], wav, sr)
+        errors, words = errors + res.word_errors, words + res.ref_words
+    wer = errors / words
+    print(f"pocketsphinx WER on the clean-english originals: {100 * wer:.1f} % ({errors}/{words} words)")
+    assert wer < 0.5

@@ -18,7 +18,12 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the corpus in a non-empty --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue an interrupted run in --out (same --hours/--seed); byte-identical result."
+        False, "--resume", help="Continue an interrupted run in --out (same --hours/--seed/--profile); byte-identical result."
+    ),
+    profile: str = typer.Option(
+        "mixed", "--profile",
+        help="mixed: every domain and split (default). clean-english: clean English text-to-speech in the test "
+        "split only, a test set on which the ASR word error rate of 'eval reconstruct' is meaningful.",
     ),
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
@@ -27,7 +32,10 @@ def synth(
     from .synth.signal import SynthError
 
     try:
-        summary = generate_corpus(out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress, resume=resume)
+        summary = generate_corpus(
+            out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress, resume=resume,
+            profile=profile,
+        )
     except (CorpusError, SynthError, AssetError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from e

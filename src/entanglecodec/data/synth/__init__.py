@@ -4,6 +4,14 @@ Entry point: :func:`generate_corpus` (CLI: ``entanglecodec data synth``). Every 
 are known exactly because they were chosen before synthesis, or measured on the produced audio.
 """
 
-from .generator import GENERATOR_VERSION, ClipSpec, CorpusError, generate_clip, generate_corpus, plan_corpus
+from .generator import (
+    GENERATOR_VERSION,
+    PROFILES,
+    ClipSpec,
+    CorpusError,
+    generate_clip,
+    generate_corpus,
+    plan_corpus,
+)
 
-__all__ = ["GENERATOR_VERSION", "ClipSpec", "CorpusError", "generate_clip", "generate_corpus", "plan_corpus"]
+__all__ = ["GENERATOR_VERSION", "PROFILES", "ClipSpec", "CorpusError", "generate_clip", "generate_corpus", "plan_corpus"]
