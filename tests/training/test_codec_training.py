@@ -177,13 +177,15 @@ def test_sigterm_saves_and_resume_completes(corpus, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = _cli("train", "stage1", "-c", str(TINY), "--run-dir", str(run), "--no-progress",
                "--set", f"data.train_manifest={corpus}", "--set", "trainer.max_steps=400",
-               "--set", "trainer.ckpt_every=1000", "--set", "trainer.val_every=1000")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               "--set", "trainer.ckpt_every=1000", "--set", "trainer.val_every=1000", "--set", "data.num_workers=1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "logs" / "hparams.yaml").exists():
         time.sleep(0.5)
     time.sleep(6)
-    proc.send_signal(signal.SIGTERM)
+    # like pkill -f / scancel: every process of the job (main + data worker) gets the signal
+    os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file(), out[-2000:]

@@ -79,3 +79,23 @@ def test_cli_train_and_export_errors(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "not found" in res.output
     res = runner.invoke(app, ["vocoder-export", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and "nothing" in res.output
+
+
+def test_warm_start_copies_matching_tensors_only(tmp_path: Path) -> None:
+    from entanglecodec.training.vocoder import warm_start
+    from entanglecodec.vocoder import VocoderConfig
+
+    torch.manual_seed(0)
+    src = Vocoder(VocoderConfig.preset("tiny")).save_pretrained(tmp_path / "src")
+    cfg = VocoderConfig.preset("tiny")
+    cfg.n_fft = 960  # a different head: its projection cannot be copied
+    torch.manual_seed(1)
+    dst = Vocoder(cfg)
+    head_before = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("head.")}
+    copied, kept = warm_start(dst, src)
+    ref = Vocoder.from_pretrained(src).state_dict()
+    assert copied and all(torch.equal(dst.state_dict()[k], ref[k]) for k in copied)
+    assert any(k.startswith("head.proj") for k in kept) and not any(k.startswith("head.proj") for k in copied)
+    assert all(torch.equal(dst.state_dict()[k], v) for k, v in head_before.items() if k in kept)
+    with pytest.raises(FileNotFoundError):
+        warm_start(dst, tmp_path / "missing")

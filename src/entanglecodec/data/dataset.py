@@ -404,6 +404,18 @@ class _Sized:
         return self.n
 
 
+def ignore_termination(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM and leave it to the main process.
+
+    ``pkill -f``, SLURM's ``scancel`` and container stops signal every process of a job; a worker
+    that died first would make the main process fail before it writes its exit checkpoint. Workers
+    still exit with the main process (PyTorch's watchdog) and on SIGKILL.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _dist_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
@@ -671,6 +683,7 @@ def _build_datamodule_class() -> type:
                 collate_fn=self._collate,
                 drop_last=True,
                 persistent_workers=self.num_workers > 0,
+                worker_init_fn=ignore_termination,
             )
 
         def val_dataloader(self) -> Any:
@@ -685,6 +698,7 @@ def _build_datamodule_class() -> type:
                 collate_fn=self._collate,
                 drop_last=False,
                 persistent_workers=self.num_workers > 0,
+                worker_init_fn=ignore_termination,
             )
 
     ManifestDataModule.__module__ = __name__

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.dataset import DomainWeightedSampler, ManifestDataset, collate_audio
+from ..data.dataset import DomainWeightedSampler, ManifestDataset, collate_audio, ignore_termination
 from .recipe import DataSection
 
 
@@ -78,6 +78,7 @@ def build_train_loader(cfg: DataSection, seed: int, rank: int, world: int, batch
         num_workers=cfg.num_workers,
         drop_last=True,
         persistent_workers=False,
+        worker_init_fn=ignore_termination,
     )
 
 
@@ -105,4 +106,5 @@ def build_valid_loader(cfg: DataSection, rank: int, world: int) -> DataLoader[An
         sampler=indices,
         collate_fn=collate_audio,
         num_workers=min(cfg.num_workers, 1),
+        worker_init_fn=ignore_termination,
     )

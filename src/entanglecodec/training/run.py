@@ -60,7 +60,9 @@ class SaveOnSigterm(Callback):
         self.path = path
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
+        # Lightning raises SIGTERMException at the next batch; any other exception after a SIGTERM
+        # (e.g. a data worker killed by the same signal) must still leave the exit checkpoint.
+        if isinstance(exception, SIGTERMException) or getattr(trainer, "received_sigterm", False):
             trainer.save_checkpoint(self.path)
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 

@@ -119,6 +119,9 @@ class VocoderTrainConfig:
         weight_decay: AdamW weight decay.
         warmup_steps: linear LR warm-up.
         schedule: ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``) or ``constant`` after warm-up.
+        init_from: warm start (not resume): a trained vocoder (run directory, ``.ckpt`` or exported
+            directory) whose tensors with matching names and shapes initialise this model; the
+            others (e.g. the head after an ``n_fft`` change) keep their fresh initialisation.
         gan_start_step: steps of mel-loss-only training before the discriminators join.
         lambda_mel, lambda_stft, lambda_adv, lambda_fm: loss weights (``lambda_stft = 0`` disables it).
         mrd_weight: weight of the multi-resolution discriminator relative to the multi-period one.
@@ -158,6 +161,7 @@ class VocoderTrainConfig:
     val_batches: int = 2
     sample_every_steps: int = 1000
     num_samples: int = 3
+    init_from: str | None = None
     log_every_steps: int = 10
     precision: str = "32-true"
     threads: int | None = None
@@ -534,6 +538,7 @@ def train_vocoder(
     run_dir: str | Path | None = None,
     manifest: str | None = None,
     max_steps: int | None = None,
+    init_from: str | None = None,
 ) -> Path:
     """Train (or resume training) a vocoder from a YAML recipe.
 
@@ -543,6 +548,7 @@ def train_vocoder(
         run_dir: output directory (default ``runs/<recipe name>``).
         manifest: override ``data.manifest`` (e.g. continue on a bigger corpus).
         max_steps: override ``train.max_steps``.
+        init_from: override ``train.init_from`` (warm start; ignored when resuming).
 
     Returns:
         The run directory.
@@ -552,6 +558,8 @@ def train_vocoder(
     recipe = VocoderRecipe.from_yaml(config_path)
     if manifest is not None:
         recipe.data.manifest = str(manifest)
+    if init_from is not None:
+        recipe.train.init_from = str(init_from)
     if max_steps is not None:
         if max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
@@ -606,10 +614,50 @@ def train_vocoder(
         default_root_dir=str(out),
     )
     module = VocoderModule(recipe, run_dir=str(out))
+    if tc.init_from and ckpt_path is None:
+        copied, kept = warm_start(module.vocoder, tc.init_from)
+        if not copied:
+            raise ConfigError(f"train.init_from {tc.init_from}: no tensor matches this model (different architecture?)")
+        logger.info("warm start from %s: %d tensors copied, %d initialised fresh %s", tc.init_from, len(copied), len(kept), kept)
     dm = _data_module(recipe, trainer.world_size)
     logger.info("vocoder %s: %.2f M parameters; run dir %s", recipe.name, module.vocoder.num_parameters / 1e6, out)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return out
+
+
+def _load_vocoder_any(source: str | Path) -> Vocoder:
+    """A :class:`Vocoder` from a Lightning ``.ckpt``, a run directory or an exported directory."""
+    src = Path(source)
+    if src.is_dir() and (src / "best" / "model.safetensors").is_file():
+        src = src / "best"
+    elif src.is_dir() and (src / "checkpoints" / "last.ckpt").is_file():
+        src = src / "checkpoints" / "last.ckpt"
+    if src.is_dir():
+        return Vocoder.from_pretrained(src)
+    if src.is_file():
+        state = torch.load(str(src), map_location="cpu", weights_only=True)
+        hp = state.get("hyper_parameters", {})
+        if "recipe" not in hp:
+            raise ConfigError(f"{src}: not a vocoder training checkpoint (no recipe in its hyper-parameters)")
+        recipe = VocoderRecipe.from_dict(hp["recipe"])
+        voc = Vocoder(recipe.model)
+        prefix = "vocoder."
+        voc.load_state_dict({k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
+        return voc
+    raise FileNotFoundError(f"{src}: no checkpoint, run directory or exported vocoder here")
+
+
+def warm_start(model: Vocoder, source: str | Path) -> tuple[list[str], list[str]]:
+    """Copy the tensors of the vocoder at ``source`` whose names and shapes match into ``model``.
+
+    Returns:
+        ``(copied, kept)``: parameter/buffer names taken from ``source`` and names left as initialised.
+    """
+    theirs = _load_vocoder_any(source).state_dict()
+    mine = model.state_dict()
+    take = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    return sorted(take), sorted(set(mine) - set(take))
 
 
 def export_vocoder(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -621,29 +669,10 @@ def export_vocoder(source: str | Path, out_dir: str | Path, overwrite: bool = Fa
         out_dir: destination directory (e.g. ``checkpoints/vocoder-small``).
         overwrite: replace existing weights in ``out_dir``.
     """
-    src = Path(source)
     dst = Path(out_dir)
     if (dst / "model.safetensors").exists() and not overwrite:
         raise FileExistsError(f"{dst / 'model.safetensors'} exists; pass overwrite=True (--overwrite) to replace it")
-    if src.is_dir() and (src / "best" / "model.safetensors").is_file():
-        src = src / "best"
-    elif src.is_dir() and (src / "checkpoints" / "last.ckpt").is_file():
-        src = src / "checkpoints" / "last.ckpt"
-    if src.is_dir():
-        voc = Vocoder.from_pretrained(src)
-    elif src.is_file():
-        state = torch.load(str(src), map_location="cpu", weights_only=True)
-        hp = state.get("hyper_parameters", {})
-        if "recipe" not in hp:
-            raise ConfigError(f"{src}: not a vocoder training checkpoint (no recipe in its hyper-parameters)")
-        recipe = VocoderRecipe.from_dict(hp["recipe"])
-        voc = Vocoder(recipe.model)
-        prefix = "vocoder."
-        sd = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-        voc.load_state_dict(sd)
-    else:
-        raise FileNotFoundError(f"{src}: no checkpoint, run directory or exported vocoder here")
-    return voc.save_pretrained(dst)
+    return _load_vocoder_any(source).save_pretrained(dst)
 
 
 __all__ = [
@@ -655,5 +684,6 @@ __all__ = [
     "export_vocoder",
     "lr_lambda",
     "train_vocoder",
+    "warm_start",
 ]
 

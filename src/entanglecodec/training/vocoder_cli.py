@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         run_dir: Path | None = typer.Option(None, "--run-dir", help="output directory (default runs/<name>)"),
         manifest: str | None = typer.Option(None, "--manifest", help="override data.manifest"),
         max_steps: int | None = typer.Option(None, "--max-steps", help="override train.max_steps"),
+        init_from: str | None = typer.Option(
+            None, "--init-from", help="warm start from a trained vocoder (tensors with matching shapes); override train.init_from"
+        ),
     ) -> None:
         """Train the Vocos-style vocoder on corpus manifests (Lightning; resumable)."""
         import logging
@@ -29,7 +32,7 @@ def register(app: typer.Typer) -> None:
         try:
             out = train_vocoder(
                 config, resume=checkpoint if checkpoint is not None else resume, run_dir=run_dir,
-                manifest=manifest, max_steps=max_steps,
+                manifest=manifest, max_steps=max_steps, init_from=init_from,
             )
         except (ConfigError, FileNotFoundError) as e:
             typer.echo(f"error: {e}", err=True)
