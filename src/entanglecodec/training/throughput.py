@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 import shlex
 import statistics
@@ -27,6 +28,7 @@ def measure_throughput(config: Path, steps: int, overrides: list[str], out: Path
     ov = [*overrides, f"trainer.max_steps={steps}", f"trainer.val_every={steps * 10}",
           f"trainer.ckpt_every={steps * 10}", f"trainer.plot_every={steps * 10}", "trainer.log_every=1"]
     recipe = load_recipe(config, ov)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         module = run_training(recipe, Path(tmp) / "run", enable_progress_bar=False)
         with open(Path(tmp) / "run" / "logs" / "metrics.csv") as fh:
@@ -46,7 +48,8 @@ def measure_throughput(config: Path, steps: int, overrides: list[str], out: Path
     lines = [
         f"\n## {Path(config).name} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n",
         f"- machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, accelerator `{recipe.trainer.accelerator}`\n",
+        f"{torch.get_num_threads()} threads, accelerator `{recipe.trainer.accelerator}`; 1-min load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other jobs slow the steps down)\n",
         f"- model: preset `{recipe.model.preset}`, {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trainable)\n",
         f"- batch {bs} x {recipe.data.crop_seconds:g} s crops, accumulate {recipe.optim.accumulate}, "
         f"precision `{recipe.trainer.precision}`\n",
