@@ -397,9 +397,11 @@ def register(app: Any) -> None:
     ) -> None:
         """Copy-synthesis scores of a neural vocoder vs Griffin-Lim -> reports/vocoder.md (+ PNG)."""
         import shlex
-        import sys
 
-        cmd = "python -m entanglecodec.eval.vocoder_eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        parts = ["entanglecodec", "eval", "vocoder", "--manifest", manifest, "--vocoder", vocoder, "--out", str(out)]
+        parts += ["--split", split, "--max-clips-per-domain", str(max_clips)]
+        parts += ["--threads", str(threads)] if threads is not None else []
+        cmd = " ".join(shlex.quote(a) for a in parts)
         try:
             path = run_report(manifest, vocoder, out, split, max_clips, threads=threads, command=cmd)
         except (ValueError, FileNotFoundError) as e:
