@@ -182,3 +182,24 @@ def test_training_losses_backward():
     loss.backward()
     for name in ["encoder.in_proj.weight", "decoder.x_proj.weight", "text_encoder.proj.0.weight", "logit_scale"]:
         assert dict(m.named_parameters())[name].grad is not None, name
+
+
+def test_bundled_default_model_loads_and_round_trips():
+    """The committed default weights (checkpoints/entanglecodec-small) load and tokenise audio."""
+    from entanglecodec.model import default_checkpoint_dir
+
+    try:
+        path = default_checkpoint_dir()
+    except CheckpointError:
+        pytest.skip("no bundled default model in this checkout")
+    model = EntangleCodec.from_pretrained(build_text_encoder=False)
+    assert model.config.name == "small" and model.codebook_size == 8192
+    t = np.arange(24000) / 24000
+    wav = torch.from_numpy((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+    tokens = model.encode(wav, 24000)
+    assert tokens.codes.shape == (1, 50)
+    assert int(tokens.codes.min()) >= 0 and int(tokens.codes.max()) < 8192
+    audio = model.decode(tokens)
+    assert audio.wav.shape[-1] >= 24000 and int(audio.lengths[0]) == 24000
+    assert torch.isfinite(audio.wav).all()
+    assert model.fingerprint() == EntangleCodec.from_pretrained(path, build_text_encoder=False).fingerprint()
