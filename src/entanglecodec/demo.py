@@ -94,7 +94,7 @@ def run_demo(out: Path, checkpoint: Path | None, console: Console) -> None:
         if checkpoint is not None:
             raise
         trained = False
-        console.print(f"[bold yellow]No trained model is bundled yet.[/] {e}")
+        console.print(f"[bold yellow]No trained EntangleCodec model found.[/] {e}")
         console.print("[yellow]Running the pipeline with an UNTRAINED tiny model instead: shapes, token file and "
                       "timings are real, its audio is noise.[/]")
         torch.manual_seed(0)

@@ -121,9 +121,10 @@ def default_checkpoint_dir() -> Path:
         if (c / CONFIG_NAME).is_file() and (c / WEIGHTS_NAME).is_file():
             return c
     raise CheckpointError(
-        "no bundled default EntangleCodec model yet: none of "
+        "no default EntangleCodec model found: none of "
         + ", ".join(str(c) for c in candidates)
-        + " holds config.json + model.safetensors. Train one (`entanglecodec train stage1 ...`, see README) "
+        + " holds config.json + model.safetensors (a source checkout ships checkpoints/entanglecodec-small). "
+        "Train one (`entanglecodec train stage1`, see README) "
         "or pass --checkpoint DIR / set ENTANGLECODEC_CHECKPOINT."
     )
 

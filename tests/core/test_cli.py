@@ -92,7 +92,7 @@ def test_demo_runs_and_is_honest_without_bundled_model(tmp_path, monkeypatch):
     monkeypatch.setattr("entanglecodec.model._find_repo_checkpoints", lambda: tmp_path / "nothing")
     r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert r.exit_code == 0, r.output
-    assert "No trained model is bundled yet" in r.output
+    assert "No trained EntangleCodec model found" in r.output
     for name in ("input.wav", "tokens.npz", "reconstruction.wav", "mel_oracle.wav"):
         assert (tmp_path / "demo" / name).is_file()
     assert sf.info(str(tmp_path / "demo" / "reconstruction.wav")).frames == sf.info(str(tmp_path / "demo" / "input.wav")).frames
