@@ -422,21 +422,26 @@ def load_bench_model(
             "preset": model.config.name,
         }
     else:
-        try:
-            model = EntangleCodec.from_pretrained(None, build_text_encoder=False)
-            info = {"source": "bundled default model", "weights": "trained", "preset": model.config.name}
-        except CheckpointError as e:
+        why = "the bundled model was not requested"
+        loaded: EntangleCodec | None = None
+        if bundled:
+            try:
+                loaded = EntangleCodec.from_pretrained(None, build_text_encoder=False)
+                info = {"source": "bundled default model", "weights": "trained", "preset": loaded.config.name}
+            except CheckpointError as e:
+                why = f"no bundled model ({str(e).split(':')[0]})"
+        if loaded is None:
             torch.manual_seed(0)
-            model = EntangleCodec(EntangleCodecConfig.preset(preset), build_text_encoder=False).eval()
+            loaded = EntangleCodec(EntangleCodecConfig.preset(preset), build_text_encoder=False).eval()
             info = {
                 "source": f"randomly initialised `{preset}` preset",
                 "weights": "random",
                 "preset": preset,
             }
             notes.append(
-                f"no bundled model ({str(e).split(':')[0]}): benchmarked a randomly initialised `{preset}` "
-                "preset; speed and memory do not depend on the weights"
+                f"{why}: benchmarked a randomly initialised `{preset}` preset; speed and memory do not depend on the weights"
             )
+        model = loaded
     n = model.num_parameters()
     info.update(
         {
