@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
+from .jsonsafe import json_safe
 from .systems import SAMPLE_RATE, CodecSystemError, System
 
 DOMAINS: tuple[str, ...] = ("speech", "music", "sound", "mixture")
@@ -558,16 +559,6 @@ def _write_csv(res: ReconstructionResults, path: Path) -> None:
             w.writerow(["" if isinstance(r[k], float) and math.isnan(r[k]) else r[k] for k in _CSV_COLUMNS])
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def _write_json(res: ReconstructionResults, path: Path, command: str | None) -> None:
     counts: dict[str, int] = {}
     for c in res.clips:
@@ -586,7 +577,7 @@ def _write_json(res: ReconstructionResults, path: Path, command: str | None) -> 
         "asr_floor": res.floor,
         "notes": res.notes,
     }
-    path.write_text(json.dumps(_json_safe(doc), indent=1), encoding="utf-8")
+    path.write_text(json.dumps(json_safe(doc), indent=1), encoding="utf-8")
 
 
 def _markdown(res: ReconstructionResults, paths: dict[str, Path], command: str | None) -> str:

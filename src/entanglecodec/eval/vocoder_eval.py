@@ -258,6 +258,22 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+def neural_and_griffin_lim(vocoder: str, cfg: MelConfig, griffin_lim_iters: int = 32) -> dict[str, MelVocoder]:
+    """``{label: vocoder}`` for the neural vocoder ``vocoder`` (a directory or ``default``) and Griffin-Lim.
+
+    Raises:
+        ValueError: ``vocoder`` resolves to Griffin-Lim (no trained neural vocoder installed).
+    """
+    from ..griffin_lim import GriffinLim
+    from ..vocoder import Vocoder, load_vocoder
+
+    neural = load_vocoder(vocoder, cfg)
+    if not isinstance(neural, Vocoder):
+        raise ValueError(f"vocoder {vocoder!r} resolved to Griffin-Lim: there is no trained neural vocoder")
+    label = f"neural ({Path(vocoder).name if vocoder != 'default' else 'default'}, {neural.num_parameters / 1e6:.1f} M)"
+    return {label: neural, f"Griffin-Lim ({griffin_lim_iters} it.)": GriffinLim(cfg, n_iter=griffin_lim_iters)}
+
+
 def run_report(
     manifest: str,
     vocoder: str = "default",
@@ -269,18 +285,10 @@ def run_report(
     command: str = "",
 ) -> Path:
     """Evaluate ``vocoder`` (a directory or ``default``) against Griffin-Lim and write the report + PNG."""
-    from ..griffin_lim import GriffinLim
-    from ..vocoder import Vocoder, load_vocoder
-
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = MelConfig()
-    neural = load_vocoder(vocoder, cfg)
-    if not isinstance(neural, Vocoder):
-        raise ValueError(f"vocoder {vocoder!r} resolved to Griffin-Lim: there is no trained neural vocoder to evaluate")
-    gl = GriffinLim(cfg, n_iter=griffin_lim_iters)
-    label = f"neural ({Path(vocoder).name if vocoder != 'default' else 'default'}, {neural.num_parameters / 1e6:.1f} M)"
-    systems: dict[str, MelVocoder] = {label: neural, f"Griffin-Lim ({griffin_lim_iters} it.)": gl}
+    systems = neural_and_griffin_lim(vocoder, cfg, griffin_lim_iters)
     results = evaluate(manifest, systems, split=split, max_clips_per_domain=max_clips_per_domain)
     summary = summarize(results)
     rtf = {name: measure_rtf(v) for name, v in systems.items()}
@@ -317,17 +325,7 @@ def speed_report(
     """
     import os
 
-    from ..griffin_lim import GriffinLim
-    from ..vocoder import Vocoder, load_vocoder
-
-    cfg = MelConfig()
-    neural = load_vocoder(vocoder, cfg)
-    if not isinstance(neural, Vocoder):
-        raise ValueError(f"vocoder {vocoder!r} resolved to Griffin-Lim: there is no trained neural vocoder to time")
-    systems: dict[str, MelVocoder] = {
-        f"neural ({Path(vocoder).name if vocoder != 'default' else 'default'}, {neural.num_parameters / 1e6:.1f} M)": neural,
-        f"Griffin-Lim ({griffin_lim_iters} it.)": GriffinLim(cfg, n_iter=griffin_lim_iters),
-    }
+    systems = neural_and_griffin_lim(vocoder, MelConfig(), griffin_lim_iters)
     load_before = os.getloadavg()
     before = torch.get_num_threads()
     rows: list[tuple[str, int, dict[int, float]]] = []

@@ -27,6 +27,7 @@ Output layout (``DIR``)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import shutil
@@ -596,8 +597,8 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[str]:
-    """Manifest lines of an interrupted run that can be kept (a prefix of ``specs``).
+def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[tuple[str, dict[str, Any]]]:
+    """``(manifest line, parsed row)`` of an interrupted run that can be kept (a prefix of ``specs``).
 
     A line is kept while it parses, names the clip planned at its position (same seed, index and
     split) and its audio file exists and is readable; everything after the first bad line
@@ -611,7 +612,7 @@ def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[str]:
     partial = out / "manifest.jsonl.partial"
     if not partial.is_file():
         raise CorpusError(f"nothing to resume in {out}: no manifest.jsonl.partial (start without --resume)")
-    kept: list[str] = []
+    kept: list[tuple[str, dict[str, Any]]] = []
     for line, spec in zip(partial.read_text(encoding="utf-8").splitlines(), specs, strict=False):
         try:
             row = json.loads(line)
@@ -621,7 +622,7 @@ def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[str]:
             ok = False
         if not ok:
             break
-        kept.append(line)
+        kept.append((line, row))
     if not kept and partial.stat().st_size > 0:
         raise CorpusError(
             f"{partial} does not start with the clips planned for this --hours/--seed/--profile; "
@@ -681,7 +682,7 @@ def generate_corpus(
     out = Path(out)
     specs = plan_corpus(hours, seed, profile)
     partial = out / "manifest.jsonl.partial"
-    kept: list[str] = []
+    kept: list[tuple[str, dict[str, Any]]] = []
     if resume:
         kept = _resumable_rows(out, specs)
     else:
@@ -690,32 +691,28 @@ def generate_corpus(
     english_sentences()
     if profile == "clean-english":
         english_test_voice(pools, 0)  # fails now, not after retries, when no English voice is installed
-    counts: dict[str, Counter[str]] = {}
-    total_s = 0.0
-    for line in kept:
-        row = json.loads(line)
-        counts.setdefault(row["domain"], Counter())[row["split"]] += 1
-        total_s += row["duration"]
+    done = [row for _, row in kept]
     with open(partial, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in kept)
+        f.writelines(line + "\n" for line, _ in kept)
         f.flush()
         rows = _iter_rows(specs[len(kept) :], out, workers)
+        bar: Any = None
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-                task = bar.add_task("clips", total=len(specs), completed=len(kept))
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-                    counts.setdefault(row["domain"], Counter())[row["split"]] += 1
-                    total_s += row["duration"]
-                    bar.advance(task)
-        else:
+            bar = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with bar if bar is not None else contextlib.nullcontext():
+            task = bar.add_task("clips", total=len(specs), completed=len(kept)) if bar is not None else None
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                counts.setdefault(row["domain"], Counter())[row["split"]] += 1
-                total_s += row["duration"]
+                done.append(row)
+                if bar is not None:
+                    bar.advance(task)
     partial.rename(out / "manifest.jsonl")
+    counts: dict[str, Counter[str]] = {}
+    for row in done:
+        counts.setdefault(row["domain"], Counter())[row["split"]] += 1
+    total_s = sum(row["duration"] for row in done)
     summary = corpus_summary(seed, hours, specs, counts, total_s, pools, profile)
     (out / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
