@@ -9,6 +9,11 @@ Frame arithmetic matches :class:`entanglecodec.audio.MelFrontend` exactly: frame
 sample ``f * hop`` and ``F`` frames give ``F * hop`` samples. The input is the *un-normalised*
 natural-log power mel of :meth:`MelFrontend.log_mel` (not the codec's per-bin normalised mel).
 
+At inference the network's output goes through a few passes of the parameter-free
+:class:`~entanglecodec.mel_consistency.MelConsistencyFilter`, which rescales it band by band until
+its mel matches the input mel (``consistency_passes`` in the config; 0 gives the network alone,
+which is also what training optimises).
+
 Padding invariance: every temporal operation (the embedding convolution and the depthwise
 convolutions of the ConvNeXt blocks) sees exact zeros past an item's last valid frame, and the
 inverse STFT drops the invalid frames (also from the window normalisation), so a padded batch gives
@@ -33,6 +38,7 @@ from torch import Tensor, nn
 
 from .audio import lengths_to_mask
 from .config import ConfigError, MelConfig, _from_dict
+from .mel_consistency import MelConsistencyFilter
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ class VocoderConfig:
         mel_f_min: lowest mel filter edge in Hz.
         mel_f_max: highest mel filter edge in Hz (``None``: Nyquist).
         mel_log_floor: power floor of the input log-mel.
+        consistency_passes: passes of the parameter-free :class:`MelConsistencyFilter` applied to
+            the network's output at inference (0: the network alone). Training never uses it.
+        consistency_step: over-relaxation of each pass (1: apply the measured band gain once).
     """
 
     dim: int = 256
@@ -92,6 +101,8 @@ class VocoderConfig:
     mel_f_min: float = 0.0
     mel_f_max: float | None = None
     mel_log_floor: float = 1e-5
+    consistency_passes: int = 4
+    consistency_step: float = 1.5
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for impossible values."""
@@ -107,6 +118,11 @@ class VocoderConfig:
             )
         if self.input_scale <= 0:
             raise ConfigError("vocoder: input_scale must be positive")
+        if self.consistency_passes < 0 or self.consistency_step <= 0:
+            raise ConfigError(
+                "vocoder: consistency_passes must be >= 0 and consistency_step > 0, got "
+                f"{self.consistency_passes} and {self.consistency_step}"
+            )
 
     # ------------------------------------------------------------------ presets
     @staticmethod
@@ -347,6 +363,7 @@ class Vocoder(nn.Module):
             self.register_buffer("prior_matrix", magnitude_prior_matrix(config), persistent=False)
         else:
             self.prior_matrix = None
+        self.consistency = MelConsistencyFilter(config.mel_config())
         self.apply(self._init_weights)
 
     @staticmethod
@@ -393,13 +410,17 @@ class Vocoder(nn.Module):
             raise ValueError(f"frame lengths {lens.tolist()} must be in [1, {log_mel.shape[2]}]")
         return lens
 
-    def forward(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(
+        self, log_mel: Tensor, lengths: Tensor | None = None, consistency_passes: int | None = None
+    ) -> Tensor:
         """Synthesise audio.
 
         Args:
             log_mel: natural-log power mel ``[B, n_mels, F]`` (as :meth:`MelFrontend.log_mel`).
             lengths: valid frames per item ``[B]`` (``None``: all ``F``). Frames past an item's
                 length never influence its samples.
+            consistency_passes: passes of the mel-consistency filter (``None``:
+                ``config.consistency_passes``; 0: the network's raw output, as in training).
 
         Returns:
             Waveform ``[B, F * hop_length]`` float32; samples past ``lengths * hop_length`` are 0.
@@ -418,6 +439,9 @@ class Vocoder(nn.Module):
         wav = self.head(h, fmask, self.magnitude_prior(log_mel))
         if lens is not None:
             wav = wav * lengths_to_mask(lens * self.hop_length, wav.shape[1]).to(wav.dtype)
+        passes = self.config.consistency_passes if consistency_passes is None else int(consistency_passes)
+        if passes > 0:
+            wav = self.consistency(wav, log_mel, lens, passes, self.config.consistency_step)
         return wav
 
     def magnitude_prior(self, log_mel: Tensor) -> Tensor | None:
@@ -536,7 +560,12 @@ def _griffin_lim(mel_cfg: MelConfig) -> MelVocoder:
     return GriffinLim(mel_cfg)
 
 
-def load_vocoder(spec: str | Path, mel_cfg: MelConfig | None = None, device: str | torch.device = "cpu") -> MelVocoder:
+def load_vocoder(
+    spec: str | Path,
+    mel_cfg: MelConfig | None = None,
+    device: str | torch.device = "cpu",
+    consistency_passes: int | None = None,
+) -> MelVocoder:
     """Return a mel inverter for the codec.
 
     Args:
@@ -546,6 +575,8 @@ def load_vocoder(spec: str | Path, mel_cfg: MelConfig | None = None, device: str
         mel_cfg: the mel analysis the caller's log-mels come from (default :class:`MelConfig()`);
             a neural vocoder built for another analysis raises :class:`ConfigError`.
         device: where to put a neural vocoder.
+        consistency_passes: override the checkpoint's ``consistency_passes`` (0: the network's
+            raw output; ignored for Griffin-Lim).
 
     Returns:
         A :class:`MelVocoder` (a :class:`Vocoder` in eval mode with gradients off, or Griffin-Lim).
@@ -571,6 +602,10 @@ def load_vocoder(spec: str | Path, mel_cfg: MelConfig | None = None, device: str
             )
     voc = Vocoder.from_pretrained(path, map_location=device)
     voc.config.check_mel(mel_cfg)
+    if consistency_passes is not None:
+        if consistency_passes < 0:
+            raise ValueError(f"consistency_passes must be >= 0, got {consistency_passes}")
+        voc.config.consistency_passes = int(consistency_passes)
     voc.requires_grad_(False)
     return voc
 

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
 AUDIO_SUFFIX = ".wav"
 
 
-def vocode_command(inputs: list[Path], out: Path, checkpoint: str = "default", overwrite: bool = False) -> list[Path]:
+def vocode_command(
+    inputs: list[Path],
+    out: Path,
+    checkpoint: str = "default",
+    overwrite: bool = False,
+    consistency_passes: int | None = None,
+) -> list[Path]:
     """Re-synthesise audio files through the codec's log-mel and a vocoder.
 
     Args:
@@ -25,6 +31,8 @@ def vocode_command(inputs: list[Path], out: Path, checkpoint: str = "default", o
         checkpoint: ``"default"`` (shipped weights, Griffin-Lim fallback), ``"griffin-lim"`` or
             a vocoder directory (``config.json`` + ``model.safetensors``).
         overwrite: replace existing output files.
+        consistency_passes: mel-consistency passes after a neural vocoder (``None``: the
+            checkpoint's own setting; 0: the network alone).
 
     Returns:
         The written paths. Each output has exactly the input's length (at 24 kHz).
@@ -41,7 +49,7 @@ def vocode_command(inputs: list[Path], out: Path, checkpoint: str = "default", o
 
     files = expand_inputs(list(inputs), AUDIO_EXTS)
     targets = output_paths(files, out, AUDIO_SUFFIX, overwrite)
-    vocoder = load_vocoder(checkpoint)
+    vocoder = load_vocoder(checkpoint, consistency_passes=consistency_passes)
     mel_cfg = vocoder_mel_config(vocoder)
     frontend = MelFrontend(mel_cfg)
     written = []
@@ -81,13 +89,19 @@ def register(app: typer.Typer) -> None:
             "default", "--vocoder", "--checkpoint", help="'default', 'griffin-lim' or a vocoder directory"
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace existing outputs"),
+        consistency_passes: int | None = typer.Option(
+            None,
+            "--consistency-passes",
+            min=0,
+            help="mel-consistency passes after a neural vocoder (default: the checkpoint's; 0: network alone)",
+        ),
     ) -> None:
         """Copy-synthesis: audio -> codec log-mel -> vocoder -> audio (same length as the input)."""
         from rich.console import Console
 
         console = Console(stderr=True)
         try:
-            paths = vocode_command(inputs, out, checkpoint, overwrite)
+            paths = vocode_command(inputs, out, checkpoint, overwrite, consistency_passes)
         except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
             console.print(f"[bold red]error:[/] {e}")
             raise typer.Exit(1) from None

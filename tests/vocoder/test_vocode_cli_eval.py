@@ -45,6 +45,23 @@ def test_vocode_roundtrip(tmp_path: Path, tiny_dir: Path) -> None:
     assert res.exit_code == 1 and "overwrite" in res.output
     res = CliRunner().invoke(_app(), ["vocode", str(src), "-o", str(out), "--vocoder", str(tiny_dir), "--overwrite"])
     assert res.exit_code == 0
+    # --consistency-passes 0 is the network alone: the same as calling it with 0 passes
+    raw_out = tmp_path / "raw.wav"
+    res = CliRunner().invoke(
+        _app(), ["vocode", str(src), "-o", str(raw_out), "--vocoder", str(tiny_dir), "--consistency-passes", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    from entanglecodec.audio import MelFrontend
+    from entanglecodec.config import MelConfig
+
+    voc = Vocoder.from_pretrained(tiny_dir)
+    x = torch.from_numpy(sf.read(src, dtype="float32")[0])[None]
+    with torch.inference_mode():
+        expect = voc(MelFrontend(MelConfig()).log_mel(x), consistency_passes=0)[0, :n]
+    np.testing.assert_allclose(sf.read(raw_out, dtype="float32")[0], expect.numpy(), atol=1e-4)
+    assert not np.allclose(sf.read(raw_out)[0], data, atol=1e-4)
+    res = CliRunner().invoke(_app(), ["vocode", str(src), "-o", str(raw_out), "--consistency-passes", "-1"])
+    assert res.exit_code != 0
     # 8 kHz input is resampled to the vocoder's 24 kHz; a directory of inputs goes to a directory
     sf.write(tmp_path / "b.wav", np.zeros(8000, np.float32), 8000)
     written = vocode_command([src, tmp_path / "b.wav"], tmp_path / "outdir", str(tiny_dir), False)
@@ -87,7 +104,8 @@ def test_vocoder_speed_report(tmp_path: Path, tiny_dir: Path) -> None:
     text = out.read_text()
     assert "load average" in text and "| 1 |" in text and "batch 2" in text
     rows = [line for line in text.splitlines() if line.startswith("| neural") or line.startswith("| Griffin")]
-    assert len(rows) == 2
+    assert len(rows) == 3  # the network alone, the network + mel-consistency passes, Griffin-Lim
+    assert "network only" in rows[0] and "4 mel-consistency passes" in rows[1]
     assert all(float(cell.strip().rstrip("x")) > 0 for r in rows for cell in r.strip("|").split("|")[2:])
     res = CliRunner().invoke(app, ["vocoder-speed", "--vocoder", str(tmp_path / "missing"), "-o", str(out)])
     assert res.exit_code != 0

@@ -261,6 +261,8 @@ def render_report(
 def neural_and_griffin_lim(vocoder: str, cfg: MelConfig, griffin_lim_iters: int = 32) -> dict[str, MelVocoder]:
     """``{label: vocoder}`` for the neural vocoder ``vocoder`` (a directory or ``default``) and Griffin-Lim.
 
+    When the checkpoint applies mel-consistency passes, its network alone is listed as well.
+
     Raises:
         ValueError: ``vocoder`` resolves to Griffin-Lim (no trained neural vocoder installed).
     """
@@ -271,7 +273,16 @@ def neural_and_griffin_lim(vocoder: str, cfg: MelConfig, griffin_lim_iters: int 
     if not isinstance(neural, Vocoder):
         raise ValueError(f"vocoder {vocoder!r} resolved to Griffin-Lim: there is no trained neural vocoder")
     label = f"neural ({Path(vocoder).name if vocoder != 'default' else 'default'}, {neural.num_parameters / 1e6:.1f} M)"
-    return {label: neural, f"Griffin-Lim ({griffin_lim_iters} it.)": GriffinLim(cfg, n_iter=griffin_lim_iters)}
+    systems: dict[str, MelVocoder] = {}
+    passes = neural.config.consistency_passes
+    if passes > 0:
+        # the network alone too, so that the filter's share of the result is visible
+        raw = load_vocoder(vocoder, cfg, consistency_passes=0)
+        systems[f"{label}, network only"] = raw
+        label = f"{label} + {passes} mel-consistency passes"
+    systems[label] = neural
+    systems[f"Griffin-Lim ({griffin_lim_iters} it.)"] = GriffinLim(cfg, n_iter=griffin_lim_iters)
+    return systems
 
 
 def run_report(
@@ -304,7 +315,16 @@ def run_report(
         fe = MelFrontend(cfg)
         ests = {n: copy_synthesis(v, torch.from_numpy(wav), fe).numpy() for n, v in systems.items()}
         spectrogram_figure(png, wav, ests, cfg)
-    text = render_report(summary, rtf, command, manifest, split, png.name if speech else None)
+    notes = []
+    if any("mel-consistency" in n for n in systems):
+        notes.append(
+            "mel-consistency passes: after the network, each pass re-analyses the output with the mel's own STFT "
+            "and rescales its spectrum band by band towards the input mel, keeping the network's phase and "
+            "harmonic structure (`entanglecodec.mel_consistency`, no parameters; `consistency_passes` in the "
+            "vocoder's config.json, `--consistency-passes` on `entanglecodec vocode`). The 'network only' row "
+            "is the same checkpoint without it."
+        )
+    text = render_report(summary, rtf, command, manifest, split, png.name if speech else None, notes)
     out.write_text(text)
     return out
 

@@ -322,7 +322,7 @@ class VocoderModule(pl.LightningModule):  # type: ignore[misc, name-defined]
         with torch.no_grad():
             log_mel = self.mel.log_mel(wav, lengths)
         wav = wav[:, : log_mel.shape[-1] * self.vocoder.hop_length]
-        y_hat = self.vocoder(log_mel)
+        y_hat = self.vocoder(log_mel, consistency_passes=0)  # the network alone is trained
         gan = self.step_count >= tc.gan_start_step
         logs: dict[str, Tensor | float] = {}
 
@@ -386,7 +386,7 @@ class VocoderModule(pl.LightningModule):  # type: ignore[misc, name-defined]
         hop = self.vocoder.hop_length
         frames: Tensor = num_frames(lengths, hop)  # type: ignore[assignment]
         log_mel = self.mel.log_mel(wav, lengths)
-        y_hat = self.vocoder(log_mel, frames)[:, : wav.shape[1]]
+        y_hat = self.vocoder(log_mel, frames, consistency_passes=0)[:, : wav.shape[1]]  # the network alone
         y_hat = y_hat * lengths_to_mask(lengths, y_hat.shape[1]).to(y_hat.dtype)
         rebuilt = self.mel.log_mel(y_hat, lengths)
         fmask = lengths_to_mask(frames, log_mel.shape[-1])[:, None, :].to(log_mel.dtype)
