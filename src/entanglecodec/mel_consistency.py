@@ -23,6 +23,8 @@ same samples as filtering each item alone.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -68,34 +70,68 @@ class MelConsistencyFilter(nn.Module):
             return_complex=True,
         )
 
-    def _istft(self, spec: Tensor, length: int) -> Tensor:
-        return torch.istft(
-            spec,
-            n_fft=self.cfg.n_fft,
-            hop_length=self.cfg.hop_length,
-            win_length=self.cfg.win_length,
-            window=self.window,
-            center=True,
-            length=length,
-        )
+    def _overlap_add(self, frames: Tensor) -> Tensor:
+        """``[B, T, n_fft]`` -> ``[B, (T - 1) * hop + n_fft]`` by summing hop-sized chunks.
+
+        The overlap-add is ``ceil(n_fft / hop)`` shifted slice additions (faster than
+        ``torch.istft`` / ``fold`` on a CPU).
+        """
+        b, t, n_fft = frames.shape
+        hop = self.cfg.hop_length
+        k = -(-n_fft // hop)
+        out = frames.new_zeros(b, t + k - 1, hop)
+        for j in range(k):
+            piece = frames[:, :, j * hop : min((j + 1) * hop, n_fft)]
+            out[:, j : j + t, : piece.shape[-1]] += piece
+        return out.reshape(b, -1)[:, : (t - 1) * hop + n_fft]
+
+    def _istft(self, spec: Tensor, length: int, envelope: Tensor | None = None) -> Tensor:
+        """Least-squares inverse of :meth:`_stft`: ``[B, n_freq, T]`` -> ``[B, length]``.
+
+        ``envelope`` (the overlap-added squared window for ``T`` frames) may be passed in when
+        several spectra of the same size are inverted.
+        """
+        n_fft = self.cfg.n_fft
+        window = self._padded_window()
+        frames = torch.fft.irfft(spec.transpose(1, 2), n=n_fft, dim=-1) * window  # [B, T, n_fft]
+        if envelope is None:
+            envelope = self._envelope(spec.shape[-1])
+        start = n_fft // 2
+        wav = self._overlap_add(frames)[:, start : start + length]
+        return wav / envelope[start : start + length]
+
+    def _padded_window(self) -> Tensor:
+        """The analysis window centred in ``n_fft`` samples (``torch.stft``'s convention)."""
+        n_fft, win = self.cfg.n_fft, self.window.shape[0]
+        left = (n_fft - win) // 2
+        return torch.nn.functional.pad(self.window, (left, n_fft - win - left))
+
+    def _envelope(self, n_frames: int) -> Tensor:
+        """Overlap-added squared window of ``n_frames`` frames, floored away from 0: ``[samples]``."""
+        w2 = self._padded_window().square()
+        return self._overlap_add(w2.expand(1, n_frames, -1))[0].clamp_min(1e-11)
 
     def _filter(self, wav: Tensor, log_mel: Tensor, passes: int, step: float) -> Tensor:
         """``wav [B, F*hop]``, ``log_mel [B, n_mels, F]`` (all frames valid) -> ``[B, F*hop]``."""
         n_samples, n_frames = wav.shape[-1], log_mel.shape[-1]
         floor = self.cfg.log_floor
-        target = log_mel.float().clamp_min(torch.log(torch.tensor(floor)).item())
+        target = log_mel.float().clamp_min(math.log(floor))
+        envelope = self._envelope(n_frames + 1)
         for _ in range(passes):
             spec = self._stft(wav)  # [B, n_freq, F + 1]: frame F, centred on the end, has no target of its own
-            power = spec[..., :n_frames].abs().square()
+            head = spec[..., :n_frames]
+            power = head.real.square() + head.imag.square()  # |X|^2 without a sqrt
             current = torch.log(torch.matmul(self.fb, power).clamp_min(floor))
             gain = (target - current).clamp(-self.max_log_gain, self.max_log_gain)  # [B, n_mels, F]
             lin = torch.matmul(self.spread, gain) * (0.5 * step)  # log amplitude gain [B, n_freq, F]
             lin = torch.cat([lin, lin[..., -1:]], dim=-1)  # the extra end frame follows the last one
-            wav = self._istft(spec * torch.exp(lin), n_samples)
+            gain_lin = torch.exp(lin)
+            scaled = torch.complex(spec.real * gain_lin, spec.imag * gain_lin)
+            wav = self._istft(scaled, n_samples, envelope)
         return wav
 
     def forward(
-        self, wav: Tensor, log_mel: Tensor, lengths: Tensor | None = None, passes: int = 4, step: float = 1.5
+        self, wav: Tensor, log_mel: Tensor, lengths: Tensor | None = None, passes: int = 6, step: float = 1.5
     ) -> Tensor:
         """See the class docstring. ``passes = 0`` returns ``wav`` unchanged."""
         if passes < 0:

@@ -101,7 +101,7 @@ class VocoderConfig:
     mel_f_min: float = 0.0
     mel_f_max: float | None = None
     mel_log_floor: float = 1e-5
-    consistency_passes: int = 4
+    consistency_passes: int = 6
     consistency_step: float = 1.5
 
     def validate(self) -> None:

@@ -103,23 +103,23 @@ def test_bad_arguments_are_named() -> None:
 def test_vocoder_applies_the_configured_passes(tmp_path: Path) -> None:
     torch.manual_seed(0)
     voc = Vocoder(VocoderConfig.preset("tiny")).eval()
-    assert voc.config.consistency_passes == 4
+    assert voc.config.consistency_passes == 6
     mel = MelFrontend(CFG).log_mel(_voiced(0.5))
     with torch.no_grad():
         raw = voc(mel, consistency_passes=0)
         filtered = voc(mel)
-        by_hand = voc.consistency(raw, mel, None, 4, voc.config.consistency_step)
+        by_hand = voc.consistency(raw, mel, None, 6, voc.config.consistency_step)
     torch.testing.assert_close(filtered, by_hand)
     assert _mel_l1(filtered, _voiced(0.5)) < _mel_l1(raw, _voiced(0.5))
     # the filter has no weights: checkpoints are unchanged, and a config.json without the fields
     # (written before they existed) loads with the default
     d = voc.save_pretrained(tmp_path / "voc")
     cfg = json.loads((d / "config.json").read_text())
-    assert cfg["consistency_passes"] == 4
+    assert cfg["consistency_passes"] == 6
     del cfg["consistency_passes"], cfg["consistency_step"]
     (d / "config.json").write_text(json.dumps(cfg))
     loaded = load_vocoder(d)
-    assert isinstance(loaded, Vocoder) and loaded.config.consistency_passes == 4
+    assert isinstance(loaded, Vocoder) and loaded.config.consistency_passes == 6
     raw_loaded = load_vocoder(d, consistency_passes=0)
     assert isinstance(raw_loaded, Vocoder)
     with torch.no_grad():

@@ -105,7 +105,7 @@ def test_vocoder_speed_report(tmp_path: Path, tiny_dir: Path) -> None:
     assert "load average" in text and "| 1 |" in text and "batch 2" in text
     rows = [line for line in text.splitlines() if line.startswith("| neural") or line.startswith("| Griffin")]
     assert len(rows) == 3  # the network alone, the network + mel-consistency passes, Griffin-Lim
-    assert "network only" in rows[0] and "4 mel-consistency passes" in rows[1]
+    assert "network only" in rows[0] and "6 mel-consistency passes" in rows[1]
     assert all(float(cell.strip().rstrip("x")) > 0 for r in rows for cell in r.strip("|").split("|")[2:])
     res = CliRunner().invoke(app, ["vocoder-speed", "--vocoder", str(tmp_path / "missing"), "-o", str(out)])
     assert res.exit_code != 0
