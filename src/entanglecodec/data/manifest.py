@@ -193,7 +193,10 @@ def read_manifest(path: str | Path, split: str | None = None, allow_empty: bool 
         if split is None:
             raise ManifestError(f"{p}: manifest holds no rows")
         present = ", ".join(f"{k}={v}" for k, v in sorted(split_counts.items())) or "none"
-        raise ManifestError(f"{p}: no rows of split {split!r} (rows per split: {present})")
+        raise ManifestError(
+            f"{p}: no rows of split {split!r} (rows per split: {present}); choose one of those splits "
+            "(commands that read a split take --split; 'all' uses every row) or make a larger corpus"
+        )
     return rows
 
 
