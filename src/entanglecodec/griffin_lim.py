@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .audio import lengths_to_mask, mel_filterbank
+from .audio import CenteredSTFT, lengths_to_mask, mel_filterbank
 from .config import MelConfig
 
 
@@ -25,7 +25,6 @@ class GriffinLim(nn.Module):
     """
 
     fb_pinv: Tensor
-    window: Tensor
 
     def __init__(self, mel_cfg: MelConfig, n_iter: int = 32, momentum: float = 0.99, seed: int = 0) -> None:
         super().__init__()
@@ -35,7 +34,7 @@ class GriffinLim(nn.Module):
         self.seed = int(seed)
         fb = mel_filterbank(mel_cfg.sample_rate, mel_cfg.n_fft, mel_cfg.n_mels, mel_cfg.f_min, mel_cfg.f_max)
         self.register_buffer("fb_pinv", torch.linalg.pinv(fb), persistent=False)
-        self.register_buffer("window", torch.hann_window(mel_cfg.win_length), persistent=False)
+        self.stft = CenteredSTFT(mel_cfg)
 
     @property
     def sample_rate(self) -> int:
@@ -44,29 +43,6 @@ class GriffinLim(nn.Module):
     @property
     def hop_length(self) -> int:
         return self.cfg.hop_length
-
-    def _stft(self, wav: Tensor) -> Tensor:
-        return torch.stft(
-            wav,
-            n_fft=self.cfg.n_fft,
-            hop_length=self.cfg.hop_length,
-            win_length=self.cfg.win_length,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-
-    def _istft(self, spec: Tensor, length: int) -> Tensor:
-        return torch.istft(
-            spec,
-            n_fft=self.cfg.n_fft,
-            hop_length=self.cfg.hop_length,
-            win_length=self.cfg.win_length,
-            window=self.window,
-            center=True,
-            length=length,
-        )
 
     @torch.no_grad()
     def forward(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -93,15 +69,16 @@ class GriffinLim(nn.Module):
         keep = None if lengths is None else lengths_to_mask(lengths * hop, n_samples).to(mag.dtype)
         spec = torch.polar(mag, phase)
         prev = torch.zeros_like(spec)
-        wav = self._istft(spec, n_samples)
+        envelope = self.stft.envelope(f + 1)
+        wav = self.stft.istft(spec, n_samples, envelope)
         if keep is not None:
             wav = wav * keep
         for _ in range(self.n_iter):
-            rebuilt = self._stft(wav)
+            rebuilt = self.stft.stft(wav)
             est = rebuilt - (self.momentum / (1 + self.momentum)) * prev
             prev = rebuilt
             spec = mag * torch.exp(1j * torch.angle(est))
-            wav = self._istft(spec, n_samples)
+            wav = self.stft.istft(spec, n_samples, envelope)
             if keep is not None:
                 wav = wav * keep  # an item never sees samples past its own end, as when decoded alone
         return wav.clamp(-1.0, 1.0)

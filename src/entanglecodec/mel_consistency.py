@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .audio import mel_filterbank
+from .audio import CenteredSTFT, mel_filterbank
 from .config import MelConfig
 
 
@@ -45,7 +45,6 @@ class MelConsistencyFilter(nn.Module):
 
     fb: Tensor
     spread: Tensor
-    window: Tensor
 
     def __init__(self, mel_cfg: MelConfig, max_log_gain: float = 4.6) -> None:
         super().__init__()
@@ -56,69 +55,16 @@ class MelConsistencyFilter(nn.Module):
         # [n_freq, n_mels]: each linear bin averages the gains of its bands (bins in no band keep gain 0)
         weights = fb.t()
         self.register_buffer("spread", weights / weights.sum(1, keepdim=True).clamp_min(1e-8), persistent=False)
-        self.register_buffer("window", torch.hann_window(mel_cfg.win_length), persistent=False)
-
-    def _stft(self, wav: Tensor) -> Tensor:
-        return torch.stft(
-            wav,
-            n_fft=self.cfg.n_fft,
-            hop_length=self.cfg.hop_length,
-            win_length=self.cfg.win_length,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-
-    def _overlap_add(self, frames: Tensor) -> Tensor:
-        """``[B, T, n_fft]`` -> ``[B, (T - 1) * hop + n_fft]`` by summing hop-sized chunks.
-
-        The overlap-add is ``ceil(n_fft / hop)`` shifted slice additions (faster than
-        ``torch.istft`` / ``fold`` on a CPU).
-        """
-        b, t, n_fft = frames.shape
-        hop = self.cfg.hop_length
-        k = -(-n_fft // hop)
-        out = frames.new_zeros(b, t + k - 1, hop)
-        for j in range(k):
-            piece = frames[:, :, j * hop : min((j + 1) * hop, n_fft)]
-            out[:, j : j + t, : piece.shape[-1]] += piece
-        return out.reshape(b, -1)[:, : (t - 1) * hop + n_fft]
-
-    def _istft(self, spec: Tensor, length: int, envelope: Tensor | None = None) -> Tensor:
-        """Least-squares inverse of :meth:`_stft`: ``[B, n_freq, T]`` -> ``[B, length]``.
-
-        ``envelope`` (the overlap-added squared window for ``T`` frames) may be passed in when
-        several spectra of the same size are inverted.
-        """
-        n_fft = self.cfg.n_fft
-        window = self._padded_window()
-        frames = torch.fft.irfft(spec.transpose(1, 2), n=n_fft, dim=-1) * window  # [B, T, n_fft]
-        if envelope is None:
-            envelope = self._envelope(spec.shape[-1])
-        start = n_fft // 2
-        wav = self._overlap_add(frames)[:, start : start + length]
-        return wav / envelope[start : start + length]
-
-    def _padded_window(self) -> Tensor:
-        """The analysis window centred in ``n_fft`` samples (``torch.stft``'s convention)."""
-        n_fft, win = self.cfg.n_fft, self.window.shape[0]
-        left = (n_fft - win) // 2
-        return torch.nn.functional.pad(self.window, (left, n_fft - win - left))
-
-    def _envelope(self, n_frames: int) -> Tensor:
-        """Overlap-added squared window of ``n_frames`` frames, floored away from 0: ``[samples]``."""
-        w2 = self._padded_window().square()
-        return self._overlap_add(w2.expand(1, n_frames, -1))[0].clamp_min(1e-11)
+        self.stft = CenteredSTFT(mel_cfg)
 
     def _filter(self, wav: Tensor, log_mel: Tensor, passes: int, step: float) -> Tensor:
         """``wav [B, F*hop]``, ``log_mel [B, n_mels, F]`` (all frames valid) -> ``[B, F*hop]``."""
         n_samples, n_frames = wav.shape[-1], log_mel.shape[-1]
         floor = self.cfg.log_floor
         target = log_mel.float().clamp_min(math.log(floor))
-        envelope = self._envelope(n_frames + 1)
+        envelope = self.stft.envelope(n_frames + 1)
         for _ in range(passes):
-            spec = self._stft(wav)  # [B, n_freq, F + 1]: frame F, centred on the end, has no target of its own
+            spec = self.stft.stft(wav)  # [B, n_freq, F + 1]: frame F, centred on the end, has no target of its own
             head = spec[..., :n_frames]
             power = head.real.square() + head.imag.square()  # |X|^2 without a sqrt
             current = torch.log(torch.matmul(self.fb, power).clamp_min(floor))
@@ -127,7 +73,7 @@ class MelConsistencyFilter(nn.Module):
             lin = torch.cat([lin, lin[..., -1:]], dim=-1)  # the extra end frame follows the last one
             gain_lin = torch.exp(lin)
             scaled = torch.complex(spec.real * gain_lin, spec.imag * gain_lin)
-            wav = self._istft(scaled, n_samples, envelope)
+            wav = self.stft.istft(scaled, n_samples, envelope)
         return wav
 
     def forward(

@@ -116,3 +116,27 @@ def test_mel_stats(tmp_path):
     fe.set_stats(mean, std)
     mel = fe(torch.from_numpy(load_audio(tmp_path / "0.wav")[0])[None])
     assert abs(float(mel.mean())) < 0.5 and 0.5 < float(mel.std()) < 1.5
+
+
+@pytest.mark.parametrize("n_samples", [480 * 7, 480 * 7 + 123])
+def test_centered_stft_frames_and_inverse_match_torch(n_samples: int) -> None:
+    """``CenteredSTFT`` has MelFrontend's frames (plus one on the end) and inverts like ``torch.istft``."""
+    from entanglecodec.audio import CenteredSTFT
+
+    cfg = MelConfig()
+    st = CenteredSTFT(cfg)
+    wav = torch.randn(2, n_samples, generator=torch.Generator().manual_seed(0)) * 0.1
+    spec = st.stft(wav)
+    fe = MelFrontend(cfg)
+    n_frames = fe.log_mel(wav).shape[-1]
+    assert spec.shape == (2, cfg.n_fft // 2 + 1, n_samples // cfg.hop_length + 1)
+    torch.testing.assert_close(spec.abs().square()[..., :n_frames], fe.power_spectrogram(wav)[..., :n_frames])
+    torch.testing.assert_close(st.istft(spec, n_samples), wav, atol=1e-5, rtol=0)
+    # an arbitrary (inconsistent) spectrum is inverted exactly as torch.istft does
+    g = torch.Generator().manual_seed(1)
+    other = torch.polar(torch.rand(spec.shape, generator=g), 6.28 * torch.rand(spec.shape, generator=g))
+    ref = torch.istft(
+        other, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        window=torch.hann_window(cfg.win_length), center=True, length=n_samples,
+    )
+    torch.testing.assert_close(st.istft(other, n_samples), ref, atol=1e-5, rtol=1e-4)
