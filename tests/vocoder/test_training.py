@@ -99,3 +99,35 @@ def test_warm_start_copies_matching_tensors_only(tmp_path: Path) -> None:
     assert all(torch.equal(dst.state_dict()[k], v) for k, v in head_before.items() if k in kept)
     with pytest.raises(FileNotFoundError):
         warm_start(dst, tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_best_restarts_when_the_validation_set_changes(tiny_recipe: Path, tmp_path: Path, tiny_corpus: Path) -> None:
+    """A resume on another manifest must not compare new validation losses with the old set's best."""
+    import shutil
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    train_vocoder(tiny_recipe, run_dir=run, max_steps=4)
+
+    def unbeatable_best() -> None:  # as if the old validation set had been much easier
+        last = run / "checkpoints" / "last.ckpt"
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        ckpt["vocoder_best_val"] = 0.0
+        torch.save(ckpt, last)
+
+    def best_step() -> int:
+        return int((run / "best" / "TRAINING_STATE.txt").read_text().split()[1])
+
+    unbeatable_best()
+    train_vocoder(tiny_recipe, run_dir=run, resume=True, max_steps=8)  # same data: best stays put
+    assert best_step() <= 4
+    # another corpus (a copy elsewhere is another validation set): best restarts
+    other = tmp_path / "other"
+    shutil.copytree(tiny_corpus.parent, other)
+    unbeatable_best()
+    train_vocoder(tiny_recipe, run_dir=run, resume=True, max_steps=12, manifest=str(other / "manifest.jsonl"))
+    assert best_step() > 8
+    assert not list((run / "checkpoints").glob("best-v*.ckpt"))  # one best.ckpt, replaced in place
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["vocoder_step"] > 8

@@ -253,6 +253,20 @@ def lr_lambda(step: int, cfg: VocoderTrainConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def validation_set_key(data: dict[str, Any]) -> dict[str, Any]:
+    """What defines the validation set of a recipe's ``data`` section (a plain dict).
+
+    Validation losses are comparable across a resume only when this is unchanged; ``best`` is
+    reset when it changes (e.g. ``--manifest`` points at another corpus).
+    """
+    manifest = data.get("valid_manifest") or data.get("manifest")
+    return {
+        "manifest": str(Path(str(manifest)).expanduser().resolve()) if manifest else None,
+        "split": data.get("valid_split"),
+        "crop_seconds": data.get("valid_crop_seconds"),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Lightning module
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +296,7 @@ class VocoderModule(pl.LightningModule):  # type: ignore[misc, name-defined]
         self.stft_loss = MultiResolutionSTFTLoss()
         self.step_count = 0
         self.best_val = math.inf
+        self.validation_set_changed = False  # set on resume when the validation set differs
         self._last_sample_step = -1
         self._t_last: float | None = None
         self._sec_per_step: float | None = None
@@ -306,6 +321,17 @@ class VocoderModule(pl.LightningModule):  # type: ignore[misc, name-defined]
         self.step_count = int(checkpoint.get("vocoder_step", 0))
         self.best_val = float(checkpoint.get("vocoder_best_val", math.inf))
         self._last_sample_step = int(checkpoint.get("vocoder_last_sample_step", -1))
+        saved = checkpoint.get("hyper_parameters", {}).get("recipe", {}).get("data")
+        if isinstance(saved, dict):
+            before, now = validation_set_key(saved), validation_set_key(asdict(self.recipe.data))
+            if before != now:
+                logger.warning(
+                    "validation set changed since the checkpoint (%s -> %s): the best validation loss "
+                    "(%.4f) is forgotten, and best/ and best.ckpt restart from the next validation",
+                    before, now, self.best_val,
+                )
+                self.best_val = math.inf
+                self.validation_set_changed = True
 
     # ------------------------------------------------------------------ losses
     def _disc(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]], list[Tensor], list[list[Tensor]]]:
@@ -532,6 +558,31 @@ def resolve_resume(resume: bool | str | Path | None, run_dir: Path) -> str | Non
     return str(p)
 
 
+class _BestCheckpoint(pl.callbacks.ModelCheckpoint):  # type: ignore[misc, name-defined]
+    """``best.ckpt`` whose score follows the module's own ``best_val`` across resumes.
+
+    Lightning's restored top-k state can predate the last validation (then the next improvement
+    would be written beside the old file as ``best-v1.ckpt``), and it knows nothing of a changed
+    validation set. The module is restored before the callbacks, so this callback re-seeds its
+    state from the module's persisted ``best_val`` (``inf`` after a validation-set change) and
+    always writes ``best.ckpt`` itself.
+    """
+
+    def __init__(self, module: VocoderModule, **kwargs: Any) -> None:
+        super().__init__(enable_version_counter=False, **kwargs)
+        self._module = module
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        path = str(Path(self.dirpath or ".") / f"{self.filename}{self.FILE_EXTENSION}")
+        if not Path(path).is_file():
+            return
+        score = torch.tensor(self._module.best_val)
+        self.best_k_models = {path: score}
+        self.kth_best_model_path = self.best_model_path = path
+        self.kth_value = self.best_model_score = score
+
+
 def train_vocoder(
     config_path: str | Path,
     resume: bool | str | Path | None = False,
@@ -585,8 +636,10 @@ def train_vocoder(
         monitor="train/step",
         mode="max",
     )
-    best = pl.callbacks.ModelCheckpoint(
-        dirpath=str(ckpt_dir), filename="best", monitor="val/mel_l1", mode="min", save_top_k=1, auto_insert_metric_name=False
+    module = VocoderModule(recipe, run_dir=str(out))
+    best = _BestCheckpoint(
+        module, dirpath=str(ckpt_dir), filename="best", monitor="val/mel_l1", mode="min", save_top_k=1,
+        auto_insert_metric_name=False,
     )
     loggers = [pl.loggers.CSVLogger(str(out), name="logs")]  # version_N per (re)start
     try:
@@ -613,7 +666,6 @@ def train_vocoder(
         use_distributed_sampler=False,
         default_root_dir=str(out),
     )
-    module = VocoderModule(recipe, run_dir=str(out))
     if tc.init_from and ckpt_path is None:
         copied, kept = warm_start(module.vocoder, tc.init_from)
         if not copied:
