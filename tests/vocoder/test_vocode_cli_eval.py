@@ -109,3 +109,20 @@ def test_vocoder_speed_report(tmp_path: Path, tiny_dir: Path) -> None:
     assert all(float(cell.strip().rstrip("x")) > 0 for r in rows for cell in r.strip("|").split("|")[2:])
     res = CliRunner().invoke(app, ["vocoder-speed", "--vocoder", str(tmp_path / "missing"), "-o", str(out)])
     assert res.exit_code != 0
+
+
+def test_eval_vocoder_compares_pass_counts(tiny_dir: Path) -> None:
+    from entanglecodec.config import MelConfig
+    from entanglecodec.eval.vocoder_eval import neural_and_griffin_lim
+
+    default = list(neural_and_griffin_lim(str(tiny_dir), MelConfig(), griffin_lim_iters=2))
+    assert len(default) == 3 and default[0].endswith("network only")
+    assert default[1].endswith("+ 6 mel-consistency passes") and default[2] == "Griffin-Lim (2 it.)"
+    names = list(neural_and_griffin_lim(str(tiny_dir), MelConfig(), 2, passes=[0, 2, 2, 8]))
+    assert len(names) == 4 and names[0].endswith("network only")
+    assert names[1].endswith("+ 2 mel-consistency passes") and names[2].endswith("+ 8 mel-consistency passes")
+    systems = neural_and_griffin_lim(str(tiny_dir), MelConfig(), 2, passes=[2])
+    voc = next(iter(systems.values()))
+    assert isinstance(voc, Vocoder) and voc.config.consistency_passes == 2
+    with pytest.raises(ValueError, match=">= 0"):
+        neural_and_griffin_lim(str(tiny_dir), MelConfig(), 2, passes=[-1])

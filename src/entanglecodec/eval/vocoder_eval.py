@@ -258,13 +258,17 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
-def neural_and_griffin_lim(vocoder: str, cfg: MelConfig, griffin_lim_iters: int = 32) -> dict[str, MelVocoder]:
+def neural_and_griffin_lim(
+    vocoder: str, cfg: MelConfig, griffin_lim_iters: int = 32, passes: Sequence[int] | None = None
+) -> dict[str, MelVocoder]:
     """``{label: vocoder}`` for the neural vocoder ``vocoder`` (a directory or ``default``) and Griffin-Lim.
 
-    When the checkpoint applies mel-consistency passes, its network alone is listed as well.
+    ``passes``: mel-consistency pass counts to list, one row each (0: the network alone). By
+    default the checkpoint's own setting, preceded by the network alone when that setting is > 0.
 
     Raises:
-        ValueError: ``vocoder`` resolves to Griffin-Lim (no trained neural vocoder installed).
+        ValueError: ``vocoder`` resolves to Griffin-Lim (no trained neural vocoder installed), or a
+            negative pass count.
     """
     from ..griffin_lim import GriffinLim
     from ..vocoder import Vocoder, load_vocoder
@@ -273,14 +277,14 @@ def neural_and_griffin_lim(vocoder: str, cfg: MelConfig, griffin_lim_iters: int 
     if not isinstance(neural, Vocoder):
         raise ValueError(f"vocoder {vocoder!r} resolved to Griffin-Lim: there is no trained neural vocoder")
     label = f"neural ({Path(vocoder).name if vocoder != 'default' else 'default'}, {neural.num_parameters / 1e6:.1f} M)"
+    own = neural.config.consistency_passes
+    counts = list(dict.fromkeys(passes)) if passes else ([0, own] if own > 0 else [0])
+    if any(n < 0 for n in counts):
+        raise ValueError(f"mel-consistency pass counts must be >= 0, got {counts}")
     systems: dict[str, MelVocoder] = {}
-    passes = neural.config.consistency_passes
-    if passes > 0:
-        # the network alone too, so that the filter's share of the result is visible
-        raw = load_vocoder(vocoder, cfg, consistency_passes=0)
-        systems[f"{label}, network only"] = raw
-        label = f"{label} + {passes} mel-consistency passes"
-    systems[label] = neural
+    for n in counts:
+        name = f"{label}, network only" if n == 0 else f"{label} + {n} mel-consistency passes"
+        systems[name] = neural if n == own else load_vocoder(vocoder, cfg, consistency_passes=n)
     systems[f"Griffin-Lim ({griffin_lim_iters} it.)"] = GriffinLim(cfg, n_iter=griffin_lim_iters)
     return systems
 
@@ -294,12 +298,16 @@ def run_report(
     griffin_lim_iters: int = 32,
     threads: int | None = None,
     command: str = "",
+    passes: Sequence[int] | None = None,
 ) -> Path:
-    """Evaluate ``vocoder`` (a directory or ``default``) against Griffin-Lim and write the report + PNG."""
+    """Evaluate ``vocoder`` (a directory or ``default``) against Griffin-Lim and write the report + PNG.
+
+    ``passes``: mel-consistency pass counts to compare (see :func:`neural_and_griffin_lim`).
+    """
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = MelConfig()
-    systems = neural_and_griffin_lim(vocoder, cfg, griffin_lim_iters)
+    systems = neural_and_griffin_lim(vocoder, cfg, griffin_lim_iters, passes)
     results = evaluate(manifest, systems, split=split, max_clips_per_domain=max_clips_per_domain)
     summary = summarize(results)
     rtf = {name: measure_rtf(v) for name, v in systems.items()}
@@ -412,6 +420,9 @@ def register(app: Any) -> None:
         split: str = typer.Option("test", "--split"),
         max_clips: int = typer.Option(40, "--max-clips-per-domain"),
         threads: int | None = typer.Option(None, "--threads"),
+        passes: list[int] = typer.Option(
+            [], "--passes", help="mel-consistency pass counts to compare, one row each (repeatable; 0 = network alone)"
+        ),
     ) -> None:
         """Copy-synthesis scores of a neural vocoder vs Griffin-Lim -> reports/vocoder.md (+ PNG)."""
         import shlex
@@ -419,9 +430,10 @@ def register(app: Any) -> None:
         parts = ["entanglecodec", "eval", "vocoder", "--manifest", manifest, "--vocoder", vocoder, "--out", str(out)]
         parts += ["--split", split, "--max-clips-per-domain", str(max_clips)]
         parts += ["--threads", str(threads)] if threads is not None else []
+        parts += [a for n in passes for a in ("--passes", str(n))]
         cmd = " ".join(shlex.quote(a) for a in parts)
         try:
-            path = run_report(manifest, vocoder, out, split, max_clips, threads=threads, command=cmd)
+            path = run_report(manifest, vocoder, out, split, max_clips, threads=threads, command=cmd, passes=passes)
         except (ValueError, FileNotFoundError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
