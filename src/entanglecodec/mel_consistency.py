@@ -14,8 +14,9 @@ parameter-free passes. Each pass:
    ``exp(step * gain / 2)`` and inverts it (least-squares overlap-add).
 
 Unlike Griffin-Lim, which *replaces* the magnitude with a smooth pseudo-inverse of the mel, the
-filter only rescales the vocoder's own spectrum band by band, so the harmonic fine structure and
-the phase the network produced are kept; ``step > 1`` over-relaxes the fixed-point iteration.
+filter only rescales the vocoder's own spectrum band by band: the network's phase is kept and only
+band levels move (``step > 1`` over-relaxes the fixed-point iteration). In the narrow low bands
+that still reshapes harmonics, and it can lower voicing measures; see the vocoder model card.
 
 Batch invariance: each item is filtered over its own valid samples, so a padded batch gives the
 same samples as filtering each item alone.

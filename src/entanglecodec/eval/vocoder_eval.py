@@ -327,8 +327,8 @@ def run_report(
     if any("mel-consistency" in n for n in systems):
         notes.append(
             "mel-consistency passes: after the network, each pass re-analyses the output with the mel's own STFT "
-            "and rescales its spectrum band by band towards the input mel, keeping the network's phase and "
-            "harmonic structure (`entanglecodec.mel_consistency`, no parameters; `consistency_passes` in the "
+            "and rescales its spectrum band by band towards the input mel, keeping the network's phase "
+            "(`entanglecodec.mel_consistency`, no parameters; `consistency_passes` in the "
             "vocoder's config.json, `--consistency-passes` on `entanglecodec vocode`). The 'network only' row "
             "is the same checkpoint without it."
         )
