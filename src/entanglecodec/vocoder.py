@@ -603,9 +603,8 @@ def load_vocoder(
     voc = Vocoder.from_pretrained(path, map_location=device)
     voc.config.check_mel(mel_cfg)
     if consistency_passes is not None:
-        if consistency_passes < 0:
-            raise ValueError(f"consistency_passes must be >= 0, got {consistency_passes}")
         voc.config.consistency_passes = int(consistency_passes)
+        voc.config.validate()  # a negative count is a ConfigError naming the field
     voc.requires_grad_(False)
     return voc
 
