@@ -50,6 +50,10 @@ def _spec(name: str, licence: str, marker: str, purpose: str) -> PackageSpec:
     return PackageSpec(name, licence, marker, purpose)
 
 
+# Only vetted packages can be fetched (an allow-list). The English Asterisk sounds, in every format, are
+# reserved for external validation (see DESIGN.md) and are deliberately absent: only these languages are.
+ASTERISK_LANGUAGES = ("es", "fr", "it", "ru")
+
 PACKAGES: dict[str, PackageSpec] = {
     s.name: s
     for s in [
@@ -60,7 +64,7 @@ PACKAGES: dict[str, PackageSpec] = {
                 "CC-BY-SA-3.0",
                 f"recorded speech prompts ({lang}), 16 kHz G.722",
             )
-            for lang in ("en", "es", "fr", "it", "ru")
+            for lang in ASTERISK_LANGUAGES
         ),
         *(
             _spec(
@@ -69,7 +73,7 @@ PACKAGES: dict[str, PackageSpec] = {
                 "CC-BY-SA-3.0",
                 f"transcripts of the {lang} prompts (core-sounds-{lang}.txt.gz)",
             )
-            for lang in ("en", "es", "fr", "it", "ru")
+            for lang in ASTERISK_LANGUAGES
         ),
         _spec("asterisk-prompt-es-co", "GPL-2", "GNU General Public License", "recorded Colombian Spanish prompts"),
         _spec("asterisk-prompt-fr-armelle", "BSD-style", "Redistribution and use", "recorded French prompts"),

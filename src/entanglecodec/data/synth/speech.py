@@ -27,7 +27,7 @@ class Voice:
     """A speaker: a TTS voice or a recorded person.
 
     Attributes:
-        id: unique id, e.g. ``"flite:slt"``, ``"espeak-ng:en-gb-scotland+f3"``, ``"asterisk:allison"``.
+        id: unique id, e.g. ``"flite:slt"``, ``"espeak-ng:en-gb-scotland+f3"``, ``"asterisk:carlo"``.
         engine: ``flite`` | ``festival`` | ``espeak-ng`` | ``mbrola`` | ``recorded``.
         name: engine voice name (or the recording's directory / language code).
         gender: ``"male"``, ``"female"`` or ``None`` when not stated by the source.
@@ -83,8 +83,6 @@ ESPEAK_VARIANTS = {
 # Recorded speakers: (voice, package, directory under usr/share/asterisk/sounds, transcript language,
 # transcript exact?). Gender is taken from the directory name where it states one (``_f_``/``_m_``).
 ASTERISK_SPEAKERS: list[tuple[Voice, str, str, str, bool]] = [
-    (Voice("asterisk:allison-en", "recorded", "en_US_f_Allison", "female", "en", "American English"),
-     "asterisk-core-sounds-en-g722", "en_US_f_Allison", "en", True),
     (Voice("asterisk:allison-es", "recorded", "es_MX_f_Allison", "female", "es", "Mexican Spanish"),
      "asterisk-core-sounds-es-g722", "es_MX_f_Allison", "es", True),
     (Voice("asterisk:june", "recorded", "fr_CA_f_June", "female", "fr", "Canadian French"),

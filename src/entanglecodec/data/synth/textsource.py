@@ -70,7 +70,7 @@ def _transcript_file(lang: str) -> Path:
 
 @cache
 def asterisk_transcripts(lang: str) -> dict[str, str]:
-    """Prompt name -> transcript for one Asterisk language (``en``, ``es``, ``fr``, ``it``, ``ru``).
+    """Prompt name -> transcript for one Asterisk language (``es``, ``fr``, ``it``, ``ru``; English is reserved).
 
     Lines whose text is a bracketed description (``[tono simple]``) or that contain digits or
     placeholders are dropped, so every returned transcript is exactly what is spoken.
@@ -91,7 +91,7 @@ def asterisk_transcripts(lang: str) -> dict[str, str]:
 
 
 def language_sentences(lang: str, min_words: int = 4, max_words: int = 25) -> tuple[str, ...]:
-    """Sentences in ``lang`` (es/fr/it/ru/en) from the Asterisk transcripts, sorted, de-duplicated."""
+    """Sentences in ``lang`` (es/fr/it/ru) from the Asterisk transcripts, sorted, de-duplicated."""
     texts = {t for t in asterisk_transcripts(lang).values() if min_words <= len(t.split()) <= max_words}
     return tuple(sorted(texts))
 
