@@ -198,6 +198,9 @@ class QuantizerConfig:
     # A code is re-seeded from the batch when its EMA usage falls below this fraction of the mean
     # code's usage (frames per batch / codebook size), so the rule holds for any batch size.
     dead_code_fraction: float = 0.05
+    # Diagnosis control only: pass the continuous h~ to the decoder instead of Z_q (no bottleneck
+    # beyond D_quant dims); codes are still assigned for statistics. Never for a shipped tokenizer.
+    bypass: bool = False
     sync_codebook: bool | None = None  # None -> sync when torch.distributed is initialised
 
     def validate(self) -> None:
@@ -217,6 +220,20 @@ class DecoderConfig:
     sigma_min: float = 1e-4
     cond_dropout: float = 0.1  # probability of replacing Z_q by the learned null condition in training
     time_embed_dim: int = 256
+    # How Z_q reaches the velocity predictor. "prefix" (the paper): Z_q frames form a conditioning
+    # prefix that the noisy frames attend to (sequence 1 + 2F). "add": each Z_q frame is projected
+    # and added to the noisy frame it describes (sequence 1 + F: about half the compute, and the
+    # frame alignment is given instead of learned). "both": prefix and addition.
+    cond_mode: Literal["prefix", "add", "both"] = "prefix"
+    # Share of training examples drawn at flow time t = 0, the one-step sampler's only time (the
+    # paper samples t ~ U(0, 1) for all of them, i.e. 0.0).
+    t_zero_fraction: float = 0.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.t_zero_fraction <= 1.0:
+            raise ConfigError("decoder: t_zero_fraction must lie in [0, 1]")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ConfigError("decoder: cond_dropout must lie in [0, 1)")
 
 
 @dataclass

@@ -4,11 +4,13 @@ Interpolation (Eq. 9): ``x_t = (1 - (1 - sigma_min) t) z + t x`` with ``z ~ N(0,
 normalised target mel, ``t ~ U(0, 1)``; target velocity ``u = x - (1 - sigma_min) z``; loss
 ``|| v_theta(x_t, t, Z_q) - u ||_1``.
 
-The flow predictor is a non-causal Llama-style Transformer over the sequence
-``[time token; Z_q frames (conditioning prefix); x_t frames]``. Condition frame ``i`` and noisy
-frame ``i`` share rotary position ``i`` (the time token has position 0 shifted by -1), and a learned
-segment embedding tells the two apart, so the model can align condition and target directly.
-The time embedding is also added to every noisy frame. A learned null condition replaces ``Z_q``
+The flow predictor is a non-causal Llama-style Transformer. With ``cond_mode="prefix"`` (the
+paper) it runs over ``[time token; Z_q frames (conditioning prefix); x_t frames]``: condition frame
+``i`` and noisy frame ``i`` share rotary position ``i`` (the time token has position -1), and a
+learned segment embedding tells the two apart. With ``cond_mode="add"`` the projected ``Z_q`` frame
+``i`` is added to noisy frame ``i`` and the sequence is ``[time token; x_t frames]`` (half the length,
+alignment given); ``"both"`` keeps the prefix and adds. The time embedding is also added to every
+noisy frame. A learned null condition replaces ``Z_q``
 with probability ``cond_dropout`` in training for classifier-free guidance (Eq. 12).
 """
 
@@ -87,18 +89,23 @@ class FlowDecoder(nn.Module):
         if cond.shape[:2] != (b, f):
             raise ValueError(f"condition frames {tuple(cond.shape[:2])} do not match mel frames {(b, f)}")
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_embed_dim).to(xt.dtype))  # [B, D]
-        c = self.cond_proj(cond) + self.segment[0]
+        c = self.cond_proj(cond)  # [B, F, D]
         x = self.x_proj(xt.transpose(1, 2)) + self.segment[1] + temb[:, None]
-        seq = torch.cat([temb[:, None], c, x], dim=1)  # [B, 1 + 2F, D]
+        mode = self.cfg.cond_mode
+        if mode != "prefix":
+            x = x + c
+        parts = [temb[:, None], x] if mode == "add" else [temb[:, None], c + self.segment[0], x]
+        seq = torch.cat(parts, dim=1)  # [B, 1 + F, D] ("add") or [B, 1 + 2F, D]
         pos_frames = torch.arange(f, device=xt.device)
-        positions = torch.cat([torch.tensor([-1], device=xt.device), pos_frames, pos_frames])
+        start = torch.tensor([-1], device=xt.device)
+        positions = torch.cat([start] + [pos_frames] * (len(parts) - 1))
         if mask is None:
             full_mask = None
         else:
             ones = torch.ones(b, 1, dtype=torch.bool, device=xt.device)
-            full_mask = torch.cat([ones, mask, mask], dim=1)
+            full_mask = torch.cat([ones] + [mask] * (len(parts) - 1), dim=1)
         h = self.transformer(seq, full_mask, positions)
-        return self.out(h[:, 1 + f :]).transpose(1, 2)
+        return self.out(h[:, -f:]).transpose(1, 2)
 
     def loss(self, x: Tensor, cond: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Flow-matching L1 loss (Eq. 9) with condition dropout.
@@ -112,6 +119,9 @@ class FlowDecoder(nn.Module):
         b = x.shape[0]
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         t = torch.rand(b, generator=generator, device=x.device, dtype=x.dtype)
+        if self.cfg.t_zero_fraction > 0:
+            at_zero = torch.rand(b, generator=generator, device=x.device) < self.cfg.t_zero_fraction
+            t = t.masked_fill(at_zero, 0.0)
         if self.training and self.cfg.cond_dropout > 0:
             drop = torch.rand(b, device=x.device) < self.cfg.cond_dropout
             cond = torch.where(drop[:, None, None], self.null_condition(cond), cond)

@@ -499,7 +499,8 @@ class EntangleCodec(nn.Module):
         Returns a dict with ``flow`` (Eq. 9), ``vq`` (Eq. 11), ``contrast`` (Eq. 10, when captions
         are given), ``retrieval_acc``, codebook statistics (``usage`` and ``perplexity`` of this
         batch, ``dead_codes`` re-seeded this step, ``active_codes`` = fraction used in the last 100
-        batches), ``mel_est`` (one-step decoder estimate ``[B, n_mels, F]``) and ``codes``.
+        batches), ``mel_est`` (one-step decoder estimate ``[B, n_mels, F]``), ``codes``, and the
+        quantizer's ``pre_quant`` (h~) and ``quantized`` (Z_q), both ``[B, F, D_quant]``.
         """
         enc = self.encoder(mel, mask)
         q: QuantizerOutput = self.quantizer(enc.frames, mask)
@@ -513,6 +514,8 @@ class EntangleCodec(nn.Module):
             "active_codes": q.active,
             "mel_est": est,
             "codes": q.codes,
+            "pre_quant": q.pre_quant,
+            "quantized": q.quantized,
         }
         if captions is not None:
             if self.text_encoder is None:

@@ -197,6 +197,8 @@ class Quantizer(nn.Module):
             quantized = self.embed_codes(codes).to(h.dtype)
         codes = codes.masked_fill(~mask, 0)
         zq = self.embed_codes(codes).to(h.dtype)
+        if self.cfg.bypass:
+            quantized = h
         m = mask.unsqueeze(-1).to(h.dtype)
         denom = m.sum().clamp_min(1.0) * h.shape[-1]
         commit = (((h - zq.detach()) ** 2) * m).sum() / denom

@@ -215,3 +215,23 @@ def test_ddp_two_processes_gloo(corpus, tmp_path):
     assert module.model.codebook_size == 64
     ck = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ck["global_step"] == 6
+
+
+def test_cpu_recipe_switches_train_and_export(corpus, tmp_path):
+    """Frame-added conditioning, t = 0 training share and both auxiliary heads train; heads are not exported."""
+    run = tmp_path / "run"
+    rec = recipe(corpus, "trainer.max_steps=12", "loss.primitives=1.0", "loss.mel_regression=1.0",
+                 "model.overrides.decoder.cond_mode=add", "model.overrides.decoder.t_zero_fraction=0.5")
+    run_training(rec, run, enable_progress_bar=False)
+    rows = metrics(run)
+    for key in ("train/prim", "train/prim_vuv_acc", "train/prim_f0_cents", "train/mel_reg"):
+        vals = [float(r[key]) for r in rows if r.get(key)]
+        assert len(vals) == 12 and all(v == v for v in vals), key
+    out = export_run(run, tmp_path / "export")
+    model = EntangleCodec.from_pretrained(out)
+    assert model.config.decoder.cond_mode == "add"
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:
+        assert not any(k.startswith(("primitive_head", "mel_head")) for k in fh.keys())
+    assert model.decode(model.encode(torch.randn(12000) * 0.1, 24000)).wav.shape[-1] == 12000

@@ -26,6 +26,7 @@ from ..config import _from_dict
 from ..discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
 from ..losses import hinge_d_loss, hinge_g_loss
 from ..model import EntangleCodec
+from .aux_losses import MelRegressionHead, PrimitiveHead
 from .recipe import Recipe
 
 
@@ -74,6 +75,15 @@ class CodecModule(L.LightningModule):
             elif self.recipe.loss.adv > 0:
                 assert self.recipe.discriminator is not None
                 self.disc = freeze(MelDiscriminator.from_pretrained(self.recipe.discriminator))  # type: ignore[assignment]
+        # Training-only auxiliary heads (stage 1, when their loss weight is on); never exported.
+        self.primitive_head: PrimitiveHead | None = None
+        self.mel_head: MelRegressionHead | None = None
+        if stage == "stage1":
+            qdim = self.model.config.quantizer.dim
+            if self.recipe.loss.primitives > 0:
+                self.primitive_head = PrimitiveHead(qdim)
+            if self.recipe.loss.mel_regression > 0:
+                self.mel_head = MelRegressionHead(qdim, self.model.config.mel.n_mels)
         if self.recipe.trainer.gradient_checkpointing:
             for tr in (self.model.encoder.transformer, self.model.decoder.transformer):
                 tr.gradient_checkpointing = True
@@ -137,6 +147,12 @@ class CodecModule(L.LightningModule):
         loss = w.flow * out["flow"] + w.vq * out["vq"]
         if "contrast" in out:
             loss = loss + w.contrast * out["contrast"]
+        if self.primitive_head is not None:
+            out.update(self.primitive_head.loss(out["pre_quant"], batch["f0"], mel, mask))
+            loss = loss + w.primitives * out["prim"]
+        if self.mel_head is not None:
+            out["mel_reg"] = self.mel_head.loss(out["quantized"], mel, mask)
+            loss = loss + w.mel_regression * out["mel_reg"]
         if stage == "stage2" and self.disc is not None and w.adv > 0:
             fake_logits, _ = self.disc(masked_mel(out["mel_est"], mask))
             out["adv"] = hinge_g_loss(fake_logits)

@@ -9,7 +9,7 @@ exactly the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader, Sampler
@@ -56,8 +56,15 @@ class ResumableSampler(Sampler[int]):
         return iter(indices)
 
 
-def build_train_loader(cfg: DataSection, seed: int, rank: int, world: int, batches_consumed: int) -> DataLoader[Any]:
-    """Random-crop training loader for this rank, positioned after ``batches_consumed`` batches."""
+Collate = Callable[[Any], dict[str, Any]]
+
+
+def build_train_loader(
+    cfg: DataSection, seed: int, rank: int, world: int, batches_consumed: int, collate: Collate = collate_audio
+) -> DataLoader[Any]:
+    """Random-crop training loader for this rank, positioned after ``batches_consumed`` batches.
+
+    ``collate`` batches the items (default :func:`collate_audio`; auxiliary losses may add targets)."""
     ds = ManifestDataset(
         cfg.train_manifest,
         split=cfg.train_split,
@@ -74,7 +81,7 @@ def build_train_loader(cfg: DataSection, seed: int, rank: int, world: int, batch
         ds,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        collate_fn=collate_audio,
+        collate_fn=collate,
         num_workers=cfg.num_workers,
         drop_last=True,
         persistent_workers=False,
@@ -82,7 +89,7 @@ def build_train_loader(cfg: DataSection, seed: int, rank: int, world: int, batch
     )
 
 
-def build_valid_loader(cfg: DataSection, rank: int, world: int) -> DataLoader[Any] | None:
+def build_valid_loader(cfg: DataSection, rank: int, world: int, collate: Collate = collate_audio) -> DataLoader[Any] | None:
     """Deterministic (centre-crop) validation loader over ``valid_batches`` batches, or None."""
     manifests = cfg.valid_manifest or cfg.train_manifest
     try:
@@ -104,7 +111,7 @@ def build_valid_loader(cfg: DataSection, rank: int, world: int) -> DataLoader[An
         ds,
         batch_size=cfg.batch_size,
         sampler=indices,
-        collate_fn=collate_audio,
+        collate_fn=collate,
         num_workers=min(cfg.num_workers, 1),
         worker_init_fn=ignore_termination,
     )

@@ -101,6 +101,10 @@ class LossSection:
     contrast: float = 1.0
     vq: float = 1.0
     adv: float = 1.0
+    # Not in the paper (0 = off): training-only signals that reach the encoder directly, see
+    # ``training/aux_losses.py``: F0/voicing/energy read from h~, and a frame-wise mel from Z_q.
+    primitives: float = 0.0
+    mel_regression: float = 0.0
 
 
 @dataclass

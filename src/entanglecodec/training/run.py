@@ -26,6 +26,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..data.dataset import collate_audio
+from .aux_losses import PitchCollate
 from .codec_module import CodecModule
 from .data import build_train_loader, build_valid_loader
 from .recipe import Recipe, save_recipe
@@ -40,16 +42,25 @@ class CodecDataModule(L.LightningDataModule):
         super().__init__()
         self.recipe = recipe
 
+    def _collate(self) -> Any:
+        """Batches carry per-frame F0 targets when the primitive loss is on."""
+        if self.recipe.stage == "stage1" and self.recipe.loss.primitives > 0:
+            mel = self.recipe.model.build().mel
+            return PitchCollate(mel.sample_rate, mel.hop_length)
+        return collate_audio
+
     def train_dataloader(self) -> Any:
         t = self.trainer
         assert t is not None
         consumed = int(t.global_step) * self.recipe.optim.accumulate
-        return build_train_loader(self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed)
+        return build_train_loader(
+            self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed, self._collate()
+        )
 
     def val_dataloader(self) -> Any:
         t = self.trainer
         assert t is not None
-        loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size)
+        loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size, self._collate())
         return loader if loader is not None else []
 
 

@@ -1,0 +1,222 @@
+"""Where does pitch die? Measurements behind ``reports/codec-diagnosis.md`` (the intelligible-tokens issue).
+
+For one codec checkpoint and a set of speech clips:
+
+* :func:`gradient_norms` — the gradient norm each stage-1 loss term (flow through the quantizer's
+  straight-through path, contrastive, VQ commitment, and the optional auxiliary terms) sends into
+  the encoder's parameters and into ``h~``;
+* :func:`pitch_probes` — linear and small-MLP probes of voicing and log-F0 (WORLD DIO + StoneMask on
+  the clip) on the encoder output ``H``, on ``h~``, on the code vectors ``Z_q`` of the tokens, and on
+  the input mel itself (the ceiling);
+* :func:`decode_pitch` — F0 accuracy, voicing F1 and log-mel L1 of the decoded mel (through the
+  vocoder) for N Euler steps and guidance values at the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..audio import load_audio
+from ..model import EntangleCodec
+from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
+
+
+@dataclass
+class Clip:
+    """One evaluation clip: ``wav [S]`` float32 at 24 kHz, its id and speaker."""
+
+    id: str
+    wav: np.ndarray
+    speaker: str
+
+
+def speech_clips(
+    manifest: str | Path, split: str, recorded_only: bool = True, max_clips: int = 24, max_seconds: float = 8.0
+) -> list[Clip]:
+    """Speech clips of ``split`` (recorded people only, by default), at most ``max_seconds`` each."""
+    rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    out: list[Clip] = []
+    for r in rows:
+        if r.get("split") != split or r.get("domain") != "speech":
+            continue
+        spk = (r.get("attributes") or {}).get("speaker") or {}
+        kind = spk.get("kind") if isinstance(spk, dict) else None
+        if recorded_only and kind not in (None, "recorded", "real"):
+            continue
+        audio = Path(r["audio"])
+        if not audio.is_absolute():
+            audio = Path(manifest).parent / audio
+        wav, _ = load_audio(audio, 24000)
+        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(spk.get("id", "?") if isinstance(spk, dict) else "?")))
+        if len(out) >= max_clips:
+            break
+    if not out:
+        raise ValueError(f"{manifest}: no speech clips in split {split!r}")
+    return out
+
+
+def _mel(model: EntangleCodec, wav: np.ndarray) -> Tensor:
+    x = torch.from_numpy(wav).float()[None]
+    with torch.no_grad():
+        return model.frontend(x, torch.tensor([x.shape[1]]))
+
+
+def gradient_norms(model: EntangleCodec, clips: Sequence[Clip], captions: Sequence[str] | None = None,
+                   crop_frames: int = 200, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Gradient norm of each loss term w.r.t. the encoder's parameters and ``h~`` (one batch of crops).
+
+    The model is copied and put in training mode (the copy's codebook may move; the caller's does not).
+    """
+    m = copy.deepcopy(model).train()
+    torch.manual_seed(seed)
+    mels = [_mel(m, c.wav)[0, :, :crop_frames] for c in clips]
+    f = min(x.shape[-1] for x in mels)
+    mel = torch.stack([x[:, :f] for x in mels])
+    mask = torch.ones(mel.shape[0], f, dtype=torch.bool)
+    enc_params = [p for p in m.encoder.parameters() if p.requires_grad]
+    result: dict[str, dict[str, float]] = {}
+    terms = ["flow", "vq"] + (["contrast"] if captions is not None and m.text_encoder is not None else [])
+    for term in terms:
+        m.zero_grad(set_to_none=True)
+        enc = m.encoder(mel, mask)
+        q = m.quantizer(enc.frames, mask)
+        q.pre_quant.retain_grad()
+        if term == "flow":
+            loss, _ = m.decoder.loss(mel, q.quantized, mask, torch.Generator().manual_seed(seed))
+        elif term == "vq":
+            loss = q.loss
+        else:
+            from ..losses import contrastive_loss
+
+            a = m.audio_proj(enc.cls)
+            t = m.text_encoder(list(captions or [])[: mel.shape[0]])  # type: ignore[misc]
+            loss, _ = contrastive_loss(a, t, m.logit_scale)
+        loss.backward()
+        g_enc = torch.sqrt(sum((p.grad.pow(2).sum() for p in enc_params if p.grad is not None), torch.tensor(0.0)))
+        g_h = q.pre_quant.grad.norm() if q.pre_quant.grad is not None else torch.tensor(0.0)
+        result[term] = {"loss": float(loss), "encoder_grad_norm": float(g_enc), "h_tilde_grad_norm": float(g_h)}
+    return result
+
+
+def _frame_targets(clips: Sequence[Clip], n_frames: Sequence[int]) -> list[np.ndarray]:
+    return [frame_f0(c.wav, 24000, 480, n) for c, n in zip(clips, n_frames, strict=True)]
+
+
+def features(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, list[np.ndarray]]:
+    """Per-frame features of every clip: ``mel``, ``H``, ``h~`` and ``Z_q`` (each ``[F, D]``)."""
+    m = model.eval()
+    out: dict[str, list[np.ndarray]] = {"mel": [], "H": [], "h~": [], "Z_q": []}
+    with torch.no_grad():
+        for c in clips:
+            mel = _mel(m, c.wav)
+            enc = m.encoder(mel)
+            h = m.quantizer.project(enc.frames)
+            zq = m.quantizer.embed_codes(m.quantizer.nearest(h))
+            out["mel"].append(mel[0].T.numpy())
+            out["H"].append(enc.frames[0].numpy())
+            out["h~"].append(h[0].numpy())
+            out["Z_q"].append(zq[0].numpy())
+    return out
+
+
+def pitch_probes(model: EntangleCodec, clips: Sequence[Clip], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Voicing accuracy and F0 error (cents, voiced frames) of linear and MLP probes per feature.
+
+    Clips are split in two halves by index (probes fit on one half, scored on the other). Chance
+    levels: voicing = majority-class accuracy; F0 = predicting the training mean of log-F0.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    feats = features(model, clips)
+    targets = _frame_targets(clips, [x.shape[0] for x in feats["mel"]])
+    idx = np.arange(len(clips))
+    train_ids, test_ids = idx[::2], idx[1::2]
+
+    def stack(name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate([feats[name][i] for i in ids]), np.concatenate([targets[i] for i in ids])
+
+    out: dict[str, dict[str, float]] = {}
+    _, f0_tr = stack("mel", train_ids)
+    _, f0_te = stack("mel", test_ids)
+    v_tr, v_te = f0_tr > 0, f0_te > 0
+    log_tr = np.log2(np.maximum(f0_tr, 1.0) / F0_REFERENCE_HZ)
+    log_te = np.log2(np.maximum(f0_te, 1.0) / F0_REFERENCE_HZ)
+    majority = float(max(v_te.mean(), 1 - v_te.mean()))
+    mean_cents = float(1200 * np.abs(log_te[v_te] - log_tr[v_tr].mean()).mean())
+    out["chance"] = {"vuv_acc_linear": majority, "vuv_acc_mlp": majority, "f0_cents_linear": mean_cents,
+                     "f0_cents_mlp": mean_cents}
+    for name in ("mel", "H", "h~", "Z_q"):
+        x_tr, _ = stack(name, train_ids)
+        x_te, _ = stack(name, test_ids)
+        sc = StandardScaler().fit(x_tr)
+        x_tr, x_te = sc.transform(x_tr), sc.transform(x_te)
+        res: dict[str, float] = {}
+        for kind in ("linear", "mlp"):
+            if kind == "linear":
+                clf: Any = LogisticRegression(max_iter=500)
+                reg: Any = Ridge(alpha=1.0)
+            else:
+                clf = MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=seed)
+                reg = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, random_state=seed)
+            clf.fit(x_tr, v_tr)
+            res[f"vuv_acc_{kind}"] = float((clf.predict(x_te) == v_te).mean())
+            reg.fit(x_tr[v_tr], log_tr[v_tr])
+            res[f"f0_cents_{kind}"] = float(1200 * np.abs(reg.predict(x_te[v_te]) - log_te[v_te]).mean())
+        out[name] = res
+    return out
+
+
+def f0_agreement(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
+    """V/UV F1, F0 RMSE (cents, frames voiced in both) and F0 correlation of two frame-F0 tracks."""
+    n = min(ref.size, est.size)
+    r, e = ref[:n], est[:n]
+    vr, ve = r > 0, e > 0
+    tp = float((vr & ve).sum())
+    f1 = 2 * tp / max(float(vr.sum() + ve.sum()), 1.0)
+    both = vr & ve
+    if both.sum() >= 2:
+        cents = 1200 * np.log2(e[both] / r[both])
+        rmse = float(np.sqrt(np.mean(cents**2)))
+        corr = float(np.corrcoef(np.log2(r[both]), np.log2(e[both]))[0, 1]) if np.std(e[both]) > 0 else 0.0
+    else:
+        rmse, corr = float("nan"), float("nan")
+    return {"vuv_f1": f1, "f0_rmse_cents": rmse, "f0_corr": corr, "voiced_both": float(both.sum())}
+
+
+def decode_pitch(model: EntangleCodec, clips: Sequence[Clip], settings: Sequence[tuple[int, float]] = ((1, 1.0),),
+                 seed: int = 0) -> dict[str, dict[str, float]]:
+    """For each ``(steps, guidance)``: mean V/UV F1, F0 RMSE / correlation, log-mel L1 of the reconstruction.
+
+    The reconstruction is decoded to a waveform with the model's vocoder; F0 is tracked on both waveforms.
+    """
+    from .metrics import log_mel_l1, stoi
+
+    m = model.eval()
+    out: dict[str, dict[str, float]] = {}
+    for steps, guidance in settings:
+        rows = []
+        for c in clips:
+            torch.manual_seed(seed)
+            tokens = m.encode(torch.from_numpy(c.wav), 24000)
+            rec = m.decode(tokens, steps=steps, guidance=guidance).wav[0].numpy()
+            n = min(rec.size, c.wav.size)
+            nf = n // 480
+            st = f0_agreement(frame_f0(c.wav[:n], 24000, 480, nf), frame_f0(rec[:n], 24000, 480, nf))
+            st["mel_l1"] = log_mel_l1(c.wav[:n], rec[:n], 24000)
+            st["stoi"] = stoi(c.wav[:n], rec[:n], 24000)
+            rows.append(st)
+        out[f"steps={steps} guidance={guidance:g}"] = {
+            k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]
+        }
+    return out

@@ -1,0 +1,131 @@
+"""Training-only auxiliary signals that reach the encoder directly (not in the paper; off by default).
+
+Two switches of the recipe's ``loss`` section, both weights (0 = off, the paper's recipe):
+
+``primitives``
+    Per-frame acoustic-primitive supervision of the pre-quantisation features ``h~`` — the idea of
+    UniAudio-Token's Semantic-Acoustic Primitives: a small head reads voicing, log-F0 and frame
+    energy from ``h~ [B, F, D_quant]``. Targets: voicing and F0 from WORLD's DIO + StoneMask tracker
+    on the training crop (computed in the data workers, :class:`PitchCollate`), energy from the mel.
+    It makes pitch linearly present in the features that are quantised.
+``mel_regression``
+    A direct frame-wise mel regression from ``Z_q``: a small convolutional head predicts the
+    normalised mel from the code vectors, L1 loss. Its gradient reaches the encoder through the
+    quantizer's straight-through path without going through the flow decoder.
+
+The heads live in the Lightning module, never in the exported model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.dataset import collate_audio
+
+F0_REFERENCE_HZ = 200.0  # log-F0 targets are octaves relative to this frequency
+F0_FLOOR_HZ = 60.0
+F0_CEIL_HZ = 900.0
+
+
+def frame_f0(wav: np.ndarray, sample_rate: int, hop_length: int, n_frames: int) -> np.ndarray:
+    """F0 in Hz of each mel frame (0 = unvoiced) with WORLD's DIO + StoneMask.
+
+    Args:
+        wav: ``[S]`` float waveform at ``sample_rate``.
+        hop_length: samples per frame; frame ``f`` is centred on sample ``f * hop_length``.
+        n_frames: frames to return (zero-padded or trimmed).
+
+    Returns: ``[n_frames]`` float32.
+    """
+    import pyworld
+
+    out = np.zeros(n_frames, dtype=np.float32)
+    x = np.ascontiguousarray(wav, dtype=np.float64)
+    if x.size < hop_length * 2 or not np.any(x):
+        return out
+    period_ms = 1000.0 * hop_length / sample_rate
+    f0, times = pyworld.dio(x, sample_rate, f0_floor=F0_FLOOR_HZ, f0_ceil=F0_CEIL_HZ, frame_period=period_ms)
+    f0 = pyworld.stonemask(x, f0, times, sample_rate)
+    n = min(n_frames, f0.size)
+    out[:n] = f0[:n]
+    return out
+
+
+class PitchCollate:
+    """``collate_audio`` plus per-frame F0 targets ``f0 [B, F]`` (Hz, 0 = unvoiced), F = ceil(S / hop).
+
+    Picklable, so it runs in the data-loader workers.
+    """
+
+    def __init__(self, sample_rate: int, hop_length: int) -> None:
+        self.sample_rate = sample_rate
+        self.hop_length = hop_length
+
+    def __call__(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        out = collate_audio(batch)
+        wav, lengths = out["wav"], out["lengths"]
+        n_frames = math.ceil(wav.shape[1] / self.hop_length)
+        f0 = np.zeros((wav.shape[0], n_frames), dtype=np.float32)
+        for i in range(wav.shape[0]):
+            n = int(lengths[i])
+            f0[i] = frame_f0(wav[i, :n].numpy(), self.sample_rate, self.hop_length, n_frames)
+        out["f0"] = torch.from_numpy(f0)
+        return out
+
+
+def _masked_mean(x: Tensor, m: Tensor) -> Tensor:
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+class PrimitiveHead(nn.Module):
+    """``h~ [B, F, D_quant]`` -> voicing logit, log2(F0 / 200 Hz) and frame energy, each ``[B, F]``."""
+
+    def __init__(self, in_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 3))
+
+    def forward(self, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = self.net(feats)
+        return y[..., 0], y[..., 1], y[..., 2]
+
+    def loss(self, feats: Tensor, f0: Tensor, mel: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Args: ``feats`` h~ ``[B, F, D]``; ``f0 [B, F]`` Hz (0 unvoiced); normalised ``mel [B, n_mels, F]``;
+        ``mask [B, F]``. Returns ``prim`` (sum of the three terms), ``prim_vuv_acc`` and
+        ``prim_f0_cents`` (mean absolute F0 error on voiced frames, in cents)."""
+        f = feats.shape[1]
+        f0 = f0[:, :f].to(feats.dtype)
+        m = mask.to(feats.dtype)
+        voiced = (f0 > 0).to(feats.dtype) * m
+        logit, logf0, energy = self(feats)
+        target_log = torch.log2(f0.clamp_min(1.0) / F0_REFERENCE_HZ)
+        vuv = _masked_mean(F.binary_cross_entropy_with_logits(logit, voiced, reduction="none"), m)
+        f0_err = (logf0 - target_log).abs()
+        f0_loss = _masked_mean(f0_err, voiced)
+        energy_loss = _masked_mean((energy - mel.mean(dim=1)).abs(), m)
+        with torch.no_grad():
+            acc = _masked_mean(((logit > 0).to(feats.dtype) == voiced).to(feats.dtype), m)
+            cents = 1200.0 * _masked_mean(f0_err, voiced)
+        return {"prim": vuv + f0_loss + energy_loss, "prim_vuv_acc": acc, "prim_f0_cents": cents}
+
+
+class MelRegressionHead(nn.Module):
+    """``Z_q [B, F, D_quant]`` -> normalised mel ``[B, n_mels, F]`` (two convolutions of width 3)."""
+
+    def __init__(self, in_dim: int, n_mels: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(in_dim, hidden, 3, padding=1), nn.GELU(), nn.Conv1d(hidden, n_mels, 3, padding=1)
+        )
+
+    def loss(self, zq: Tensor, mel: Tensor, mask: Tensor) -> Tensor:
+        """Masked L1 between the head's mel and the target ``mel [B, n_mels, F]``."""
+        pred = self.net(zq.transpose(1, 2))
+        m = mask[:, None, :].to(mel.dtype)
+        return ((pred - mel).abs() * m).sum() / (m.sum() * mel.shape[1]).clamp_min(1.0)
