@@ -243,13 +243,20 @@ def asterisk_utterances(voice_id: str) -> tuple[RecordedUtterance, ...]:
     raise SynthError(f"unknown recorded speaker {voice_id!r}")
 
 
+# KTuberling's English item names that are not the spoken word as written (compounds run together, typos)
+_ENGLISH_SPELLING = {
+    "palmtree": "palm tree", "fallingstar": "falling star", "sphynx": "sphinx", "ufo": "UFO", "brocolli": "broccoli",
+}
+
+
 def _ktuberling_word(name: str, file: str, lang: str) -> str | None:
     stem = Path(file).stem
     word = stem.split("_", 1)[1] if "_" in stem else stem
     english = name.split("_", 1)[1] if "_" in name else name
     english = english.split("-", 1)[-1]
     if lang == "en":
-        return english.replace("_", " ")
+        english = english.replace("_", " ")
+        return _ENGLISH_SPELLING.get(english, english)
     if word.lower() == english.lower():
         return None  # file named in English: the spoken word is not known
     if not re.fullmatch(r"[A-Za-z\-]+", word):
