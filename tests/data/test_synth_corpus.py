@@ -320,3 +320,49 @@ def test_clean_english_originals_have_a_low_pocketsphinx_wer(clean_english: Path
     wer = errors / words
     print(f"pocketsphinx WER on the clean-english originals: {100 * wer:.1f} % ({errors}/{words} words)")
     assert wer < 0.5
+
+
+def test_corpus_never_trains_on_the_heldout_evaluation_speakers(corpus: Path) -> None:
+    """The dev/test speakers of `data real-speech` (and the test-only packages) stay out of train/valid clips."""
+    from entanglecodec.data import heldout
+
+    blocked = heldout.training_exclusions()
+    rows = _rows(corpus)
+    real = [r for r in rows if (r["attributes"].get("speaker") or {}).get("kind") == "recorded"]
+    assert real, "the tiny corpus holds no recorded speech"
+    for r in rows:
+        a = r["attributes"]
+        speaker = (a.get("speaker") or {}).get("id")
+        packages = {(a.get("source") or {}).get("package")} | {e["source"].split("/", 1)[0] for e in a.get("events", [])}
+        if r["split"] == "test":
+            if speaker and a["speaker"]["kind"] == "recorded":
+                assert speaker in heldout.TEST_SPEAKERS, r["id"]
+        else:
+            assert speaker not in blocked.speakers, r["id"]
+        assert not packages & set(heldout.TEST_PACKAGES), r["id"]
+    summary = json.loads((corpus / "corpus.json").read_text())
+    comp = summary["composition"]
+    assert sum(v["clips"] for v in comp["per_source"].values()) == len(rows)
+    assert comp["speech_real_share"] == round(
+        sum(1 for r in real if r["domain"] == "speech") / sum(1 for r in rows if r["domain"] == "speech"), 3
+    )
+    assert summary["held_out_evaluation"]["test_speakers"] == list(heldout.TEST_SPEAKERS)
+
+
+def test_mixed_profile_plans_at_least_40_percent_real_speech() -> None:
+    from entanglecodec.data.synth.generator import plan_corpus
+
+    kinds = [s.kind for s in plan_corpus(0.5, seed=1)]
+    assert kinds.count("real-speech") / (kinds.count("real-speech") + kinds.count("tts")) >= 0.4
+
+
+def test_user_exclusions_reach_every_generated_clip() -> None:
+    from entanglecodec.data.heldout import Exclusions
+    from entanglecodec.data.synth.generator import ClipSpec, generate_clip
+
+    exclude = Exclusions(frozenset(), frozenset({"ktuberling-data", "klettres-data"}))
+    pools = build_pools(exclude)
+    for i in range(4):
+        _, row = generate_clip(ClipSpec(i, 11, "real-speech", "train", 3.0), pools)
+        assert row["attributes"]["speaker"]["id"].startswith("asterisk:")
+        assert row["attributes"]["source"]["package"] not in exclude.packages

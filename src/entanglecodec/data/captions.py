@@ -44,7 +44,8 @@ REVERB_WORDS = {"dry": "almost no", "slight": "slight", "moderate": "moderate", 
 LANGUAGE_NAMES = {
     "en": "English", "es": "Spanish", "fr": "French", "it": "Italian", "ru": "Russian", "de": "German",
     "nl": "Dutch", "pt": "Portuguese", "sv": "Swedish", "fi": "Finnish", "ro": "Romanian", "da": "Danish",
-    "ga": "Irish", "nds": "Low German", "wa": "Walloon",
+    "ga": "Irish", "nds": "Low German", "wa": "Walloon", "ca": "Catalan", "cs": "Czech", "hu": "Hungarian",
+    "lt": "Lithuanian", "nb": "Norwegian", "uk": "Ukrainian",
 }
 
 

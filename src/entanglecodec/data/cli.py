@@ -25,22 +25,57 @@ def synth(
         help="mixed: every domain and split (default). clean-english: clean English text-to-speech in the test "
         "split only, a test set on which the ASR word error rate of 'eval reconstruct' is meaningful.",
     ),
+    exclude_speakers: Path | None = typer.Option(
+        None, "--exclude-speakers",
+        help="Keep more speakers out of every split: a text file with one speaker id per line "
+        "('ktuberling:de', 'flite:slt', or 'package:NAME' for a whole Debian package), or a .jsonl manifest "
+        "whose speakers are excluded. The held-out dev/test speakers of 'data real-speech' are always excluded.",
+    ),
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
+    from .heldout import HeldoutError, read_exclusions
     from .synth import CorpusError, generate_corpus
     from .synth.assets import AssetError
     from .synth.signal import SynthError
+    from .synth.speech import recorded_voices, tts_voices
 
     try:
+        exclude = None
+        if exclude_speakers is not None:
+            known = [v.id for v in recorded_voices()] + [v.id for v in tts_voices()]
+            exclude = read_exclusions(exclude_speakers, known_speakers=known)
         summary = generate_corpus(
             out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress, resume=resume,
-            profile=profile,
+            profile=profile, exclude=exclude,
         )
-    except (CorpusError, SynthError, AssetError) as e:
+    except (CorpusError, SynthError, AssetError, HeldoutError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from e
     counts = ", ".join(f"{d}: {sum(c.values())}" for d, c in summary["counts"].items())
     typer.echo(f"wrote {summary['clips']} clips ({summary['hours_generated']:.3f} h; {counts}) to {out}")
+
+
+@app.command("real-speech")
+def real_speech(
+    out: Path = typer.Option(..., "--out", help="Output directory (must be empty unless --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the set in a non-empty --out."),
+) -> None:
+    """Build the real-speech evaluation set: held-out recorded speakers (dev = split 'valid', test) plus real
+    music and sound for the test split, from Debian packages (24 kHz FLAC + manifest.jsonl + real-speech.json)."""
+    from .heldout import HeldoutError
+    from .realspeech import RealSpeechError, build_real_speech
+    from .synth.assets import AssetError
+    from .synth.signal import SynthError
+
+    try:
+        summary = build_real_speech(out, overwrite=overwrite)
+    except (RealSpeechError, SynthError, AssetError, HeldoutError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2) from e
+    sets = "; ".join(
+        f"{w} (split {s['split']}): {s['clips']} clips, {s['hours'] * 60:.1f} min" for w, s in summary["sets"].items()
+    )
+    typer.echo(f"wrote {summary['clips']} clips ({sets}) to {out}")
 
 
 try:

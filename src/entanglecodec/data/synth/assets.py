@@ -79,6 +79,13 @@ PACKAGES: dict[str, PackageSpec] = {
         _spec("asterisk-prompt-fr-armelle", "BSD-style", "Redistribution and use", "recorded French prompts"),
         _spec("asterisk-prompt-it-menardi-wav", "CC-BY-SA-3.0-IT", "CC-SA-BY-3.0", "recorded Italian prompts"),
         _spec("ktuberling-data", "GPL-2+", "GPL-2+", "spoken single words in many languages"),
+        _spec("klettres-data", "GPL-2+", "GPL-2+", "recorded letters and syllables in many languages"),
+        _spec("warmux-data", "GPL-2+", "GNU General Public License", "recorded game music and sound effects"),
+        _spec(
+            "warzone2100-music", "GPL-2+ / CC-BY-SA-3.0 (soundtracks)", "GPL-2+",
+            "recorded game music (real-speech evaluation set only)",
+        ),
+        _spec("openarena-data", "GPL-2+", "GPL-2+", "recorded game sound effects (real-speech evaluation set only)"),
         _spec("colobot-common-sounds", "GPL-3+", "GPL-3+", "recorded game music"),
         _spec("asterisk-moh-opsound-wav", "CC-BY-SA-3.0", "by-sa/3.0", "recorded music-on-hold tracks"),
         _spec("frozen-bubble-data", "GPL-2", "GPL-2", "recorded game sound effects and music"),

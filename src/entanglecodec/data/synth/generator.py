@@ -13,9 +13,20 @@ the voice's normal rate and pitch, split ``test``. Its clips take the engines in
 engine's voices in turn, and their ids read ``synth<seed>-en-<index>`` so they never collide with
 the clips of a ``mixed`` corpus of the same seed.
 
-Held-out splits: voices, speakers, sentences, instruments and recorded files are divided into a
+Held-out splits: TTS voices, sentences, instruments and recorded files are divided into a
 training pool and a test pool by a stable hash of their names (independent of the seed);
-``train``/``valid`` clips only use the training pool and ``test`` clips only the test pool.
+``train``/``valid`` clips only use the training pool and ``test`` clips only the test pool. Recorded
+speakers follow :mod:`entanglecodec.data.heldout` instead, the list the real-speech evaluation set
+is built from: its dev and test speakers and its test-only packages never occur in ``train``/``valid``
+clips, and the corpus's own ``test`` clips take their recorded speakers from its test speakers.
+A user's exclusion list (``exclude``, ``--exclude-speakers FILE``) removes more speakers or whole
+packages from every split.
+
+Real recordings: half of the pure speech clips (two of the four in a block) are recorded people
+(:data:`REAL_FAMILY_WEIGHTS`: Asterisk prompt voices, KTuberling words, KLettres letters and
+syllables), and 40 % of the mixtures use one too; recorded music comes from several game packages,
+and scenes use recorded effects 70 % of the time. ``corpus.json`` records the composition (clips and
+hours per domain, kind and source package).
 
 Output layout (``DIR``)::
 
@@ -42,6 +53,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from .. import heldout
 from ..captions import TemplateCaptioner, asr_caption
 from . import environment as envmod
 from . import music as musicmod
@@ -62,7 +74,7 @@ from .signal import (
 )
 from .textsource import english_sentences, language_sentences, split_pool
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 BLOCK_KINDS = ("tts", "tts", "real-speech", "real-speech", "music", "music", "recorded-music", "scene", "scene", "mixture")
 BLOCK_SPLITS = ("train",) * 8 + ("valid", "test")
 DOMAIN_OF_KIND = {
@@ -72,6 +84,9 @@ DOMAIN_OF_KIND = {
 MAX_ATTEMPTS = 4
 # how often each TTS engine speaks (espeak-ng has far more voices, but they all sound alike)
 ENGINE_WEIGHTS = {"flite": 0.3, "festival": 0.25, "espeak-ng": 0.35, "mbrola": 0.1}
+REAL_FAMILY_WEIGHTS = {"asterisk": 0.5, "ktuberling": 0.3, "klettres": 0.2}
+"""How often each family of recorded speakers is drawn for a real-speech clip (then a speaker of the
+family uniformly): Asterisk prompts are whole sentences, the KDE packages isolated words/letters."""
 PROFILES = ("mixed", "clean-english")
 """Corpus profiles: the multi-domain corpus, or clean English TTS speech for ASR (test split only)."""
 _ID_TAGS = {"mixed": "", "clean-english": "en-"}
@@ -127,7 +142,7 @@ class Pools:
     """Training and test pools of everything that is held out."""
 
     tts_voices: dict[str, tuple[speechmod.Voice, ...]]
-    real_speakers: dict[str, tuple[str, ...]]
+    real_speakers: dict[str, tuple[str, ...]]  # split side -> recorded speaker ids
     sentences: dict[str, dict[str, tuple[str, ...]]]  # language -> split -> sentences
     instruments: dict[str, tuple[int, ...]]
     music_files: dict[str, tuple[tuple[str, str, str], ...]]
@@ -145,10 +160,45 @@ def _split_objs(objs: list[Any], key: Callable[[Any], str], what: str) -> dict[s
     return {"train": tuple(by[k] for k in train_keys), "test": tuple(by[k] for k in test_keys)}
 
 
-@lru_cache(maxsize=1)
-def build_pools() -> Pools:
-    """Compute the held-out pools (fetching Debian assets on first use)."""
-    voices = list(speechmod.tts_voices())
+def real_speaker_pools(exclude: heldout.Exclusions | None = None) -> dict[str, tuple[str, ...]]:
+    """Recorded speakers of the ``train`` side (``train``/``valid`` clips) and of the ``test`` side.
+
+    ``train``: every recorded speaker except the held-out dev/test speakers (and their KDE twins) and
+    ``exclude``; ``test``: the held-out test speakers the generator knows, minus ``exclude``.
+
+    Raises:
+        SynthError: a side is left without any speaker.
+    """
+    user = exclude or heldout.Exclusions()
+    train_block = heldout.training_exclusions(user)
+    known = [v.id for v in speechmod.recorded_voices()]
+    train = [i for i in known if not train_block.blocks(i, speechmod.recorded_package_of(i))]
+    test = [
+        i for i in known
+        if i in heldout.TEST_SPEAKERS and not user.blocks(i, speechmod.recorded_package_of(i))
+    ]
+    for side, ids in (("train", train), ("test", test)):
+        if not ids:
+            raise SynthError(f"no recorded speaker is left for the {side} split after the exclusions")
+    return {"train": tuple(train), "test": tuple(test)}
+
+
+def _drop_packages(objs: list[Any], package: Callable[[Any], str], exclude: heldout.Exclusions, what: str) -> list[Any]:
+    kept = [o for o in objs if not exclude.blocks(package=package(o))]
+    if not kept:
+        raise SynthError(f"no {what} left after excluding the packages {', '.join(sorted(exclude.packages))}")
+    return kept
+
+
+@lru_cache(maxsize=4)
+def build_pools(exclude: heldout.Exclusions | None = None) -> Pools:
+    """Compute the held-out pools (fetching Debian assets on first use).
+
+    Args:
+        exclude: a user's extra exclusions (speaker ids, TTS voice ids, packages), applied to every split.
+    """
+    user = exclude or heldout.Exclusions()
+    voices = [v for v in speechmod.tts_voices() if not user.blocks(v.id)]
     if not voices:
         raise SynthError("no text-to-speech engine found: install the Debian packages flite, festival and espeak-ng")
     tts: dict[str, list[speechmod.Voice]] = {"train": [], "test": []}
@@ -156,13 +206,7 @@ def build_pools() -> Pools:
         group = _split_objs([v for v in voices if v.engine == engine], lambda v: v.id, f"{engine} voices")
         for s in ("train", "test"):
             tts[s] += list(group[s])
-    asterisk_ids = [v.id for v, *_ in speechmod.ASTERISK_SPEAKERS]
-    ktub_ids = [f"ktuberling:{lang}" for lang in speechmod.KTUBERLING_LANGUAGES]
-    real: dict[str, list[str]] = {"train": [], "test": []}
-    for ids, what in ((asterisk_ids, "asterisk speakers"), (ktub_ids, "ktuberling speakers")):
-        group = _split_objs(ids, str, what)
-        real["train"] += list(group["train"])
-        real["test"] += list(group["test"])
+    real = real_speaker_pools(user)
     sentences: dict[str, dict[str, tuple[str, ...]]] = {}
     for lang in ("en", "es", "fr", "it", "ru"):
         pool = english_sentences() if lang == "en" else language_sentences(lang)
@@ -171,11 +215,13 @@ def build_pools() -> Pools:
             raise SynthError(f"cannot hold out {lang} sentences: only {len(pool)} available")
         sentences[lang] = {"train": tuple(tr), "test": tuple(te)}
     instruments = _split_objs(sorted(musicmod.INSTRUMENTS), lambda p: f"gm{p:03d}", "instruments")
-    music_files = _split_objs(list(musicmod.recorded_music_files()), lambda f: f"{f[0]}/{f[2]}", "music files")
-    event_files = _split_objs(list(soundmod.event_files()), lambda e: f"{e.package}/{e.source}", "event files")
+    music = _drop_packages(list(musicmod.recorded_music_files(user.packages)), lambda f: f[0], user, "recorded music")
+    music_files = _split_objs(music, lambda f: f"{f[0]}/{f[2]}", "music files")
+    events = _drop_packages(list(soundmod.event_files(user.packages)), lambda e: e.package, user, "sound-event files")
+    event_files = _split_objs(events, lambda e: f"{e.package}/{e.source}", "event files")
     return Pools(
         tts_voices={k: tuple(sorted(v, key=lambda x: x.id)) for k, v in tts.items()},
-        real_speakers={k: tuple(v) for k, v in real.items()},
+        real_speakers=real,
         sentences=sentences,
         instruments=instruments,
         music_files=music_files,
@@ -322,14 +368,9 @@ def _speech_tts(spec: ClipSpec, rng: np.random.Generator, pools: Pools, workdir:
 
 
 def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tuple[np.ndarray, dict[str, Any], str | None]:
-    side = pools.side(spec.split)
-    speaker_id = spec.overrides.get("voice_id") or pools.real_speakers[side][int(rng.integers(0, len(pools.real_speakers[side])))]
-    if str(speaker_id).startswith("ktuberling:"):
-        utts = speechmod.ktuberling_utterances(str(speaker_id).split(":", 1)[1])
-        style, max_parts = "words", 8
-    else:
-        utts = speechmod.asterisk_utterances(str(speaker_id))
-        style, max_parts = "prompt", 4
+    speaker_id = str(spec.overrides.get("voice_id") or _real_speaker(rng, pools.real_speakers[pools.side(spec.split)]))
+    utts = speechmod.recorded_utterances(speaker_id)
+    style, max_parts = ("prompt", 4) if speaker_id.startswith("asterisk:") else ("words", 8)
     if not utts:
         raise SynthError(f"recorded speaker {speaker_id} has no usable utterances")
     parts: list[np.ndarray] = []
@@ -380,6 +421,17 @@ def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tupl
         "environment_extra": extra,
     }
     return wav, attrs, text if utt0.transcript_exact else None
+
+
+def _real_speaker(rng: np.random.Generator, pool: tuple[str, ...]) -> str:
+    """A recorded speaker: a family by :data:`REAL_FAMILY_WEIGHTS`, then one of its speakers uniformly."""
+    families = [f for f in REAL_FAMILY_WEIGHTS if any(s.startswith(f + ":") for s in pool)]
+    if not families:
+        raise SynthError("no recorded speaker available for this split")
+    weights = np.array([REAL_FAMILY_WEIGHTS[f] for f in families])
+    family = families[int(rng.choice(len(families), p=weights / weights.sum()))]
+    members = [s for s in pool if s.startswith(family + ":")]
+    return members[int(rng.integers(0, len(members)))]
 
 
 def _music_synth(spec: ClipSpec, rng: np.random.Generator, pools: Pools, duration: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -571,9 +623,9 @@ def caption_row(row: dict[str, Any], captioner: TemplateCaptioner) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 # Corpus
 # ---------------------------------------------------------------------------------------------
-def _write_clip(args: tuple[ClipSpec, str]) -> dict[str, Any]:
-    spec, out_dir = args
-    wav, row = generate_clip(spec)
+def _write_clip(args: tuple[ClipSpec, str, heldout.Exclusions | None]) -> dict[str, Any]:
+    spec, out_dir, exclude = args
+    wav, row = generate_clip(spec, build_pools(exclude))
     rel = Path("audio") / spec.split / f"{spec.id}.flac"
     path = Path(out_dir) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -631,8 +683,10 @@ def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[tuple[str, dict[st
     return kept
 
 
-def _iter_rows(specs: list[ClipSpec], out: Path, workers: int) -> Iterator[dict[str, Any]]:
-    jobs = [(s, str(out)) for s in specs]
+def _iter_rows(
+    specs: list[ClipSpec], out: Path, workers: int, exclude: heldout.Exclusions | None
+) -> Iterator[dict[str, Any]]:
+    jobs = [(s, str(out), exclude) for s in specs]
     if workers <= 1:
         for job in jobs:
             yield _write_clip(job)
@@ -653,6 +707,7 @@ def generate_corpus(
     progress: bool = True,
     resume: bool = False,
     profile: str = "mixed",
+    exclude: heldout.Exclusions | None = None,
 ) -> dict[str, Any]:
     """Generate a corpus into ``out``; returns the ``corpus.json`` summary.
 
@@ -669,6 +724,8 @@ def generate_corpus(
             the result is byte-identical to an uninterrupted run.
         profile: ``mixed`` (every domain and split) or ``clean-english`` (clean English TTS
             speech in the test split, for ASR word error rates); see :data:`PROFILES`.
+        exclude: more speakers / TTS voices / packages to keep out of every split (see
+            :func:`entanglecodec.data.heldout.read_exclusions`), on top of the held-out sets.
 
     Raises:
         CorpusError: bad arguments or a non-empty output directory without ``overwrite``.
@@ -687,7 +744,8 @@ def generate_corpus(
         kept = _resumable_rows(out, specs)
     else:
         _prepare_output(out, overwrite)
-    pools = build_pools()  # fetch every asset once, before starting workers
+    exclude = exclude if exclude is not None and (exclude.speakers or exclude.packages) else None
+    pools = build_pools(exclude)  # fetch every asset once, before starting workers
     english_sentences()
     if profile == "clean-english":
         english_test_voice(pools, 0)  # fails now, not after retries, when no English voice is installed
@@ -695,7 +753,7 @@ def generate_corpus(
     with open(partial, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line, _ in kept)
         f.flush()
-        rows = _iter_rows(specs[len(kept) :], out, workers)
+        rows = _iter_rows(specs[len(kept) :], out, workers, exclude)
         bar: Any = None
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -713,17 +771,54 @@ def generate_corpus(
     for row in done:
         counts.setdefault(row["domain"], Counter())[row["split"]] += 1
     total_s = sum(row["duration"] for row in done)
-    summary = corpus_summary(seed, hours, specs, counts, total_s, pools, profile)
+    summary = corpus_summary(seed, hours, specs, counts, total_s, pools, profile, exclude, done)
     (out / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
 
+def _source_of(row: dict[str, Any]) -> str:
+    """Where a clip's main audio comes from: a Debian package, a TTS engine or a synthesiser."""
+    attrs = row.get("attributes") or {}
+    src = attrs.get("source") or {}
+    if src.get("package"):
+        return str(src["package"])
+    speaker = attrs.get("speaker") or {}
+    if speaker.get("kind") == "synthetic":
+        return f"tts:{speaker.get('engine')}"
+    if row.get("domain") == "music" or (attrs.get("music") or {}).get("instruments"):
+        return "fluidsynth"
+    return "scene"
+
+
+def composition(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Clips and hours per domain, per kind and per source (package or engine) of generated rows.
+
+    ``speech_real_share`` is the fraction of pure speech clips that are recorded people.
+    """
+    tables: dict[str, dict[str, dict[str, float]]] = {"per_domain": {}, "per_kind": {}, "per_source": {}}
+    for row in rows:
+        keys = {"per_domain": str(row["domain"]), "per_kind": str(row["attributes"].get("kind")), "per_source": _source_of(row)}
+        for table, key in keys.items():
+            e = tables[table].setdefault(key, {"clips": 0, "hours": 0.0})
+            e["clips"] += 1
+            e["hours"] += float(row["duration"]) / 3600.0
+    out: dict[str, Any] = {
+        name: {k: {"clips": int(v["clips"]), "hours": round(v["hours"], 4)} for k, v in sorted(t.items())}
+        for name, t in tables.items()
+    }
+    speech = [r for r in rows if r["domain"] == "speech"]
+    real = sum(1 for r in speech if (r["attributes"].get("speaker") or {}).get("kind") == "recorded")
+    out["speech_real_share"] = round(real / len(speech), 3) if speech else 0.0
+    return out
+
+
 def corpus_summary(
     seed: int, hours: float, specs: list[ClipSpec], counts: dict[str, Counter[str]], total_s: float, pools: Pools,
-    profile: str = "mixed",
+    profile: str = "mixed", exclude: heldout.Exclusions | None = None, rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The ``corpus.json`` content (no timestamps, so it is reproducible too)."""
-    used = sorted(set(PACKAGES) - {"fluid-soundfont-gm"})
+    skipped = set(heldout.TEST_PACKAGES) | (set(exclude.packages) if exclude else set())
+    used = sorted(set(PACKAGES) - {"fluid-soundfont-gm"} - skipped)
     packages = {p: {"version": package_info(p)["version"], "licence": package_info(p)["licence"]} for p in used}
     packages["fluid-soundfont-gm"] = {"version": soundfont_version(), "licence": PACKAGES["fluid-soundfont-gm"].licence}
     return {
@@ -737,6 +832,7 @@ def corpus_summary(
         "sample_rate": SR,
         "counts": {d: dict(sorted(c.items())) for d, c in sorted(counts.items())},
         "kinds": dict(sorted(Counter(s.kind for s in specs).items())),
+        "composition": composition(rows or []),
         "debian_packages": packages,
         "tools": speechmod.engine_versions(),
         "held_out_test": {
@@ -746,4 +842,10 @@ def corpus_summary(
             "music_files": [f"{f[0]}/{f[2]}" for f in pools.music_files["test"]],
             "event_files": [f"{e.package}/{e.source}" for e in pools.event_files["test"]],
         },
+        "held_out_evaluation": {
+            "dev_speakers": list(heldout.DEV_SPEAKERS),
+            "test_speakers": list(heldout.TEST_SPEAKERS),
+            "test_packages": list(heldout.TEST_PACKAGES),
+        },
+        "excluded": (exclude or heldout.Exclusions()).as_dict(),
     }

@@ -307,15 +307,22 @@ RECORDED_MUSIC: dict[str, tuple[str, tuple[str, ...]]] = {
     "colobot-common-sounds": ("usr/share/games/colobot/music", ("video-game music",)),
     "asterisk-moh-opsound-wav": ("usr/share/asterisk/moh", ("telephone hold music",)),
     "frozen-bubble-data": ("usr/share/games/frozen-bubble/snd", ("video-game music",)),
+    "warmux-data": ("usr/share/games/warmux/music", ("video-game music",)),
 }
 _FROZEN_MUSIC = {"frozen-mainzik-1p.ogg", "frozen-mainzik-2p.ogg", "introzik.ogg"}
 
 
-@lru_cache(maxsize=1)
-def recorded_music_files() -> tuple[tuple[str, str, str], ...]:
-    """``(package, absolute path, path inside the package)`` of every recorded music track."""
+@lru_cache(maxsize=4)
+def recorded_music_files(skip_packages: frozenset[str] = frozenset()) -> tuple[tuple[str, str, str], ...]:
+    """``(package, absolute path, path inside the package)`` of every recorded music track.
+
+    Args:
+        skip_packages: packages not to read (not even fetched).
+    """
     out = []
     for package, (sub, _) in RECORDED_MUSIC.items():
+        if package in skip_packages:
+            continue
         root = ensure_package(package)
         base = root / sub
         for f in sorted(base.rglob("*")):

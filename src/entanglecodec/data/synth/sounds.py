@@ -17,6 +17,7 @@ import numpy as np
 from .assets import ensure_package
 from .signal import SR, SynthError, fade, gain_to, read_audio_any, run_tool, to_sr, trim_silence
 
+_WARMUX = "usr/share/games/warmux/sound/default"
 # (package, directory inside the package, file-name glob) -> label
 TAXONOMY: list[tuple[str, str, str, str]] = [
     ("frozen-bubble-data", "usr/share/games/frozen-bubble/snd", "applause.ogg", "applause"),
@@ -63,6 +64,21 @@ TAXONOMY: list[tuple[str, str, str, str]] = [
     ("tuxpaint-data", "usr/share/tuxpaint/sounds", "paint*.wav", "brush stroke"),
     ("tuxpaint-data", "usr/share/tuxpaint/sounds", "eraser*.wav", "rubbing eraser"),
     ("tuxpaint-data", "usr/share/tuxpaint/sounds", "stamp.wav", "stamp thump"),
+    ("warmux-data", _WARMUX, "explosion*.ogg", "explosion"),
+    ("warmux-data", _WARMUX, "dynamite_exp.ogg", "explosion"),
+    ("warmux-data", _WARMUX, "riot_bomb_exp.ogg", "explosion"),
+    ("warmux-data", _WARMUX, "shotgun.ogg", "shotgun shot"),
+    ("warmux-data", _WARMUX, "gun.ogg", "gunshot"),
+    ("warmux-data", _WARMUX, "m16.ogg", "machine-gun burst"),
+    ("warmux-data", _WARMUX, "dynamite_fuze.ogg", "burning fuse hissing"),
+    ("warmux-data", _WARMUX, "aircraft_flying.ogg", "aircraft flying past"),
+    ("warmux-data", _WARMUX, "jetpack.ogg", "jet engine"),
+    ("warmux-data", _WARMUX, "slap.ogg", "slap"),
+    ("warmux-data", _WARMUX, "baseball.ogg", "bat hitting a ball"),
+    ("warmux-data", _WARMUX, "ricoche*.ogg", "bullet ricochet"),
+    ("warmux-data", _WARMUX, "box_hitting_ground.ogg", "heavy box hitting the ground"),
+    ("warmux-data", _WARMUX, "blowtorch.ogg", "blowtorch"),
+    ("warmux-data", _WARMUX, "step.ogg", "footstep"),
 ]
 SOX_EVENTS = ("beep", "rising chirp", "falling chirp", "noise burst", "buzzer", "plucked string")
 
@@ -77,11 +93,17 @@ class EventFile:
     source: str  # path inside the package
 
 
-@lru_cache(maxsize=1)
-def event_files() -> tuple[EventFile, ...]:
-    """Every labelled recorded event file (each file at most once; first matching rule wins)."""
+@lru_cache(maxsize=4)
+def event_files(skip_packages: frozenset[str] = frozenset()) -> tuple[EventFile, ...]:
+    """Every labelled recorded event file (each file at most once; first matching rule wins).
+
+    Args:
+        skip_packages: packages not to read (not even fetched).
+    """
     out: dict[str, EventFile] = {}
     for package, sub, pattern, label in TAXONOMY:
+        if package in skip_packages:
+            continue
         root = ensure_package(package)
         base = root / sub
         for f in sorted(base.rglob("*")):

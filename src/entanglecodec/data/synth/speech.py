@@ -101,6 +101,21 @@ ASTERISK_SPEAKERS: list[tuple[Voice, str, str, str, bool]] = [
 KTUBERLING_LANGUAGES = {
     "en": "English", "es": "Spanish", "it": "Italian", "nl": "Dutch", "pt": "Portuguese", "sv": "Swedish",
     "fi": "Finnish", "ro": "Romanian", "da": "Danish", "ga": "Irish", "nds": "Low German", "wa": "Walloon",
+    "fr": "French",
+}
+KTUBERLING_EXACT = frozenset({"en", "nl"})
+"""KTuberling languages whose file names spell the spoken words exactly. The others drop accents
+(``chapeu`` for *chapéu*, ``glasogon`` for *glasögon*, ``tete`` for *tête*) or spaces
+(``gafasdesol``), so their words are approximate transcripts (``transcript_exact`` false). Themes
+not listed above (de, ru, sl, el, ca, ...) name their files in English or mix English names in, so
+the spoken word is unknown: not used."""
+# KLettres: language directory -> (ISO 639-1 language, language/accent name). Malayalam, Arabic, Hebrew
+# and Setswana are left out: their letter names cannot be written in the Latin script of the captions.
+KLETTRES_LANGUAGES = {
+    "cs": ("cs", "Czech"), "da": ("da", "Danish"), "de": ("de", "German"), "en": ("en", "American English"),
+    "en_GB": ("en", "British English"), "es": ("es", "Spanish"), "fr": ("fr", "French"), "hu": ("hu", "Hungarian"),
+    "it": ("it", "Italian"), "lt": ("lt", "Lithuanian"), "nb": ("nb", "Norwegian Bokmål"), "nds": ("nds", "Low German"),
+    "nl": ("nl", "Dutch"), "pt_BR": ("pt", "Brazilian Portuguese"), "ru": ("ru", "Russian"), "uk": ("uk", "Ukrainian"),
 }
 
 
@@ -228,13 +243,20 @@ def asterisk_utterances(voice_id: str) -> tuple[RecordedUtterance, ...]:
     raise SynthError(f"unknown recorded speaker {voice_id!r}")
 
 
+# KTuberling's English item names that are not the spoken word as written (compounds run together, typos)
+_ENGLISH_SPELLING = {
+    "palmtree": "palm tree", "fallingstar": "falling star", "sphynx": "sphinx", "ufo": "UFO", "brocolli": "broccoli",
+}
+
+
 def _ktuberling_word(name: str, file: str, lang: str) -> str | None:
     stem = Path(file).stem
     word = stem.split("_", 1)[1] if "_" in stem else stem
     english = name.split("_", 1)[1] if "_" in name else name
     english = english.split("-", 1)[-1]
     if lang == "en":
-        return english.replace("_", " ")
+        english = english.replace("_", " ")
+        return _ENGLISH_SPELLING.get(english, english)
     if word.lower() == english.lower():
         return None  # file named in English: the spoken word is not known
     if not re.fullmatch(r"[A-Za-z\-]+", word):
@@ -242,35 +264,96 @@ def _ktuberling_word(name: str, file: str, lang: str) -> str | None:
     return word.replace("-", " ")
 
 
+_SOUND_ENTRY = re.compile(r'name="([^"]+)"\s+file="([^"]+)"')
+
+
+def ktuberling_voice(lang: str) -> Voice:
+    """The (unnamed) speaker of one KTuberling language."""
+    if lang not in KTUBERLING_LANGUAGES:
+        raise SynthError(f"unknown KTuberling language {lang!r} (known: {', '.join(KTUBERLING_LANGUAGES)})")
+    return Voice(f"ktuberling:{lang}", "recorded", f"ktuberling-{lang}", None, lang, KTUBERLING_LANGUAGES[lang])
+
+
+def klettres_voice(code: str) -> Voice:
+    """The (unnamed) speaker of one KLettres language directory."""
+    if code not in KLETTRES_LANGUAGES:
+        raise SynthError(f"unknown KLettres language {code!r} (known: {', '.join(KLETTRES_LANGUAGES)})")
+    lang, accent = KLETTRES_LANGUAGES[code]
+    return Voice(f"klettres:{code}", "recorded", f"klettres-{code}", None, lang, accent)
+
+
 @cache
 def ktuberling_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
     """Spoken words of one KTuberling language whose word is known (from the file names)."""
+    voice = ktuberling_voice(lang)
     root = ensure_package("ktuberling-data")
     base = root / "usr" / "share" / "ktuberling" / "sounds"
     theme = base / f"{lang}.soundtheme"
     if not theme.is_file():
         raise SynthError(f"ktuberling-data has no sound theme for language {lang!r} ({theme})")
-    voice = Voice(f"ktuberling:{lang}", "recorded", f"ktuberling-{lang}", None, lang, KTUBERLING_LANGUAGES[lang])
     seen: set[str] = set()
     out = []
-    for name, file in re.findall(r'name="([^"]+)"\s+file="([^"]+)"', theme.read_text(encoding="utf-8")):
+    for name, file in _SOUND_ENTRY.findall(theme.read_text(encoding="utf-8")):
         path = base / file
         word = _ktuberling_word(name, file, lang)
         if word is None or not path.is_file() or file in seen:
             continue
         seen.add(file)
-        out.append(RecordedUtterance(voice, "ktuberling-data", str(path), str(path.relative_to(root)), word, True))
+        exact = lang in KTUBERLING_EXACT
+        out.append(RecordedUtterance(voice, "ktuberling-data", str(path), str(path.relative_to(root)), word, exact))
     return tuple(sorted(out, key=lambda u: u.source))
 
 
+@cache
+def klettres_utterances(code: str) -> tuple[RecordedUtterance, ...]:
+    """Recorded letters and syllables of one KLettres language (the text is the letter or syllable as written).
+
+    Letters keep their case (``"B"``: the speaker says the letter's name); syllables are lower-cased.
+    """
+    voice = klettres_voice(code)
+    root = ensure_package("klettres-data")
+    base = root / "usr" / "share" / "klettres"
+    index = base / code / "sounds.xml"
+    if not index.is_file():
+        raise SynthError(f"klettres-data has no sound list for language {code!r} ({index})")
+    seen: set[str] = set()
+    out = []
+    for name, file in _SOUND_ENTRY.findall(index.read_text(encoding="utf-8")):
+        path = base / file
+        if not path.is_file() or file in seen or not name.strip():
+            continue
+        seen.add(file)
+        text = name.strip() if "/alpha/" in file else name.strip().lower()
+        out.append(RecordedUtterance(voice, "klettres-data", str(path), str(path.relative_to(root)), text, True))
+    return tuple(sorted(out, key=lambda u: u.source))
+
+
+def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
+    """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``)."""
+    family, _, name = speaker_id.partition(":")
+    if family == "ktuberling":
+        return ktuberling_utterances(name)
+    if family == "klettres":
+        return klettres_utterances(name)
+    return asterisk_utterances(speaker_id)
+
+
 def recorded_voices() -> list[Voice]:
-    """All recorded speakers (Asterisk prompt voices and KTuberling languages)."""
+    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages)."""
     voices = [v for v, *_ in ASTERISK_SPEAKERS]
-    voices += [
-        Voice(f"ktuberling:{lang}", "recorded", f"ktuberling-{lang}", None, lang, accent)
-        for lang, accent in KTUBERLING_LANGUAGES.items()
-    ]
+    voices += [ktuberling_voice(lang) for lang in KTUBERLING_LANGUAGES]
+    voices += [klettres_voice(code) for code in KLETTRES_LANGUAGES]
     return voices
+
+
+def recorded_package_of(speaker_id: str) -> str:
+    """The Debian package that holds a recorded speaker."""
+    family = speaker_id.partition(":")[0]
+    if family == "ktuberling":
+        return "ktuberling-data"
+    if family == "klettres":
+        return "klettres-data"
+    return asterisk_package_of(speaker_id)
 
 
 def load_utterance(utt: RecordedUtterance) -> tuple[np.ndarray, int]:
