@@ -27,9 +27,12 @@ def synth(
     ),
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
-    from .synth import CorpusError, generate_corpus
+    from .synth import PROFILES, CorpusError, generate_corpus
     from .synth.assets import AssetError
     from .synth.signal import SynthError
+
+    if profile not in PROFILES:  # a usage error (exit 2), like any invalid option value
+        raise typer.BadParameter(f"unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", param_hint="--profile")
 
     try:
         summary = generate_corpus(
@@ -38,7 +41,7 @@ def synth(
         )
     except (CorpusError, SynthError, AssetError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from e
+        raise typer.Exit(code=1) from e  # the CLI's exit-code policy: 1 for a failed command
     counts = ", ".join(f"{d}: {sum(c.values())}" for d, c in summary["counts"].items())
     typer.echo(f"wrote {summary['clips']} clips ({summary['hours_generated']:.3f} h; {counts}) to {out}")
 

@@ -44,13 +44,20 @@ class CodecDataModule(L.LightningDataModule):
         t = self.trainer
         assert t is not None
         consumed = int(t.global_step) * self.recipe.optim.accumulate
-        return build_train_loader(self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed)
+        return build_train_loader(
+            self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed, lambda: batches_done(t)
+        )
 
     def val_dataloader(self) -> Any:
         t = self.trainer
         assert t is not None
         loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size)
         return loader if loader is not None else []
+
+
+def batches_done(trainer: L.Trainer) -> int:
+    """Training batches this rank has completed since the run began (restored on resume)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
 
 
 class SaveOnSigterm(Callback):
