@@ -258,7 +258,7 @@ def warn_if_short(lengths: Tensor | Sequence[int], sample_rate: int, what: str =
             f"{what} of {min(short)} samples ({min(short) / sample_rate * 1000:.1f} ms) is shorter than the "
             f"codec's minimum of {MIN_SECONDS:g} s ({len(short)} item(s)): its reconstruction is unreliable",
             AudioWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
 
 

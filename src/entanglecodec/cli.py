@@ -80,8 +80,6 @@ def warnings_as_lines() -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        for noisy in ("torch", "lightning", "transformers"):
-            warnings.filterwarnings("ignore", module=noisy)
         warnings.showwarning = show
         yield
 
