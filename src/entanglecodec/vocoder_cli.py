@@ -46,8 +46,7 @@ def vocode_command(
     """
     import torch
 
-    from .audio import MelFrontend, load_audio, num_frames, save_audio
-    from .audio import audio_info
+    from .audio import MelFrontend, audio_info, load_audio, num_frames, save_audio
     from .cli import AUDIO_EXTS, check_files, error_message, expand_inputs, output_paths, warn
     from .vocoder import load_vocoder
 
