@@ -32,7 +32,8 @@ def synth(
     from .synth.signal import SynthError
 
     if profile not in PROFILES:  # a usage error (exit 2), like any invalid option value
-        raise typer.BadParameter(f"unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", param_hint="--profile")
+        typer.echo(f"error: --profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", err=True)
+        raise typer.Exit(code=2)
 
     try:
         summary = generate_corpus(
