@@ -55,6 +55,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/entanglecodec eval bench --out reports
+	$(VENV)/bin/entanglecodec eval bench-rss --out reports
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache demo_out

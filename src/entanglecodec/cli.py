@@ -1,5 +1,12 @@
 """The ``entanglecodec`` command line (typer + rich).
 
+Exit-code policy (every command, documented in the README): ``0`` success; ``1`` the command
+ran but failed (bad or unreadable input, unwritable output, some files skipped with
+``--skip-errors``...), with one ``error: ...`` line naming the file and the problem; ``2`` the
+command line itself is wrong (unknown option, a value out of range: typer's usage errors);
+``130`` interrupted. Warnings (output peak-limited, truncated file, very short clip) are one
+``warning: ...`` line each and do not change the exit code.
+
 Core commands live here (``encode``, ``decode``, ``reconstruct``, ``info``, ``mel-stats``, ``demo``);
 sub-commands live next to the code they drive: ``data`` (entanglecodec.data.cli), ``train``
 (entanglecodec.training.cli), ``eval`` (entanglecodec.eval.cli), ``vocode`` (entanglecodec.vocoder_cli).
@@ -10,9 +17,12 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import math
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,17 +66,104 @@ def fail(msg: str) -> None:
     raise typer.Exit(1)
 
 
+def warn(msg: str) -> None:
+    """Print a one-line ``warning: msg`` on stderr."""
+    console.print(f"[bold yellow]warning:[/] {msg}", markup=True, highlight=False)
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show Python warnings raised inside as one ``warning: ...`` line each (no source line)."""
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        warn(str(message))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
+def error_message(e: BaseException) -> str:
+    """One line for an expected failure; OS errors name their file and the reason."""
+    if isinstance(e, OSError) and not str(e).startswith(str(e.filename or "\0")):
+        from .fileio import describe_os_error
+
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{describe_os_error(e)}"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def user_errors(fn: F) -> F:
-    """Turn the library's input errors into a one-line CLI error and exit status 1."""
+    """Run a command: expected failures become one ``error:`` line and exit status 1, warnings
+    become ``warning:`` lines. Unexpected exceptions also exit 1 with one line (set
+    ``ENTANGLECODEC_DEBUG=1`` for the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, FileExistsError) as e:
-            fail(str(e))
+        with warnings_as_lines():
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+                raise
+            except (ValueError, OSError) as e:
+                fail(error_message(e))
+            except Exception as e:  # a bug or an unforeseen fault: still no traceback for users
+                if os.environ.get("ENTANGLECODEC_DEBUG"):
+                    raise
+                fail(f"unexpected {type(e).__name__}: {error_message(e)} (set ENTANGLECODEC_DEBUG=1 for details)")
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_files(files: list[Path], check: Callable[[Path], object], skip_errors: bool) -> tuple[list[int], int]:
+    """Check every input up front; return the indices of the usable ones and the number of bad ones.
+
+    Without ``skip_errors`` any bad file is an error whose one-line message lists every bad file
+    found (not only the first); with it each bad file is reported on its own line.
+    """
+    good: list[int] = []
+    bad: list[str] = []
+    for i, f in enumerate(files):
+        try:
+            check(f)
+        except (ValueError, OSError) as e:
+            bad.append(error_message(e))
+        else:
+            good.append(i)
+    if bad and not skip_errors:
+        raise ValueError(
+            f"{len(bad)} of {len(files)} input file(s) unusable: " + " | ".join(bad)
+            + (" (pass --skip-errors to process the others)" if good else "")
+        )
+    for msg in bad:
+        console.print(f"[bold yellow]skipped:[/] {msg}", highlight=False)
+    if not good:
+        raise ValueError(f"none of the {len(files)} input file(s) is usable")
+    return good, len(bad)
+
+
+def finish(n_done: int, n_bad: int, what: str, where: Path) -> None:
+    """Final summary line; exit status 1 when files were skipped."""
+    console.print(f"wrote {n_done} {what} to {where}", highlight=False)
+    if n_bad:
+        fail(f"{n_bad} input file(s) skipped because of errors (listed above)")
+
+
+def positive_int(value: int) -> int:
+    """typer callback: a whole number >= 1."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be >= 1, got {value}")
+    return value
+
+
+def guidance_value(value: float) -> float:
+    """typer callback: a finite guidance scale in the accepted range (see ``check_sampling``)."""
+    from .model import MAX_GUIDANCE
+
+    if not math.isfinite(value) or not 0.0 <= value <= MAX_GUIDANCE:
+        raise typer.BadParameter(f"must be a finite number in [0, {MAX_GUIDANCE:g}], got {value}")
+    return value
 
 
 def expand_inputs(inputs: list[Path], exts: set[str]) -> list[Path]:
@@ -101,11 +198,17 @@ def output_paths(inputs: list[Path], out: Path, suffix: str, overwrite: bool) ->
         dupes = {str(q) for q in paths if paths.count(q) > 1}
         if dupes:
             raise ValueError(f"several inputs would write the same output: {sorted(dupes)[:3]}")
+    from .fileio import check_writable, is_any_of
+
     for q in paths:
-        if q.resolve() in {p.resolve() for p in inputs}:
-            raise ValueError(f"{q}: output would overwrite an input file")
+        if is_any_of(q, inputs):
+            raise ValueError(f"{q}: output would overwrite an input file (same file, link or path)")
+        if q.is_dir():
+            raise FileExistsError(f"{q}: exists and is a directory")
         if q.exists() and not overwrite:
             raise FileExistsError(f"{q}: already exists (pass --overwrite to replace it)")
+    for q in paths:  # before any long computation: read-only file system, permissions, no space
+        check_writable(q)
     return paths
 
 
@@ -128,8 +231,13 @@ def _progress() -> Any:
 
 CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory (default: the bundled model).")
 OverwriteOpt = typer.Option(False, help="Replace existing outputs.")
-StepsOpt = typer.Option(1, help="Euler steps of the flow decoder.")
-GuidanceOpt = typer.Option(1.0, help="Classifier-free guidance scale (0 disables).")
+StepsOpt = typer.Option(1, help="Euler steps of the flow decoder (>= 1).", callback=positive_int)
+GuidanceOpt = typer.Option(
+    1.0, help="Classifier-free guidance scale in [0, 10] (0 disables; above 3 warns).", callback=guidance_value
+)
+SkipErrorsOpt = typer.Option(
+    False, "--skip-errors", help="Report bad input files, process the others, exit 1 with the count."
+)
 VocoderOpt = typer.Option(None, help="'griffin-lim', 'default' or a vocoder directory.")
 
 
@@ -139,45 +247,88 @@ def encode(
     inputs: list[Path] = typer.Argument(..., help="Audio files or directories."),
     out: Path = typer.Option(..., "-o", "--out", help="Output .npz (one input) or directory."),
     checkpoint: Path | None = CheckpointOpt,
-    batch_size: int = typer.Option(8, help="Files encoded together in one padded batch."),
+    batch_size: int = typer.Option(8, help="Files encoded together in one padded batch (>= 1).", callback=positive_int),
     overwrite: bool = OverwriteOpt,
+    skip_errors: bool = SkipErrorsOpt,
 ) -> None:
-    """Tokenise audio files into token files (.npz: codes + rates + length + fingerprint)."""
+    """Tokenise audio files into token files (.npz: codes + rates + length + fingerprint).
+
+    Clips longer than the model's window are read and encoded block by block (memory does not
+    grow with their duration); shorter ones are encoded in padded batches.
+    """
     import torch
 
-    from .audio import load_audio
+    from .audio import audio_info, load_audio, pad_batch
+    from .fileio import OutputError
+    from .streaming import encode_file
     from .tokens_io import TokenFile, save_tokens
 
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".npz", overwrite)
+    good, n_bad = check_files(files, audio_info, skip_errors)
+    infos = {i: audio_info(files[i]) for i in good}
     model = load_model(checkpoint)
-    outs[0].parent.mkdir(parents=True, exist_ok=True)
     fp = model.fingerprint()
-    with _progress() as prog:
-        task = prog.add_task("encoding", total=len(files))
-        for i in range(0, len(files), batch_size):
-            group = list(zip(files[i : i + batch_size], outs[i : i + batch_size], strict=True))
-            wavs = [torch.from_numpy(load_audio(f, model.sample_rate)[0]) for f, _ in group]
-            from .audio import pad_batch
+    window_s = model.config.max_frames / model.frame_rate
 
-            wav, lens = pad_batch(wavs)
-            tokens = model.encode(wav, model.sample_rate, lens)
-            for j, (f, o) in enumerate(group):
-                n = int(tokens.lengths[j])
-                save_tokens(
-                    o,
-                    TokenFile(
-                        codes=tokens.codes[j, :n].cpu().numpy(),
-                        sample_rate=model.sample_rate,
-                        num_samples=int(tokens.num_samples[j]),
-                        frame_rate=float(model.frame_rate),
-                        codebook_size=model.codebook_size,
-                        fingerprint=fp,
-                        source=f.name,
-                    ),
-                )
-                prog.advance(task)
-    console.print(f"wrote {len(files)} token file(s) ({model.bitrate:.0f} bps) to {outs[0].parent}")
+    written = 0
+
+    def write(i: int, codes: Any, num_samples: int) -> None:
+        nonlocal written
+        save_tokens(
+            outs[i],
+            TokenFile(
+                codes=codes,
+                sample_rate=model.sample_rate,
+                num_samples=num_samples,
+                frame_rate=float(model.frame_rate),
+                codebook_size=model.codebook_size,
+                fingerprint=fp,
+                source=files[i].name,
+            ),
+        )
+        written += 1
+
+    def attempt(indices: list[int], job: Callable[[], None]) -> None:
+        nonlocal n_bad
+        try:
+            job()
+        except (ValueError, OSError) as e:
+            if not skip_errors or isinstance(e, OutputError):  # an unwritable output stops the run
+                raise
+            n_bad += len(indices)
+            console.print(f"[bold yellow]skipped:[/] {error_message(e)}", highlight=False)
+
+    long_ = [i for i in good if infos[i][0] / infos[i][1] > window_s]
+    short = [i for i in good if i not in set(long_)]
+    with _progress() as prog:
+        task = prog.add_task("encoding", total=len(good))
+        for i in long_:
+
+            def one(i: int = i) -> None:
+                st = encode_file(model, files[i])
+                write(i, st.codes, st.num_samples)
+
+            attempt([i], one)
+            prog.advance(task)
+        for g in range(0, len(short), batch_size):
+            group = short[g : g + batch_size]
+
+            def batch(group: list[int] = group) -> None:
+                wavs = [torch.from_numpy(load_audio(files[i], model.sample_rate)[0]) for i in group]
+                wav, lens = pad_batch(wavs)
+                tokens = model.encode(wav, model.sample_rate, lens)
+                for j, i in enumerate(group):
+                    n = int(tokens.lengths[j])
+                    write(i, tokens.codes[j, :n].cpu().numpy(), int(tokens.num_samples[j]))
+
+            if skip_errors and len(group) > 1:
+                for i in group:  # one bad file must not cost its batch-mates
+                    attempt([i], functools.partial(batch, [i]))
+            else:
+                attempt(group, batch)
+            prog.advance(task, len(group))
+    finish(written, n_bad, f"token file(s) ({model.bitrate:.0f} bps)", outs[0].parent)
 
 
 @app.command()
@@ -191,25 +342,39 @@ def decode(
     vocoder: str | None = VocoderOpt,
     seed: int = typer.Option(0, help="Noise seed."),
     overwrite: bool = OverwriteOpt,
+    skip_errors: bool = SkipErrorsOpt,
 ) -> None:
     """Decode token files back to 24 kHz audio."""
     from .audio import save_audio
+    from .model import check_sampling
     from .tokens_io import load_tokens
 
+    check_sampling(steps, guidance)
     files = expand_inputs(inputs, {".npz"})
     outs = output_paths(files, out, ".wav", overwrite)
+    good, n_bad = check_files(files, load_tokens, skip_errors)
     model = load_model(checkpoint, vocoder)
-    outs[0].parent.mkdir(parents=True, exist_ok=True)
     fp = model.fingerprint()
+    done = 0
     with _progress() as prog:
-        task = prog.add_task("decoding", total=len(files))
-        for f, o in zip(files, outs, strict=True):
-            tf = load_tokens(f)
-            tf.check_compatible(fp, model.codebook_size, f)
-            audio = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
+        task = prog.add_task("decoding", total=len(good))
+        for i in good:
+            f, o = files[i], outs[i]
+            try:
+                tf = load_tokens(f)
+                tf.check_compatible(fp, model.codebook_size, f)
+                audio = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
+            except ValueError as e:
+                if not skip_errors:
+                    raise ValueError(f"{f}: {e}" if str(f) not in str(e) else str(e)) from e
+                n_bad += 1
+                console.print(f"[bold yellow]skipped:[/] {f}: {error_message(e)}", highlight=False)
+                prog.advance(task)
+                continue
             save_audio(o, audio.wav[0, : int(audio.lengths[0])], audio.sample_rate)
+            done += 1
             prog.advance(task)
-    console.print(f"wrote {len(files)} file(s) to {outs[0].parent}")
+    finish(done, n_bad, "file(s)", outs[0].parent)
 
 
 @app.command()
@@ -222,24 +387,38 @@ def reconstruct(
     guidance: float = GuidanceOpt,
     vocoder: str | None = VocoderOpt,
     overwrite: bool = OverwriteOpt,
+    skip_errors: bool = SkipErrorsOpt,
 ) -> None:
     """Encode then decode audio (24 kHz output, trimmed to the input length)."""
     import torch
 
-    from .audio import load_audio, save_audio
+    from .audio import audio_info, load_audio, save_audio
+    from .model import check_sampling
 
+    check_sampling(steps, guidance)
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".wav", overwrite)
+    good, n_bad = check_files(files, audio_info, skip_errors)
     model = load_model(checkpoint, vocoder)
-    outs[0].parent.mkdir(parents=True, exist_ok=True)
+    done = 0
     with _progress() as prog:
-        task = prog.add_task("reconstructing", total=len(files))
-        for f, o in zip(files, outs, strict=True):
-            wav, sr = load_audio(f, model.sample_rate)
-            audio = model.reconstruct(torch.from_numpy(wav), sr, steps=steps, guidance=guidance)
+        task = prog.add_task("reconstructing", total=len(good))
+        for i in good:
+            f, o = files[i], outs[i]
+            try:
+                wav, sr = load_audio(f, model.sample_rate)
+                audio = model.reconstruct(torch.from_numpy(wav), sr, steps=steps, guidance=guidance)
+            except ValueError as e:
+                if not skip_errors:
+                    raise
+                n_bad += 1
+                console.print(f"[bold yellow]skipped:[/] {error_message(e)}", highlight=False)
+                prog.advance(task)
+                continue
             save_audio(o, audio.wav[0, : int(audio.lengths[0])], audio.sample_rate)
+            done += 1
             prog.advance(task)
-    console.print(f"wrote {len(files)} file(s) to {outs[0].parent}")
+    finish(done, n_bad, "file(s)", outs[0].parent)
 
 
 @app.command()

@@ -292,6 +292,8 @@ class EntangleCodecConfig:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}: not valid JSON ({e})") from e
+        if isinstance(data, dict):
+            data.pop("weights_sha256", None)  # checkpoint integrity entry (entanglecodec.checkpoint), not config
         return cls.from_dict(data)
 
     # ------------------------------------------------------------------ presets

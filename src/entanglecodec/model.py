@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +43,13 @@ from .audio import (
     lengths_to_mask,
     num_frames,
     resample_tensor,
+    warn_if_short,
 )
+from .checkpoint import WEIGHTS_CHECKSUM_KEY, file_sha256, verify_weights_checksum
 from .config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
+from .fileio import atomic_write, atomic_write_text
 from .griffin_lim import GriffinLim
 from .losses import contrastive_loss
 from .quantizer import Quantizer, QuantizerOutput
@@ -60,6 +65,42 @@ class CheckpointError(ValueError):
 
 class TokenError(ValueError):
     """Token ids out of range, wrong shape/dtype, or tokens from another checkpoint."""
+
+
+MAX_GUIDANCE = 10.0
+"""Largest accepted classifier-free guidance scale; above :data:`WARN_GUIDANCE` a warning is issued."""
+WARN_GUIDANCE = 3.0
+"""Guidance above this over-sharpens and often overshoots full scale (a warning, not an error)."""
+
+
+def check_sampling(steps: Any, guidance: Any) -> tuple[int, float]:
+    """Validate decoder sampling settings; return ``(steps, guidance)`` as ``(int, float)``.
+
+    ``steps`` must be a whole number >= 1; ``guidance`` a finite number in ``[0, MAX_GUIDANCE]``
+    (0 disables guidance, 1 is the paper's default). Values above :data:`WARN_GUIDANCE` give a
+    :class:`UserWarning`.
+
+    Raises:
+        ValueError: non-integer or < 1 steps; NaN/Inf, negative or too large guidance.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {int(steps)}")
+    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real):
+        raise ValueError(f"guidance must be a number, got {guidance!r}")
+    g = float(guidance)
+    if not math.isfinite(g):
+        raise ValueError(f"guidance must be a finite number, got {g}")
+    if not 0.0 <= g <= MAX_GUIDANCE:
+        raise ValueError(f"guidance must lie in [0, {MAX_GUIDANCE:g}] (0 disables it, 1 is the default), got {g:g}")
+    if g > WARN_GUIDANCE:
+        warnings.warn(
+            f"guidance {g:g} is extreme (above {WARN_GUIDANCE:g}): expect over-sharpened, possibly distorted audio",
+            UserWarning,
+            stacklevel=3,
+        )
+    return int(steps), g
 
 
 @dataclass
@@ -115,8 +156,13 @@ def default_checkpoint_dir() -> Path:
         CheckpointError: no bundled model exists yet (train one, or pass a checkpoint directory).
     """
     env = os.environ.get("ENTANGLECODEC_CHECKPOINT")
-    candidates = [Path(env)] if env else []
-    candidates.append(_find_repo_checkpoints() / "entanglecodec-small")
+    if env:
+        c = Path(env)
+        if not ((c / CONFIG_NAME).is_file() and (c / WEIGHTS_NAME).is_file()):
+            why = "does not exist" if not c.exists() else f"does not hold {CONFIG_NAME} + {WEIGHTS_NAME}"
+            raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {why} (unset it to use the bundled model)")
+        return c
+    candidates = [_find_repo_checkpoints() / "entanglecodec-small"]
     for c in candidates:
         if (c / CONFIG_NAME).is_file() and (c / WEIGHTS_NAME).is_file():
             return c
@@ -356,6 +402,7 @@ class EntangleCodec(nn.Module):
         self.eval()
         try:
             x, lens = self._prepare_audio(wav, sample_rate, lengths)
+            warn_if_short(lens, self.sample_rate)
             flen = num_frames(lens, self.hop_length)
             assert isinstance(flen, Tensor)
             _, pre, _ = self._encode_wav(x, lens, flen)
@@ -395,8 +442,7 @@ class EntangleCodec(nn.Module):
             lengths = codes.lengths if lengths is None else lengths
             num_samples = codes.num_samples if num_samples is None else num_samples
             codes = codes.codes
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps, guidance = check_sampling(steps, guidance)
         c, flen = self._check_codes(codes, lengths)
         was_training = self.training
         self.eval()
@@ -442,6 +488,7 @@ class EntangleCodec(nn.Module):
         seed: int = 0,
     ) -> Audio:
         """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths."""
+        steps, guidance = check_sampling(steps, guidance)
         return self.decode(self.encode(wav, sample_rate, lengths), steps=steps, guidance=guidance, seed=seed)
 
     @torch.no_grad()
@@ -527,7 +574,9 @@ class EntangleCodec(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def fingerprint(self) -> str:
-        """16-hex identifier of the token space: hash of the config and the codebook.
+        """16-hex identifier of the token space: hash of the config and of every weight that
+        shapes the tokens or their audio (all but the caption tower), so any change of the weights
+        changes it.
 
         Token files store it; decoding tokens with a model of another fingerprint is refused.
         """
@@ -537,6 +586,10 @@ class EntangleCodec(nn.Module):
         h = hashlib.sha256()
         h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
         h.update(self.quantizer.codebook.detach().float().cpu().numpy().tobytes())
+        for name, t in sorted(self.state_dict().items()):
+            if not name.startswith("text_encoder."):
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         fp = h.hexdigest()[:16]
         self.__dict__["_fingerprint"] = fp
         return fp
@@ -558,12 +611,15 @@ class EntangleCodec(nn.Module):
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.config.to_json(d / CONFIG_NAME)
         was_training = self.training
         self.eval()
         meta = {"format": "entanglecodec", "version": "1", "fingerprint": self.fingerprint()}
         self.train(was_training)
-        save_file(self.state_dict_for_saving(), str(d / WEIGHTS_NAME), metadata=meta)
+        state = self.state_dict_for_saving()
+        atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=meta))
+        cfg = self.config.to_dict()
+        cfg[WEIGHTS_CHECKSUM_KEY] = file_sha256(d / WEIGHTS_NAME)
+        atomic_write_text(d / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         return d
 
     @classmethod
@@ -589,13 +645,29 @@ class EntangleCodec(nn.Module):
             if not p.is_file():
                 raise CheckpointError(f"{d}: missing {p.name} (a checkpoint holds {CONFIG_NAME} + {WEIGHTS_NAME})")
         try:
-            config = EntangleCodecConfig.from_json(cfg_path)
+            raw = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            raise CheckpointError(f"{cfg_path}: not a readable JSON file ({e})") from e
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{cfg_path}: must hold a JSON object")
+        checksum = raw.pop(WEIGHTS_CHECKSUM_KEY, None)
+        try:
+            config = EntangleCodecConfig.from_dict(raw)
         except ConfigError as e:
             raise CheckpointError(f"{cfg_path}: {e}") from e
+        try:
+            verify_weights_checksum(w_path, checksum)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from e
         try:
             state = load_file(str(w_path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{w_path}: not a readable safetensors file ({e})") from e
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(
+                f"{w_path}: corrupted weights: {len(bad)} tensor(s) hold NaN/Inf (e.g. {', '.join(bad[:3])})"
+            )
         model = cls(config, build_text_encoder=build_text_encoder)
         expected = model.state_dict_for_saving()
         if not build_text_encoder:

@@ -8,11 +8,18 @@ Fields: ``codes`` (``uint16``/``int32`` ``[F]``), ``sample_rate`` (of the codec,
 
 from __future__ import annotations
 
+import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+
+from .fileio import atomic_write_bytes
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 
@@ -45,21 +52,40 @@ class TokenFile:
 
 
 def save_tokens(path: str | Path, tf: TokenFile) -> None:
-    """Write a token file (``.npz``, uncompressed codes are tiny: 2 bytes per 20 ms)."""
+    """Write a token file (``.npz``, uncompressed codes are tiny: 2 bytes per 20 ms).
+
+    The file is written atomically (:func:`~entanglecodec.fileio.atomic_write_bytes`): a failure
+    leaves no partial file. Raises :class:`~entanglecodec.fileio.OutputError` naming the path.
+    """
     codes = np.asarray(tf.codes)
     dtype = np.uint16 if tf.codebook_size <= 65536 else np.int32
-    with open(path, "wb") as fh:
-        np.savez(
-            fh,
-            codes=codes.astype(dtype),
-            sample_rate=np.int64(tf.sample_rate),
-            num_samples=np.int64(tf.num_samples),
-            frame_rate=np.float64(tf.frame_rate),
-            codebook_size=np.int64(tf.codebook_size),
-            fingerprint=np.str_(tf.fingerprint),
-            source=np.str_(tf.source),
-            format_version=np.int64(FORMAT_VERSION),
-        )
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        codes=codes.astype(dtype),
+        sample_rate=np.int64(tf.sample_rate),
+        num_samples=np.int64(tf.num_samples),
+        frame_rate=np.float64(tf.frame_rate),
+        codebook_size=np.int64(tf.codebook_size),
+        fingerprint=np.str_(tf.fingerprint),
+        source=np.str_(tf.source),
+        format_version=np.int64(FORMAT_VERSION),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _field(p: Path, data: dict[str, Any], name: str, convert: Callable[[Any], T]) -> T:
+    """``convert(data[name])`` as a scalar, or a :class:`TokenFileError` naming the file and field."""
+    value = np.asarray(data[name])
+    if value.ndim != 0 or value.dtype.kind not in "biuf":
+        raise TokenFileError(f"{p}: field {name!r} must be a number, got {value.dtype} of shape {value.shape}")
+    try:
+        out = convert(value.item())
+    except (TypeError, ValueError, OverflowError) as e:
+        raise TokenFileError(f"{p}: field {name!r} has an invalid value {value.item()!r} ({e})") from e
+    if isinstance(out, float) and not np.isfinite(out):
+        raise TokenFileError(f"{p}: field {name!r} must be finite, got {out}")
+    return out
 
 
 def load_tokens(path: str | Path) -> TokenFile:
@@ -76,20 +102,39 @@ def load_tokens(path: str | Path) -> TokenFile:
     missing = [k for k in required if k not in data]
     if missing:
         raise TokenFileError(f"{p}: not an EntangleCodec token file (missing {', '.join(missing)})")
-    if int(data["format_version"]) > FORMAT_VERSION:
-        raise TokenFileError(f"{p}: token format {int(data['format_version'])} is newer than supported ({FORMAT_VERSION})")
-    codes = np.asarray(data["codes"]).astype(np.int64)
+    version = _field(p, data, "format_version", _as_int)
+    if version > FORMAT_VERSION:
+        raise TokenFileError(f"{p}: token format {version} is newer than supported ({FORMAT_VERSION})")
+    raw = np.asarray(data["codes"])
+    if raw.dtype.kind not in "iu":
+        raise TokenFileError(f"{p}: field 'codes' must hold integer token ids, got dtype {raw.dtype}")
+    codes = raw.astype(np.int64)
     if codes.ndim != 1 or codes.size == 0:
         raise TokenFileError(f"{p}: codes must be a non-empty 1-D array, got shape {codes.shape}")
     tf = TokenFile(
         codes=codes,
-        sample_rate=int(data["sample_rate"]),
-        num_samples=int(data["num_samples"]),
-        frame_rate=float(data["frame_rate"]),
-        codebook_size=int(data["codebook_size"]),
+        sample_rate=_field(p, data, "sample_rate", _as_int),
+        num_samples=_field(p, data, "num_samples", _as_int),
+        frame_rate=_field(p, data, "frame_rate", float),
+        codebook_size=_field(p, data, "codebook_size", _as_int),
         fingerprint=str(data["fingerprint"]),
         source=str(data.get("source", "")),
     )
+    for name in ("sample_rate", "num_samples", "codebook_size"):
+        if getattr(tf, name) < 1:
+            raise TokenFileError(f"{p}: field {name!r} must be >= 1, got {getattr(tf, name)}")
     if codes.min() < 0 or codes.max() >= tf.codebook_size:
-        raise TokenFileError(f"{p}: token ids outside [0, {tf.codebook_size})")
+        raise TokenFileError(
+            f"{p}: token ids outside [0, {tf.codebook_size}) (found values in [{int(codes.min())}, {int(codes.max())}])"
+        )
     return tf
+
+
+def _as_int(value: Any) -> int:
+    """An integral scalar as ``int`` (``3.0`` is accepted, ``3.5``, ``True`` and strings are not)."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("not an integer")
+    out = int(value)
+    if out != value:
+        raise ValueError("not a whole number")
+    return out

@@ -22,6 +22,7 @@ def vocode_command(
     checkpoint: str = "default",
     overwrite: bool = False,
     consistency_passes: int | None = None,
+    skip_errors: bool = False,
 ) -> list[Path]:
     """Re-synthesise audio files through the codec's log-mel and a vocoder.
 
@@ -33,6 +34,8 @@ def vocode_command(
         overwrite: replace existing output files.
         consistency_passes: mel-consistency passes after a neural vocoder (``None``: the
             checkpoint's own setting; 0: the network alone).
+        skip_errors: report unreadable inputs and vocode the others (the caller decides the
+            exit status from ``len(inputs) - len(written)``).
 
     Returns:
         The written paths. Each output has exactly the input's length (at 24 kHz).
@@ -43,24 +46,31 @@ def vocode_command(
     """
     import torch
 
-    from .audio import MelFrontend, load_audio, num_frames, save_audio
-    from .cli import AUDIO_EXTS, expand_inputs, output_paths
+    from .audio import MelFrontend, audio_info, load_audio, num_frames, save_audio
+    from .cli import AUDIO_EXTS, check_files, error_message, expand_inputs, output_paths, warn
     from .vocoder import load_vocoder
 
     files = expand_inputs(list(inputs), AUDIO_EXTS)
     targets = output_paths(files, out, AUDIO_SUFFIX, overwrite)
+    good, _ = check_files(files, audio_info, skip_errors)
     vocoder = load_vocoder(checkpoint, consistency_passes=consistency_passes)
     mel_cfg = vocoder_mel_config(vocoder)
     frontend = MelFrontend(mel_cfg)
     written = []
-    for src, dst in zip(files, targets, strict=True):
-        wav, sr = load_audio(src, mel_cfg.sample_rate)
+    for i in good:
+        src, dst = files[i], targets[i]
+        try:
+            wav, sr = load_audio(src, mel_cfg.sample_rate)
+        except ValueError as e:
+            if not skip_errors:
+                raise
+            warn(f"skipped: {error_message(e)}")
+            continue
         x = torch.from_numpy(wav)[None]
         with torch.inference_mode():
             log_mel = frontend.log_mel(x)
             frames = torch.tensor([num_frames(x.shape[1], mel_cfg.hop_length)])
             y = vocoder(log_mel, frames)[0, : x.shape[1]]
-        dst.parent.mkdir(parents=True, exist_ok=True)
         save_audio(dst, y, sr)
         written.append(dst)
     return written
@@ -81,7 +91,10 @@ def vocoder_mel_config(vocoder: object) -> MelConfig:
 def register(app: typer.Typer) -> None:
     """Add the ``vocode`` command to ``app``."""
 
+    from .cli import user_errors
+
     @app.command("vocode")
+    @user_errors
     def vocode(
         inputs: list[Path] = typer.Argument(..., help="audio files or directories"),
         out: Path = typer.Option(..., "-o", "--out", help="output .wav (one input) or directory"),
@@ -95,15 +108,16 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="mel-consistency passes after a neural vocoder (default: the checkpoint's; 0: network alone)",
         ),
+        skip_errors: bool = typer.Option(
+            False, "--skip-errors", help="Report bad input files, vocode the others, exit 1 with the count."
+        ),
     ) -> None:
         """Copy-synthesis: audio -> codec log-mel -> vocoder -> audio (same length as the input)."""
-        from rich.console import Console
+        from .cli import AUDIO_EXTS, expand_inputs, fail
 
-        console = Console(stderr=True)
-        try:
-            paths = vocode_command(inputs, out, checkpoint, overwrite, consistency_passes)
-        except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
-            console.print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(1) from None
+        paths = vocode_command(inputs, out, checkpoint, overwrite, consistency_passes, skip_errors)
         for p in paths:
             typer.echo(str(p))
+        n_bad = len(expand_inputs(list(inputs), AUDIO_EXTS)) - len(paths)
+        if n_bad:
+            fail(f"{n_bad} input file(s) skipped because of errors (listed above)")

@@ -188,7 +188,7 @@ def test_cli_synth_reports_errors_cleanly(tmp_path: Path) -> None:
 
     (tmp_path / "x").write_text("occupied")
     res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path), "--seed", "1"])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "not empty" in res.output and "--overwrite" in res.output
     res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path), "--overwrite", "--no-progress"])
     assert res.exit_code == 0, res.output

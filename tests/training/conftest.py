@@ -57,3 +57,9 @@ def make_corpus(root: Path, n_train: int = 24, n_valid: int = 4, seconds: float 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def corpus_maker():  # noqa: ANN201
+    """:func:`make_corpus` itself, for tests that need a corpus of another shape."""
+    return make_corpus

@@ -235,3 +235,21 @@ def test_cpu_recipe_switches_train_and_export(corpus, tmp_path):
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
         assert not any(k.startswith(("primitive_head", "mel_head")) for k in fh.keys())
     assert model.decode(model.encode(torch.randn(12000) * 0.1, 24000)).wav.shape[-1] == 12000
+
+
+def test_resume_is_exact_at_epoch_ends_and_after_validation(tmp_path, corpus_maker):
+    """One batch per epoch (5 clips, batch 4) makes every checkpoint an epoch's last batch, and
+    validation runs in between: the data order, the crops and the RNG stream must all resume."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    small = corpus_maker(root, n_train=5, n_valid=2, seconds=1.7, seed=3)
+    extra = ("trainer.val_every=3", "trainer.ckpt_every=3")
+    full = tmp_path / "full"
+    run_training(recipe(small, "trainer.max_steps=9", *extra), full, enable_progress_bar=False)
+    part = tmp_path / "part"
+    run_training(recipe(small, "trainer.max_steps=5", *extra), part, enable_progress_bar=False)
+    run_training(recipe(small, "trainer.max_steps=9", *extra), part, resume=True, enable_progress_bar=False)
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -34,10 +34,14 @@ def synth(
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
     from .heldout import HeldoutError, read_exclusions
-    from .synth import CorpusError, generate_corpus
+    from .synth import PROFILES, CorpusError, generate_corpus
     from .synth.assets import AssetError
     from .synth.signal import SynthError
     from .synth.speech import recorded_voices, tts_voices
+
+    if profile not in PROFILES:  # a usage error (exit 2), like any invalid option value
+        typer.echo(f"error: --profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", err=True)
+        raise typer.Exit(code=2)
 
     try:
         exclude = None
@@ -50,7 +54,7 @@ def synth(
         )
     except (CorpusError, SynthError, AssetError, HeldoutError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from e
+        raise typer.Exit(code=1) from e  # the CLI's exit-code policy: 1 for a failed command
     counts = ", ".join(f"{d}: {sum(c.values())}" for d, c in summary["counts"].items())
     typer.echo(f"wrote {summary['clips']} clips ({summary['hours_generated']:.3f} h; {counts}) to {out}")
 

@@ -189,3 +189,7 @@ except ModuleNotFoundError as e:
 from .vocoder_eval import register as _register_vocoder_eval  # noqa: E402  (eval vocoder)
 
 _register_vocoder_eval(app)
+
+from .bench_rss import register as _register_bench_rss  # noqa: E402  (eval bench-rss)
+
+_register_bench_rss(app)

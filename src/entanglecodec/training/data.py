@@ -2,9 +2,14 @@
 
 The training sampler is the corpus' :class:`~entanglecodec.data.dataset.DomainWeightedSampler`
 (seeded per epoch, domain weights, sharded over ranks) wrapped in :class:`ResumableSampler`,
-which starts at any position of any epoch. On ``--resume`` the position is derived from the
-restored global step (``step * accumulate`` batches per rank), so a resumed run sees
-exactly the batches the uninterrupted run would have seen.
+which starts at any position of any epoch. The position is read from the trainer's count of
+completed batches each time an epoch's iterator is created (not counted by the sampler itself),
+so a resumed run sees exactly the batches the uninterrupted run would have seen, also when the
+trainer builds and discards an iterator on resume (a checkpoint taken at an epoch's last batch).
+
+Both loaders draw their worker base seeds from their own seeded generator, never from torch's
+global RNG: creating an iterator (each epoch, each validation) must not shift the training RNG
+stream, which is saved in the checkpoint and restored on resume.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..data.dataset import DomainWeightedSampler, ManifestDataset, collate_audio, ignore_termination
@@ -22,12 +28,19 @@ class ResumableSampler(Sampler[int]):
     """Iterate ``inner`` epoch after epoch from a settable ``(epoch, offset)`` position.
 
     Each ``__iter__`` yields the rest of the current epoch and then advances to the next one.
+    With ``batches_done`` (a callable returning the batches consumed so far on this rank, e.g.
+    the trainer's completed-batch count), every ``__iter__`` first re-derives its position from
+    it, so iterators created and thrown away do not move the data order.
     """
 
-    def __init__(self, inner: DomainWeightedSampler) -> None:
+    def __init__(
+        self, inner: DomainWeightedSampler, batches_done: Callable[[], int] | None = None, batch_size: int = 1
+    ) -> None:
         self.inner = inner
         self.epoch = 0
         self.offset = 0
+        self.batches_done = batches_done
+        self.batch_size = int(batch_size)
 
     def __len__(self) -> int:
         # The full epoch length: after a mid-epoch resume Lightning restores its batch counter within
@@ -49,6 +62,8 @@ class ResumableSampler(Sampler[int]):
         pass
 
     def __iter__(self) -> Iterator[int]:
+        if self.batches_done is not None:
+            self.set_position(self.batches_done(), self.batch_size)
         self.inner.set_epoch(self.epoch)
         indices = list(iter(self.inner))[self.offset :]
         self.epoch += 1
@@ -59,12 +74,25 @@ class ResumableSampler(Sampler[int]):
 Collate = Callable[[Any], dict[str, Any]]
 
 
+def loader_generator(seed: int, salt: int) -> torch.Generator:
+    """A private generator for a DataLoader's worker seeds (keeps torch's global RNG untouched)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) & 0x7FFFFFFFFFFFFFFF)
+
+
 def build_train_loader(
-    cfg: DataSection, seed: int, rank: int, world: int, batches_consumed: int, collate: Collate = collate_audio
+    cfg: DataSection,
+    seed: int,
+    rank: int,
+    world: int,
+    batches_consumed: int,
+    batches_done: Callable[[], int] | None = None,
+    collate: Collate = collate_audio,
 ) -> DataLoader[Any]:
     """Random-crop training loader for this rank, positioned after ``batches_consumed`` batches.
 
-    ``collate`` batches the items (default :func:`collate_audio`; auxiliary losses may add targets)."""
+    ``batches_done`` (optional) is re-read at every epoch's iterator, see :class:`ResumableSampler`.
+    ``collate`` batches the items (default :func:`collate_audio`; auxiliary losses may add targets).
+    """
     ds = ManifestDataset(
         cfg.train_manifest,
         split=cfg.train_split,
@@ -75,7 +103,7 @@ def build_train_loader(
         on_error=cfg.on_error,
     )
     inner = DomainWeightedSampler(ds, weights=cfg.domain_weights, seed=seed, num_replicas=world, rank=rank, drop_last=True)
-    sampler = ResumableSampler(inner)
+    sampler = ResumableSampler(inner, batches_done, cfg.batch_size)
     sampler.set_position(batches_consumed, cfg.batch_size)
     return DataLoader(
         ds,
@@ -86,6 +114,7 @@ def build_train_loader(
         drop_last=True,
         persistent_workers=False,
         worker_init_fn=ignore_termination,
+        generator=loader_generator(seed, 1 + rank),
     )
 
 
@@ -114,4 +143,5 @@ def build_valid_loader(cfg: DataSection, rank: int, world: int, collate: Collate
         collate_fn=collate,
         num_workers=min(cfg.num_workers, 1),
         worker_init_fn=ignore_termination,
+        generator=loader_generator(0, 0x5EED + rank),
     )

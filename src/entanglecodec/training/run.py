@@ -54,7 +54,8 @@ class CodecDataModule(L.LightningDataModule):
         assert t is not None
         consumed = int(t.global_step) * self.recipe.optim.accumulate
         return build_train_loader(
-            self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed, self._collate()
+            self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed,
+            lambda: batches_done(t), self._collate(),
         )
 
     def val_dataloader(self) -> Any:
@@ -62,6 +63,11 @@ class CodecDataModule(L.LightningDataModule):
         assert t is not None
         loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size, self._collate())
         return loader if loader is not None else []
+
+
+def batches_done(trainer: L.Trainer) -> int:
+    """Training batches this rank has completed since the run began (restored on resume)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
 
 
 class SaveOnSigterm(Callback):

@@ -1,0 +1,143 @@
+"""Peak memory of the ``entanglecodec encode`` process on long files (``eval bench-rss``).
+
+For each duration (1 min, 10 min, 1 h by default) a test file is written block by block (a tone
+sweep plus noise, 16-bit WAV at 44.1 kHz stereo so that reading, down-mixing and resampling are
+all exercised), then ``entanglecodec encode`` runs on it in a child process and the child's peak
+resident set size (``ru_maxrss`` from ``wait4``) is recorded. Encoding streams the file window by
+window, so the peak should not grow with the duration beyond the token array (100 bytes per
+second of audio in memory). Decoding an hour is not part of this check (it takes far longer).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import typer
+
+DEFAULT_RSS_SECONDS: tuple[float, ...] = (60.0, 600.0, 3600.0)
+"""Durations of the default run: 1 min, 10 min, 1 h."""
+FILE_RATE = 44100
+"""Sample rate of the generated files (not the codec's, so the resampler is streamed too)."""
+
+
+@dataclass
+class RssPoint:
+    """One measured run: duration (s), peak RSS of the encode process (MiB), wall time (s)."""
+
+    seconds: float
+    peak_rss_mib: float
+    wall_s: float
+
+
+def write_long_wav(path: str | Path, seconds: float, block_seconds: float = 10.0, seed: int = 0) -> Path:
+    """Write a stereo 16-bit WAV of ``seconds`` (sweeping tone + noise) without holding it in memory."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    total = int(seconds * FILE_RATE)
+    block = int(block_seconds * FILE_RATE)
+    with sf.SoundFile(str(path), "w", FILE_RATE, 2, subtype="PCM_16", format="WAV") as f:
+        for start in range(0, total, block):
+            t = (np.arange(start, min(start + block, total)) / FILE_RATE).astype(np.float64)
+            freq = 220.0 + 200.0 * np.sin(2 * np.pi * t / 30.0)
+            tone = 0.3 * np.sin(2 * np.pi * np.cumsum(freq) / FILE_RATE)
+            noise = 0.05 * rng.standard_normal((t.size, 2))
+            f.write((tone[:, None] + noise).astype(np.float32))
+    return Path(path)
+
+
+def encode_rss(audio: Path, out: Path, checkpoint: Path | None = None, threads: int = 2) -> tuple[float, float]:
+    """Run ``entanglecodec encode audio -o out`` in a child; return ``(peak RSS MiB, wall s)``.
+
+    Raises:
+        RuntimeError: the command failed (its output is in the message).
+    """
+    cmd = [sys.executable, "-m", "entanglecodec.cli", "encode", str(audio), "-o", str(out), "--overwrite"]
+    if checkpoint is not None:
+        cmd += ["-c", str(checkpoint)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TERM": "dumb"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"encode failed ({proc.returncode}): {output.decode(errors='replace')[-500:]}")
+    return usage.ru_maxrss / 1024.0, wall  # ru_maxrss is in KiB on Linux
+
+
+def run_rss(
+    seconds: Sequence[float] = DEFAULT_RSS_SECONDS,
+    checkpoint: Path | None = None,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[RssPoint]:
+    """Measure the encode process's peak RSS for each duration (files are generated, then deleted)."""
+    say = progress or (lambda _m: None)
+    points = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for sec in sorted(seconds):
+            wav = Path(tmp) / f"long-{int(sec)}s.wav"
+            say(f"writing {sec:g} s test file")
+            write_long_wav(wav, sec)
+            say(f"encoding {sec:g} s")
+            rss, wall = encode_rss(wav, Path(tmp) / "out.npz", checkpoint)
+            wav.unlink()
+            points.append(RssPoint(seconds=float(sec), peak_rss_mib=rss, wall_s=wall))
+            say(f"{sec:g} s: peak RSS {rss:.0f} MiB, {wall:.1f} s")
+    return points
+
+
+def rss_markdown(points: Sequence[RssPoint], command: str) -> str:
+    """A short markdown report of :func:`run_rss` results."""
+    lines = [
+        "# Peak memory of `entanglecodec encode` on long files",
+        "",
+        f"Command: `{command}`. Input: generated 44.1 kHz stereo 16-bit WAV (tone sweep + noise), read "
+        "block by block, down-mixed and resampled as a stream; peak RSS of the whole CLI process "
+        "(`ru_maxrss`), model loading included.",
+        "",
+        "| duration | peak RSS (MiB) | growth vs shortest (MiB) | wall (s) |",
+        "|---|---|---|---|",
+    ]
+    base = points[0].peak_rss_mib if points else 0.0
+    for p in points:
+        label = f"{p.seconds / 60:g} min" if p.seconds < 3600 else f"{p.seconds / 3600:g} h"
+        lines.append(f"| {label} | {p.peak_rss_mib:.0f} | {p.peak_rss_mib - base:+.0f} | {p.wall_s:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_rss(
+    out: Path = typer.Option(Path("reports"), help="Directory for bench-rss.md."),
+    seconds: str = typer.Option("60,600,3600", help="Durations in seconds, comma-separated."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Codec directory (default: bundled)."),
+) -> None:
+    """Peak RSS of the encode CLI on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
+    from ..fileio import atomic_write_text
+
+    try:
+        secs = [float(x) for x in seconds.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"not a list of numbers: {seconds!r}", param_hint="--seconds") from None
+    if not secs or min(secs) <= 0:
+        raise typer.BadParameter("durations must be positive", param_hint="--seconds")
+    points = run_rss(secs, checkpoint, progress=lambda m: typer.echo(m, err=True))
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = "entanglecodec eval bench-rss" + (f" --seconds {seconds}" if seconds != "60,600,3600" else "")
+    atomic_write_text(out / "bench-rss.md", rss_markdown(points, cmd))
+    typer.echo(str(out / "bench-rss.md"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bench-rss`` to the ``eval`` app."""
+    app.command("bench-rss")(bench_rss)

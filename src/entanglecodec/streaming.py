@@ -1,0 +1,169 @@
+"""Streamed encoding of long files: memory bounded by the window, whatever the duration.
+
+:func:`encode_file` reads the file block by block (:func:`~entanglecodec.audio.audio_blocks`,
+which resamples with a soxr stream) and runs the codec's window plan
+(:func:`~entanglecodec.model.window_plan`) as soon as each window's samples have arrived, keeping
+only about two windows of samples in memory. Only the token array (2 bytes per 20 ms once saved)
+grows with the duration.
+
+A window ``j`` of a clip longer than one window starts at ``j*K - C`` unless it is clamped to the
+clip's end (``F - W``); a window can be run before the end of the file is known once more than
+its last sample has been read, because the clip then has at least ``start + W`` frames, so it is
+not clamped. The rest of the plan runs when the file ends. Clips of at most one window are
+encoded in one pass by :meth:`EntangleCodec.encode`, like the in-memory path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .audio import audio_blocks, num_frames, warn_if_short
+
+if TYPE_CHECKING:
+    from .model import EntangleCodec
+
+
+@dataclass
+class StreamedTokens:
+    """Tokens of one streamed clip: ``codes [F]`` (int64) and ``num_samples`` at the codec's rate."""
+
+    codes: np.ndarray
+    num_samples: int
+
+
+class _Buffer:
+    """Samples ``[start, start + len)`` of the stream, appended block by block and trimmed in front."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.start = 0
+        self.end = 0
+
+    def append(self, x: np.ndarray) -> None:
+        self.parts.append(x)
+        self.end += x.shape[0]
+
+    def slice(self, s0: int, s1: int) -> np.ndarray:
+        """Samples ``[s0, s1)`` with zeros outside ``[0, end)`` (the mel's zero padding)."""
+        data = np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
+        self.parts = [data]
+        lo, hi = max(s0, 0), min(s1, self.end)
+        if lo < self.start:
+            raise AssertionError(f"samples from {lo} were already dropped (buffer starts at {self.start})")
+        seg = data[lo - self.start : max(lo, hi) - self.start]
+        return np.pad(seg, (lo - s0, s1 - max(lo, hi)))
+
+    def drop_before(self, s: int) -> None:
+        if s <= self.start:
+            return
+        data = np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
+        cut = min(s, self.end) - self.start
+        self.parts = [data[cut:].copy()]
+        self.start += cut
+
+    def all(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.float32)
+
+
+@torch.no_grad()
+def encode_stream(model: EntangleCodec, blocks: Iterable[np.ndarray], batch_windows: int = 8) -> StreamedTokens:
+    """Tokenise a mono waveform given as consecutive ``float32`` blocks at ``model.sample_rate``.
+
+    Gives the codes of :meth:`EntangleCodec.encode` on the concatenated blocks (same window plan,
+    same batches of ``batch_windows`` windows) with memory bounded by about two windows.
+    """
+    cfg = model.config
+    hop, n_fft = cfg.mel.hop_length, cfg.mel.n_fft
+    w, c = cfg.max_frames, cfg.window_context
+    k = w - 2 * c
+    was_training = model.training
+    model.eval()
+    buf = _Buffer()
+    codes: list[np.ndarray] = []
+    pending: list[tuple[int, int, int]] = []  # (start, keep_s, keep_e) waiting for a batch
+    j = 0  # next window index of the unclamped plan
+
+    def window_span(start: int) -> tuple[int, int]:
+        return start * hop - n_fft // 2, (start + w - 1) * hop - n_fft // 2 + n_fft
+
+    def run(batch: list[tuple[int, int, int]]) -> None:
+        segs = [torch.from_numpy(buf.slice(*window_span(s)))[None] for (s, _, _) in batch]
+        mel = torch.cat([model.frontend.normalize(_segment_log_mel(model, x)) for x in segs]).to(model.device)
+        out = model.encoder(mel)
+        for i, (s, ks, ke) in enumerate(batch):
+            pre = model.quantizer.project(out.frames[i : i + 1, ks - s : ke - s])
+            codes.append(model.quantizer.nearest(pre)[0].cpu().numpy().astype(np.int64))
+
+    def flush(force: bool) -> None:
+        while pending and (force or len(pending) >= batch_windows):
+            batch = pending[:batch_windows]
+            del pending[:batch_windows]
+            run(batch)
+
+    try:
+        for block in blocks:
+            buf.append(np.asarray(block, dtype=np.float32).reshape(-1))
+            while True:
+                start = 0 if j == 0 else j * k - c
+                s1 = window_span(start)[1]
+                if buf.end < max(s1 + 1, w * hop + 1):
+                    break
+                pending.append((start, j * k, (j + 1) * k))
+                j += 1
+            flush(force=False)
+            # earliest frame still needed: a pending window, or a final window clamped to F - W,
+            # which starts at or after (j - 1) * K - C since window j - 1 ran unclamped
+            first = max(0, (j - 1) * k - c)
+            if pending:
+                first = min(first, pending[0][0])
+            buf.drop_before(first * hop - n_fft // 2)
+        total = buf.end
+        if total == 0:
+            raise ValueError("empty audio stream")
+        f = int(num_frames(total, hop))
+        if f <= w:  # one pass, exactly like EntangleCodec.encode
+            tokens = model.encode(torch.from_numpy(buf.all()), model.sample_rate)
+            return StreamedTokens(codes=tokens.codes[0].cpu().numpy().astype(np.int64), num_samples=total)
+        from .model import window_plan
+
+        for start, ks, ke in window_plan(f, w, c)[j:]:
+            pending.append((start, ks, ke))
+        flush(force=True)
+    finally:
+        model.train(was_training)
+    out = np.concatenate(codes)
+    if out.shape[0] != f:
+        raise AssertionError(f"streamed encoding produced {out.shape[0]} codes for {f} frames")
+    warn_if_short([total], model.sample_rate)
+    return StreamedTokens(codes=out, num_samples=total)
+
+
+def _segment_log_mel(model: EntangleCodec, seg: torch.Tensor) -> torch.Tensor:
+    """Un-normalised log-mel ``[1, n_mels, W]`` of a pre-cut, zero-padded sample segment."""
+    fe = model.frontend
+    spec = torch.stft(
+        seg.float(),
+        n_fft=fe.cfg.n_fft,
+        hop_length=fe.cfg.hop_length,
+        win_length=fe.cfg.win_length,
+        window=fe.window,
+        center=False,
+        return_complex=True,
+    )
+    mel = torch.matmul(fe.fb, spec.abs().pow(2))
+    return torch.log(mel.clamp_min(fe.cfg.log_floor))
+
+
+def encode_file(model: EntangleCodec, path: str | Path, block_seconds: float = 10.0) -> StreamedTokens:
+    """Tokenise an audio file read block by block (any rate/channels; see :func:`encode_stream`).
+
+    Raises:
+        AudioError: unreadable, empty or non-finite audio (the message names the file).
+    """
+    return encode_stream(model, audio_blocks(path, model.sample_rate, block_seconds))
