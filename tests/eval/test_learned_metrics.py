@@ -174,7 +174,7 @@ def test_copy_one_semitone_up_is_about_100_cents(speech: tuple[np.ndarray, str])
     up = pyworld.synthesize(f0 * 2 ** (1 / 12), sp, ap, 16000)[: x.size]
     up = np.pad(up, (0, x.size - up.size))
     res = M.pitch_accuracy(x, up, 16000)
-    assert 85.0 <= res.rmse_cents <= 120.0, res
+    assert 90.0 <= res.rmse_cents <= 110.0, res  # pYIN: 99.4 cents here (WORLD DIO: 108)
     assert res.correlation > 0.9, res
 
 

@@ -65,9 +65,10 @@ def reconstruct(
     max_lag: Annotated[
         float, typer.Option(help="Largest codec delay searched when aligning outputs, seconds.")
     ] = 0.5,
-    f0_method: Annotated[
-        str, typer.Option(help="F0 tracker of the V/UV F1 and F0 RMSE/correlation: dio or harvest.")
-    ] = "dio",
+    f0_method: Annotated[str, typer.Option(help="F0 tracker of the V/UV F1: dio, harvest or pyin.")] = "dio",
+    pitch_method: Annotated[
+        str, typer.Option(help="F0 tracker of the F0 RMSE / correlation: pyin, dio or harvest.")
+    ] = "pyin",
     asr: Annotated[
         str,
         typer.Option(
@@ -101,9 +102,11 @@ def reconstruct(
         err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
         return typer.Exit(code)
 
-    if f0_method not in ("dio", "harvest"):
-        raise fail(f"--f0-method must be dio or harvest, got {f0_method!r}", 2)
-    from .metrics import ASR_ENGINES
+    from .metrics import ASR_ENGINES, F0_METHODS
+
+    for flag, value in (("--f0-method", f0_method), ("--pitch-method", pitch_method)):
+        if value not in F0_METHODS:
+            raise fail(f"{flag} must be one of {', '.join(F0_METHODS)}, got {value!r}", 2)
 
     if asr not in (*ASR_ENGINES, "none"):
         raise fail(f"--asr must be one of {', '.join(ASR_ENGINES)} or none, got {asr!r}", 2)
@@ -168,6 +171,7 @@ def reconstruct(
                 domains=domain_list,
                 max_lag_s=max_lag,
                 f0_method=cast(F0Method, f0_method),
+                pitch_method=cast(F0Method, pitch_method),
                 progress=lambda what: bar.update(task, advance=1, description=what),
                 asr=None if asr == "none" else asr,
                 dnsmos=dnsmos,

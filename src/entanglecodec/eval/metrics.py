@@ -63,8 +63,17 @@ DEFAULT_STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = (
 """``(n_fft, hop, win)`` triples of :func:`mr_stft_distance` (in samples at the given rate)."""
 
 
-F0Method = Literal["dio", "harvest"]
-"""F0 trackers of :func:`voicing`: WORLD DIO + StoneMask (fast) or Harvest (slower, more voiced)."""
+F0Method = Literal["dio", "harvest", "pyin"]
+"""F0 trackers of :func:`f0_track`: WORLD DIO + StoneMask (fast; the V/UV F1 default), WORLD Harvest
+(slower, more voiced) or librosa's probabilistic YIN (periodicity-based, so it keeps the right
+octave when the fundamental itself is weak, as in band-limited and parametric codecs' output;
+the F0-accuracy default)."""
+
+F0_METHODS: tuple[str, ...] = ("dio", "harvest", "pyin")
+"""Valid values of :data:`F0Method`."""
+
+PYIN_RANGE_HZ = (50.0, 800.0)
+"""F0 search range of the pYIN tracker, Hz (DIO and Harvest keep pyworld's 71-800 Hz)."""
 
 
 class MetricError(ValueError):
@@ -342,14 +351,14 @@ def f0_track(
     Args:
         wav: ``[S]`` float waveform.
         sample_rate: Hz.
-        method: ``"dio"`` (DIO + StoneMask refinement, fast) or ``"harvest"`` (slower, more voiced).
+        method: ``"dio"``, ``"harvest"`` or ``"pyin"`` (see :data:`F0Method`).
         frame_period_ms: frame hop in milliseconds.
 
     Returns:
-        ``float64 [T]`` in Hz (``T = 1 + S_16k / (16 * frame_period_ms)``), 0 where unvoiced.
+        ``float64 [T]`` in Hz (``T ≈ 1 + S_16k / (16 * frame_period_ms)``), 0 where unvoiced.
     """
-    if method not in ("dio", "harvest"):
-        raise MetricError(f"unknown F0 method {method!r}: use 'dio' or 'harvest'")
+    if method not in F0_METHODS:
+        raise MetricError(f"unknown F0 method {method!r}: use one of {', '.join(F0_METHODS)}")
     sig, sr = check_signal(wav, "wav"), check_sample_rate(sample_rate)
     return _cached(
         "f0", sig, (sr, method, frame_period_ms), lambda: _f0_track(sig, sr, method, frame_period_ms)
@@ -362,6 +371,22 @@ def _f0_track(wav: np.ndarray, sample_rate: int, method: F0Method, frame_period_
         import pyworld
 
     x = np.ascontiguousarray(resample(wav, sample_rate, SPEECH_SAMPLE_RATE), dtype=np.float64)
+    if method == "pyin":
+        _require("librosa", "librosa", "the pYIN F0 tracker")
+        import librosa
+
+        hop = int(round(SPEECH_SAMPLE_RATE * frame_period_ms / 1000.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "n_fft too large" on clips shorter than one frame
+            f0, voiced, _ = librosa.pyin(
+                x,
+                fmin=PYIN_RANGE_HZ[0],
+                fmax=PYIN_RANGE_HZ[1],
+                sr=SPEECH_SAMPLE_RATE,
+                frame_length=1024,
+                hop_length=hop,
+            )
+        return np.where(voiced & np.isfinite(f0), np.nan_to_num(f0), 0.0).astype(np.float64)
     if method == "dio":
         f0, t = pyworld.dio(x, SPEECH_SAMPLE_RATE, frame_period=frame_period_ms)
         f0 = pyworld.stonemask(x, f0, t, SPEECH_SAMPLE_RATE)
@@ -401,14 +426,16 @@ def pitch_accuracy(
     reference: Any,
     estimate: Any,
     sample_rate: Any,
-    method: F0Method = "dio",
+    method: F0Method = "pyin",
     frame_period_ms: float = 10.0,
 ) -> PitchResult:
     """F0 RMSE (cents) and F0 correlation of ``estimate`` against ``reference`` (see :class:`PitchResult`).
 
-    Both signals are tracked with the same WORLD tracker as :func:`vuv_f1`; only frames voiced in
-    both count, so the voicing errors themselves are :func:`vuv_f1`'s business. An identical copy
-    gives 0 cents and correlation 1; a copy one semitone higher gives 100 cents and correlation 1.
+    Both signals are tracked with the same tracker (default pYIN: WORLD DIO, :func:`vuv_f1`'s
+    default, often locks onto the second harmonic of band-limited codecs such as Codec2, which
+    would read as a one-octave error); only frames voiced in both count, so the voicing errors
+    themselves are :func:`vuv_f1`'s business. An identical copy gives 0 cents and correlation 1; a
+    copy one semitone higher gives about 100 cents and correlation about 1.
 
     Raises:
         MetricError: fewer than :data:`F0_MIN_FRAMES` frames are voiced in both signals.

@@ -171,7 +171,8 @@ class ReconstructionResults:
         floor: group -> :data:`ORIGINAL_KEYS` -> value of the originals (ASR floor in percent, DNSMOS).
         examples: domain -> ``{"reference": wav, <system>: wav}`` (aligned, 24 kHz) for the figure.
         notes: metrics that could not be computed and why.
-        f0_method: F0 tracker of the V/UV F1 and the F0 accuracy.
+        f0_method: F0 tracker of the V/UV F1.
+        pitch_method: F0 tracker of the F0 RMSE / correlation.
     """
 
     manifest: str
@@ -184,6 +185,7 @@ class ReconstructionResults:
     original_asr: dict[str, M.AsrResult] = field(default_factory=dict)
     original_dnsmos: dict[str, M.DnsmosResult] = field(default_factory=dict)
     f0_method: str = "dio"
+    pitch_method: str = "pyin"
     aggregates: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     floor: dict[str, dict[str, float]] = field(default_factory=dict)
     examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -330,6 +332,7 @@ def score_clip(
     f0_method: M.F0Method = "dio",
     asr: str | None = None,
     dnsmos: bool = False,
+    pitch_method: M.F0Method = "pyin",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Align one reconstruction to its reference and compute every metric that applies.
 
@@ -340,10 +343,11 @@ def score_clip(
         notes: receives one line per metric that could not be computed.
         original_asr: ASR result of the original (copied into the row as the floor).
         max_lag_s: largest delay searched by the alignment, in seconds.
-        f0_method: ``"dio"`` or ``"harvest"`` for the V/UV F1 and the F0 accuracy.
+        f0_method: F0 tracker of the V/UV F1 (``"dio"``, ``"harvest"`` or ``"pyin"``).
         asr: ASR engine for WER/CER/insertions (``None``: no ASR); used only on clips with a
             transcript and an ``original_asr`` (the caller decides the recogniser can run on the clip).
         dnsmos: also score the (aligned) reconstruction with DNSMOS.
+        pitch_method: F0 tracker of the F0 RMSE / correlation (see :func:`~entanglecodec.eval.metrics.pitch_accuracy`).
 
     Returns:
         ``(row, aligned_estimate)``; the row holds ``lag_ms`` and every metric (``NaN`` = n/a).
@@ -370,7 +374,7 @@ def score_clip(
     row["pesq"] = _safe(lambda: M.pesq_wb(ref, est, sr), f"{where} PESQ", notes)
     row["vuv_f1"] = _safe(lambda: M.vuv_f1(ref, est, sr, method=f0_method), f"{where} V/UV F1", notes)
     try:
-        pitch = M.pitch_accuracy(ref, est, sr, method=f0_method)
+        pitch = M.pitch_accuracy(ref, est, sr, method=pitch_method)
         row.update(f0_rmse=pitch.rmse_cents, f0_corr=pitch.correlation)
     except M.MetricError as e:
         notes.append(f"{where} F0 RMSE/corr: {e}")
@@ -499,6 +503,7 @@ def evaluate_reconstruction(
     progress: Callable[[str], None] | None = None,
     asr: str | None = M.DEFAULT_ASR,
     dnsmos: bool = True,
+    pitch_method: M.F0Method = "pyin",
 ) -> ReconstructionResults:
     """Run every system on every clip and compute all applicable metrics.
 
@@ -509,11 +514,13 @@ def evaluate_reconstruction(
         max_clips: evaluate at most this many clips (spread over domains).
         domains: restrict to these domains.
         max_lag_s: largest codec delay searched by the alignment, in seconds.
-        f0_method: F0 tracker of the V/UV F1 and the F0 accuracy (``"dio"`` or ``"harvest"``).
+        f0_method: F0 tracker of the V/UV F1 (``"dio"``, ``"harvest"`` or ``"pyin"``).
         progress: called with a short description after each (clip, system) step.
         asr: ASR engine of the WER/CER/insertion columns (one of
             :data:`~entanglecodec.eval.metrics.ASR_ENGINES`; ``None``: no ASR).
         dnsmos: compute DNSMOS on speech clips (originals and every system).
+        pitch_method: F0 tracker of the F0 RMSE / correlation (default pYIN, see
+            :func:`~entanglecodec.eval.metrics.pitch_accuracy`).
 
     Returns:
         A :class:`ReconstructionResults` with per-clip rows and per-system aggregates.
@@ -540,6 +547,7 @@ def evaluate_reconstruction(
         [SystemInfo(s.name, s.bitrate) for s in systems],
         asr=asr,
         f0_method=f0_method,
+        pitch_method=pitch_method,
     )
     asr_models, dnsmos = _check_learned_metrics(clips, asr, dnsmos, res.notes)
     clips_by_id = {c.id: c for c in clips}
@@ -573,7 +581,7 @@ def evaluate_reconstruction(
             elapsed = time.perf_counter() - t0
             row, aligned = score_clip(
                 clip, ref, np.asarray(out), res.notes, original, max_lag_s, f0_method,
-                asr=asr if original is not None else None, dnsmos=clip_dnsmos,
+                asr=asr if original is not None else None, dnsmos=clip_dnsmos, pitch_method=pitch_method,
             )  # fmt: skip
             if clip_dnsmos:
                 mos = res.original_dnsmos[clip.id]
@@ -850,7 +858,9 @@ def _markdown(res: ReconstructionResults, paths: dict[str, Path], command: str |
     if command:
         parts += ["", "Produced by:", "", "```", command, "```"]
     header, rows = summary_table(res)
-    tracker = "WORLD DIO+StoneMask" if res.f0_method == "dio" else "WORLD Harvest"
+    trackers = {"dio": "WORLD DIO+StoneMask", "harvest": "WORLD Harvest", "pyin": "librosa pYIN"}
+    tracker = trackers.get(res.f0_method, res.f0_method)
+    pitch_tracker = trackers.get(res.pitch_method, res.pitch_method)
     parts += [
         "",
         "## Summary",
@@ -897,8 +907,10 @@ def _markdown(res: ReconstructionResults, paths: dict[str, Path], command: str |
         "- STOI: short-time objective intelligibility, 0–1. PESQ-WB: ITU-T P.862.2 MOS-LQO, about 1.02–4.64.",
         f"- V/UV F1: voiced/unvoiced frame F1 (10 ms frames, {tracker} F0 at 16 kHz), reference voicing as truth.",
         "- F0 RMSE ¢: root-mean-square F0 difference in cents (100 ¢ = one semitone) on frames voiced in both "
-        "the reference and the output (same tracker); F0 corr: Pearson correlation of the two F0 contours "
-        "(in cents) on those frames. Voicing errors are left to V/UV F1.",
+        f"the reference and the output ({pitch_tracker} at 16 kHz, 10 ms frames, on both); F0 corr: Pearson "
+        "correlation of the two F0 contours (in cents) on those frames. Voicing errors are left to V/UV F1. "
+        "pYIN is periodicity-based: WORLD DIO often tracks the second harmonic of band-limited parametric "
+        "output (Codec2), which would read as a one-octave error.",
         "- SIM: cosine of resemblyzer speaker embeddings (offline stand-in for WavLM-SIM).",
         "- WER / CER: (substitutions + deletions + insertions) / reference words (characters), summed over "
         "clips; Ins: inserted words / reference words. Whisper decodes deterministically (temperature 0, "
