@@ -139,6 +139,13 @@ def test_join_is_verified_atomic_and_done_once(tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "other").exists()
 
 
+def test_unwritable_cache_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("ENTANGLECODEC_CACHE_DIR", str(tmp_path / "a-file"))
+    with pytest.raises(M.MetricUnavailable, match="set ENTANGLECODEC_CACHE_DIR to a writable directory"):
+        M.check_asr("whisper-base")
+
+
 # ---------------------------------------------------------------------------------------------
 # DNSMOS
 # ---------------------------------------------------------------------------------------------

@@ -739,7 +739,8 @@ def language_table(res: ReconstructionResults) -> tuple[list[str], list[list[str
         code = g.split(" ", 1)[1]
         ids = [c.id for c in res.clips if c.has_speech and c.language_code == code]
         models = sorted({res.asr_models[i] for i in ids if i in res.asr_models})
-        header.append(f"{code} ({len(ids)} clips; {', '.join(models) or 'no ASR'}) WER % ↓")
+        n = len(ids)
+        header.append(f"{code} ({n} clip{'s' if n != 1 else ''}; {', '.join(models) or 'no ASR'}) WER % ↓")
     rows = []
     for s in res.systems:
         agg = res.aggregates.get(s.name, {})
@@ -908,7 +909,8 @@ def _markdown(res: ReconstructionResults, paths: dict[str, Path], command: str |
         f"- V/UV F1: voiced/unvoiced frame F1 (10 ms frames, {tracker} F0 at 16 kHz), reference voicing as truth.",
         "- F0 RMSE ¢: root-mean-square F0 difference in cents (100 ¢ = one semitone) on frames voiced in both "
         f"the reference and the output ({pitch_tracker} at 16 kHz, 10 ms frames, on both); F0 corr: Pearson "
-        "correlation of the two F0 contours (in cents) on those frames. Voicing errors are left to V/UV F1. "
+        "correlation of the two F0 contours (in cents) on those frames; both are averaged over the clips with "
+        f"at least {M.F0_MIN_FRAMES} such frames (the notes list the others). Voicing errors are left to V/UV F1. "
         "pYIN is periodicity-based: WORLD DIO often tracks the second harmonic of band-limited parametric "
         "output (Codec2), which would read as a one-octave error.",
         "- SIM: cosine of resemblyzer speaker embeddings (offline stand-in for WavLM-SIM).",

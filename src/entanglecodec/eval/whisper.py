@@ -253,7 +253,13 @@ def model_dir(name: str) -> Path:
 def _joined_base(target: Path) -> Path:
     """Join (or verify) Whisper base once per process and target directory."""
     parts, side_dir = _base_parts()
-    return join_parts(parts, side_dir, target)
+    try:
+        return join_parts(parts, side_dir, target)
+    except OSError as e:
+        raise _unavailable(
+            f"cannot write Whisper base's joined model.bin under {target.parent} ({e.strerror or e}): "
+            "set ENTANGLECODEC_CACHE_DIR to a writable directory with ~150 MB free"
+        ) from e
 
 
 def check_available(name: str) -> None:
