@@ -203,6 +203,10 @@ def test_cli_bad_input_is_a_clear_error(tmp_path: Path, corpus: Path) -> None:
     assert res.exit_code == 2 and "manifest not found" in res.output
     res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--system", "broken"])
     assert res.exit_code == 2 and "NAME=CMD" in res.output
+    res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--asr", "vosk"])
+    assert res.exit_code == 2 and "--asr must be one of whisper, whisper-tiny.en" in res.output
+    res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--pitch-method", "crepe"])
+    assert res.exit_code == 2 and "--pitch-method must be one of dio, harvest, pyin" in res.output
     res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--no-baselines", "--no-bundled"])
     assert res.exit_code == 2 and "nothing to evaluate" in res.output
     assert "Traceback" not in res.output
