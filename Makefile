@@ -1,6 +1,9 @@
 # EntangleCodec — every target does its own set-up on a fresh machine.
 #   make demo   install what is missing, then run the main job on the bundled default model
 #   make test   install what is missing, then lint, type-check and run the test suite
+#   make eval-real  build the real-speech test set if missing, then score the bundled model and the
+#                   classical codecs on it -> reports/reconstruction-real.md (+ .csv, .json, PNGs);
+#                   extra options through EVAL_REAL_ARGS, e.g. make eval-real EVAL_REAL_ARGS="--threads 2"
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,8 +14,10 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+REAL_SPEECH ?= data/real-speech
+EVAL_REAL_ARGS ?=
 
-.PHONY: all install debian demo test lint typecheck bench clean
+.PHONY: all install debian demo test lint typecheck bench eval-real clean
 
 all: test
 
@@ -56,6 +61,14 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/entanglecodec eval bench --out reports
 	$(VENV)/bin/entanglecodec eval bench-rss --out reports
+
+# Real recorded speech (test split): the bundled codec, Codec2 700C/1200/3200, Opus 6 kbps and the mel
+# oracles in one run, Whisper WER/CER/insertions (originals' floor included), DNSMOS, F0, STOI, PESQ, ...
+eval-real: $(STAMP)
+	@$(MAKE) --no-print-directory debian
+	@test -f $(REAL_SPEECH)/manifest.jsonl || $(VENV)/bin/entanglecodec data real-speech --out $(REAL_SPEECH)
+	$(VENV)/bin/entanglecodec eval reconstruct --manifest $(REAL_SPEECH)/manifest.jsonl --split test \
+	    --out reports/reconstruction-real $(EVAL_REAL_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache demo_out

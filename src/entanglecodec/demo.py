@@ -53,7 +53,7 @@ def quality_rows(
 ) -> list[tuple[str, str]]:
     """Demo table rows scoring ``reconstruction`` and ``oracle`` (``[S]`` float waveforms) against ``reference``.
 
-    STOI and log-mel L1 (nats) for both; for speech, pocketsphinx transcripts of the input and of
+    STOI and log-mel L1 (nats) for both; for speech, Whisper transcripts (tiny.en) of the input and of
     the reconstruction (``asr``; pointless and slow on the noise of an untrained model). A metric
     that cannot run here is reported as such, never faked.
     """

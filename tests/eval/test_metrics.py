@@ -38,7 +38,7 @@ def test_identity_is_perfect(speech: tuple[np.ndarray, str]) -> None:
 
 def test_pocketsphinx_recognises_flite_speech(speech: tuple[np.ndarray, str]) -> None:
     wav, text = speech
-    res = M.asr_errors(text, wav, SR)
+    res = M.asr_errors(text, wav, SR, engine="pocketsphinx")
     assert res.ref_words == len(text.split())
     assert res.wer <= 0.35, f"pocketsphinx heard {res.hypothesis!r} for {res.reference!r}"
     assert res.cer <= res.wer + 0.2

@@ -62,9 +62,9 @@ def test_load_clips(corpus: Path) -> None:
     with pytest.raises(ValueError, match="unknown domain"):
         R.load_clips(corpus, "test", domains=["speach"])
     fr, en = R.load_clips(corpus, "valid")
-    assert (fr.language, fr.has_speech, fr.scores_asr) == ("fr", True, False)  # pocketsphinx is English-only
-    assert (en.language, en.scores_asr) == ("en-US", True)
-    assert clips[0].language is None and clips[0].scores_asr  # unstated language: scored
+    assert (fr.language, fr.language_code, fr.has_speech, fr.has_transcript) == ("fr", "fr", True, True)
+    assert (en.language, en.language_code, en.has_transcript) == ("en-US", "en", True)
+    assert clips[0].language is None and clips[0].language_code == "unstated" and clips[0].has_transcript
     with pytest.raises(ValueError, match="no clips of split 'valid' in domains"):
         R.load_clips(corpus, "valid", domains=["music"])
     with pytest.raises(FileNotFoundError):
@@ -110,7 +110,7 @@ def test_speech_metrics_only_where_speech_is(results: R.ReconstructionResults) -
 
 def test_aggregates_and_floor(results: R.ReconstructionResults) -> None:
     ident = results.aggregates["identity"]
-    assert set(ident) == {"all", "speech-metrics", "speech", "music", "sound", "mixture"}
+    assert set(ident) == {"all", "speech-metrics", "speech", "music", "sound", "mixture", "language unstated"}
     assert ident["all"]["clips"] == 4 and ident["speech-metrics"]["clips"] == 2
     assert ident["speech-metrics"]["wer"] == pytest.approx(results.floor["speech-metrics"]["wer"])
     assert ident["music"]["mel_l1"] == 0.0 and math.isnan(ident["music"]["stoi"])
@@ -127,7 +127,7 @@ def test_report_files(results: R.ReconstructionResults, tmp_path: Path) -> None:
         results, tmp_path / "reports" / "unit", command="entanglecodec eval reconstruct ..."
     )
     md = paths["markdown"].read_text()
-    for name in ("identity", "delayed", "silence", "original (ASR floor)", "## Domain: music", "64,000"):
+    for name in ("identity", "delayed", "silence", R.ORIGINAL_ROW, "## Domain: music", "64,000", "not UTMOS"):
         assert name in md
     assert "entanglecodec eval reconstruct ..." in md
     with paths["csv"].open() as f:
@@ -203,6 +203,10 @@ def test_cli_bad_input_is_a_clear_error(tmp_path: Path, corpus: Path) -> None:
     assert res.exit_code == 2 and "manifest not found" in res.output
     res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--system", "broken"])
     assert res.exit_code == 2 and "NAME=CMD" in res.output
+    res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--asr", "vosk"])
+    assert res.exit_code == 2 and "--asr must be one of whisper, whisper-tiny.en" in res.output
+    res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--pitch-method", "crepe"])
+    assert res.exit_code == 2 and "--pitch-method must be one of dio, harvest, pyin" in res.output
     res = runner.invoke(app, ["reconstruct", "--manifest", str(corpus), "--no-baselines", "--no-bundled"])
     assert res.exit_code == 2 and "nothing to evaluate" in res.output
     assert "Traceback" not in res.output

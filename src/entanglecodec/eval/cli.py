@@ -1,6 +1,7 @@
 """``entanglecodec eval``: evaluate codecs (ours, classical baselines, any external command).
 
-Heavy libraries (torch, pocketsphinx, resemblyzer, matplotlib) are imported inside the commands.
+Heavy libraries (torch, faster-whisper, speechmos, pocketsphinx, resemblyzer, matplotlib) are
+imported inside the commands.
 """
 
 from __future__ import annotations
@@ -64,7 +65,20 @@ def reconstruct(
     max_lag: Annotated[
         float, typer.Option(help="Largest codec delay searched when aligning outputs, seconds.")
     ] = 0.5,
-    f0_method: Annotated[str, typer.Option(help="F0 tracker of the V/UV F1: dio or harvest.")] = "dio",
+    f0_method: Annotated[str, typer.Option(help="F0 tracker of the V/UV F1: dio, harvest or pyin.")] = "dio",
+    pitch_method: Annotated[
+        str, typer.Option(help="F0 tracker of the F0 RMSE / correlation: pyin, dio or harvest.")
+    ] = "pyin",
+    asr: Annotated[
+        str,
+        typer.Option(
+            help="Recogniser of the WER/CER/insertion columns: whisper (tiny.en for English, base for other "
+            "languages), whisper-tiny.en, whisper-base, pocketsphinx, or none."
+        ),
+    ] = "whisper",
+    dnsmos: Annotated[
+        bool, typer.Option(help="DNSMOS P.835/P.808 (speechmos) on speech clips, originals and every system.")
+    ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per clip for external commands.")] = 600.0,
     threads: Annotated[
         int | None, typer.Option(help="torch intra-op threads (default: torch's choice).")
@@ -88,8 +102,14 @@ def reconstruct(
         err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
         return typer.Exit(code)
 
-    if f0_method not in ("dio", "harvest"):
-        raise fail(f"--f0-method must be dio or harvest, got {f0_method!r}", 2)
+    from .metrics import ASR_ENGINES, F0_METHODS
+
+    for flag, value in (("--f0-method", f0_method), ("--pitch-method", pitch_method)):
+        if value not in F0_METHODS:
+            raise fail(f"{flag} must be one of {', '.join(F0_METHODS)}, got {value!r}", 2)
+
+    if asr not in (*ASR_ENGINES, "none"):
+        raise fail(f"--asr must be one of {', '.join(ASR_ENGINES)} or none, got {asr!r}", 2)
     if threads is not None:
         if threads < 1:
             raise fail(f"--threads must be >= 1, got {threads}", 2)
@@ -151,7 +171,10 @@ def reconstruct(
                 domains=domain_list,
                 max_lag_s=max_lag,
                 f0_method=cast(F0Method, f0_method),
+                pitch_method=cast(F0Method, pitch_method),
                 progress=lambda what: bar.update(task, advance=1, description=what),
+                asr=None if asr == "none" else asr,
+                dnsmos=dnsmos,
             )
         except (OSError, ValueError, CodecSystemError) as e:
             raise fail(str(e)) from None

