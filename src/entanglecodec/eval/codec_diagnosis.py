@@ -194,11 +194,23 @@ def f0_agreement(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
     return {"vuv_f1": f1, "f0_rmse_cents": rmse, "f0_corr": corr, "voiced_both": float(both.sum())}
 
 
+@torch.no_grad()
+def _reconstruct_continuous(model: EntangleCodec, wav: np.ndarray, steps: int, guidance: float, seed: int) -> np.ndarray:
+    """Decode from the continuous ``h~`` instead of the tokens (the ``quantizer.bypass`` control), one window."""
+    mel = _mel(model, wav)
+    h = model.quantizer.project(model.encoder(mel).frames)
+    noise = torch.randn(mel.shape, generator=torch.Generator().manual_seed(seed))
+    out = model.decoder.sample(h, None, steps, guidance, noise)
+    flen = torch.tensor([mel.shape[-1]])
+    return model._vocode(model.frontend.denormalize(out), flen)[0].numpy()
+
+
 def decode_pitch(model: EntangleCodec, clips: Sequence[Clip], settings: Sequence[tuple[int, float]] = ((1, 1.0),),
-                 seed: int = 0) -> dict[str, dict[str, float]]:
+                 seed: int = 0, continuous: bool = False) -> dict[str, dict[str, float]]:
     """For each ``(steps, guidance)``: mean V/UV F1, F0 RMSE / correlation, log-mel L1 of the reconstruction.
 
-    The reconstruction is decoded to a waveform with the model's vocoder; F0 is tracked on both waveforms.
+    The reconstruction is decoded to a waveform with the model's vocoder; F0 is tracked on both
+    waveforms. ``continuous`` decodes from ``h~`` (bypass control; clips must fit one window).
     """
     from .metrics import log_mel_l1, stoi
 
@@ -208,8 +220,11 @@ def decode_pitch(model: EntangleCodec, clips: Sequence[Clip], settings: Sequence
         rows = []
         for c in clips:
             torch.manual_seed(seed)
-            tokens = m.encode(torch.from_numpy(c.wav), 24000)
-            rec = m.decode(tokens, steps=steps, guidance=guidance).wav[0].numpy()
+            if continuous:
+                rec = _reconstruct_continuous(m, c.wav, steps, guidance, seed)
+            else:
+                tokens = m.encode(torch.from_numpy(c.wav), 24000)
+                rec = m.decode(tokens, steps=steps, guidance=guidance).wav[0].numpy()
             n = min(rec.size, c.wav.size)
             nf = n // 480
             st = f0_agreement(frame_f0(c.wav[:n], 24000, 480, nf), frame_f0(rec[:n], 24000, 480, nf))
