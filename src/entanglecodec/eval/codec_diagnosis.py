@@ -56,7 +56,8 @@ def speech_clips(
         if not audio.is_absolute():
             audio = Path(manifest).parent / audio
         wav, _ = load_audio(audio, 24000)
-        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(spk.get("id", "?") if isinstance(spk, dict) else "?")))
+        speaker = r.get("speaker") or (spk.get("id") if isinstance(spk, dict) else None) or "?"
+        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(speaker)))
         if len(out) >= max_clips:
             break
     if not out:
@@ -235,3 +236,63 @@ def decode_pitch(model: EntangleCodec, clips: Sequence[Clip], settings: Sequence
             k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]
         }
     return out
+
+
+def _table(rows: dict[str, dict[str, float]], cols: Sequence[str]) -> str:
+    lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, r in rows.items():
+        cells = [f"{r[c]:.4g}" if c in r and r[c] == r[c] else "–" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_diagnosis(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    split: str,
+    out: str | Path,
+    max_clips: int = 24,
+    settings: Sequence[tuple[int, float]] = ((1, 1.0), (8, 1.0), (32, 3.0)),
+    command: str = "",
+) -> Path:
+    """Run the three measurements on one checkpoint and write ``OUT.md`` + ``OUT.json``.
+
+    Returns the markdown path.
+    """
+    model = EntangleCodec.from_pretrained(checkpoint)
+    clips = speech_clips(manifest, split, max_clips=max_clips)
+    grads = gradient_norms(model, clips[:8], None)
+    probes = pitch_probes(model, clips)
+    decode = decode_pitch(model, clips, settings, continuous=model.config.quantizer.bypass)
+    result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "split": split, "clips": len(clips),
+              "gradients": grads, "probes": probes, "decode": decode}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    md = [
+        f"# Codec diagnosis: `{checkpoint}`",
+        "",
+        f"{len(clips)} speech clips of split `{split}` of `{manifest}`. Produced by:",
+        "",
+        "```",
+        command or f"entanglecodec eval diagnose {checkpoint} -m {manifest} --split {split} -o {out}",
+        "```",
+        "",
+        "## Gradient each loss term sends into the encoder (one batch of 8 crops, training mode)",
+        "",
+        _table(grads, ["loss", "encoder_grad_norm", "h_tilde_grad_norm"]),
+        "",
+        "## Pitch probes (fit on half the clips, scored on the other half)",
+        "",
+        "Voicing accuracy and mean absolute log-F0 error in cents on voiced frames; F0 targets from WORLD DIO.",
+        "",
+        _table(probes, ["vuv_acc_linear", "vuv_acc_mlp", "f0_cents_linear", "f0_cents_mlp"]),
+        "",
+        "## Decoded speech vs Euler steps and guidance (through the bundled vocoder)",
+        "",
+        _table(decode, ["vuv_f1", "f0_rmse_cents", "f0_corr", "mel_l1", "stoi"]),
+        "",
+    ]
+    path = out.with_suffix(".md")
+    path.write_text("\n".join(md))
+    return path
