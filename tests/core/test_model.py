@@ -6,7 +6,7 @@ import torch
 
 from entanglecodec import CheckpointError, EntangleCodec, EntangleCodecConfig, TokenError
 from entanglecodec.audio import AudioError
-from entanglecodec.model import window_plan
+from entanglecodec.codec.model import window_plan
 
 
 def _batch():
@@ -173,20 +173,26 @@ def test_embeddings(tiny_model):
 
 def test_training_losses_backward():
     torch.manual_seed(0)
+    from entanglecodec.training.codec_losses import logit_scale_parameter, stage1_losses
+
     m = EntangleCodec(EntangleCodecConfig.preset("tiny")).train()
+    scale = logit_scale_parameter(m)
     mel = torch.randn(3, 128, 40)
     mask = torch.ones(3, 40, dtype=torch.bool)
     mask[2, 30:] = False
-    out = m.training_losses(mel, mask, ["a", "b", "c"])
+    out = stage1_losses(m, scale, mel, mask, ["a", "b", "c"])
     loss = out["flow"] + out["vq"] + out["contrast"]
     loss.backward()
-    for name in ["encoder.in_proj.weight", "decoder.x_proj.weight", "text_encoder.proj.0.weight", "logit_scale"]:
+    for name in ["encoder.in_proj.weight", "decoder.x_proj.weight", "text_encoder.proj.0.weight"]:
         assert dict(m.named_parameters())[name].grad is not None, name
+    assert scale.grad is not None
+    # the inference object carries no training-only parameter or loss
+    assert "logit_scale" not in dict(m.named_parameters()) and not hasattr(m, "training_losses")
 
 
 def test_bundled_default_model_loads_and_round_trips():
     """The committed default weights (checkpoints/entanglecodec-small) load and tokenise audio."""
-    from entanglecodec.model import default_checkpoint_dir
+    from entanglecodec.codec.model import default_checkpoint_dir
 
     try:
         path = default_checkpoint_dir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entanglecodec.discriminators_wave import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from entanglecodec.losses_wave import (
+from entanglecodec.training.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from entanglecodec.training.losses import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     feature_matching_loss,

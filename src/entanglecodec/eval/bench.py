@@ -53,7 +53,7 @@ import numpy as np
 from .jsonsafe import json_safe
 
 if TYPE_CHECKING:
-    from ..model import EntangleCodec
+    from ..codec.model import EntangleCodec
 
 SAMPLE_RATE = 24000
 DEFAULT_LENGTHS: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 60.0, 180.0, 600.0)
@@ -302,9 +302,10 @@ def count_flops(preset: str, seconds: float = 10.0) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ..codec.model import EntangleCodec
     from ..config import EntangleCodecConfig
-    from ..model import EntangleCodec
-    from ..vocoder import Vocoder, VocoderConfig
+    from ..vocoder.config import VocoderConfig
+    from ..vocoder.model import Vocoder
 
     torch.manual_seed(0)
     model = EntangleCodec(EntangleCodecConfig.preset(preset), build_text_encoder=False).eval()
@@ -411,8 +412,8 @@ def load_bench_model(
     """The model to benchmark: ``checkpoint``, else the bundled default (if ``bundled``), else a random ``preset``."""
     import torch
 
+    from ..codec.model import CheckpointError, EntangleCodec
     from ..config import EntangleCodecConfig
-    from ..model import CheckpointError, EntangleCodec
 
     if checkpoint is not None:
         model = EntangleCodec.from_pretrained(checkpoint, build_text_encoder=False)
@@ -476,10 +477,11 @@ def _run_all(
         for op, factory in model_ops(model).items():
             for b in batches:
                 measurements += run_series(op, factory, lengths, b, reps, max_call_s, progress=say)
-        from ..griffin_lim import GriffinLim
+        from ..vocoder.griffin_lim import GriffinLim
 
         if neural_vocoder and isinstance(model.vocoder, GriffinLim):
-            from ..vocoder import Vocoder, VocoderConfig
+            from ..vocoder.config import VocoderConfig
+            from ..vocoder.model import Vocoder
 
             torch.manual_seed(0)
             voc = Vocoder(VocoderConfig.preset("small")).eval()

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..audio import load_audio
-from ..model import EntangleCodec
+from ..codec.model import EntangleCodec
 from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
 
 
@@ -95,11 +95,12 @@ def gradient_norms(model: EntangleCodec, clips: Sequence[Clip], captions: Sequen
         elif term == "vq":
             loss = q.loss
         else:
-            from ..losses import contrastive_loss
+            from ..training.codec_losses import logit_scale_parameter
+            from ..training.losses import contrastive_loss
 
             a = m.audio_proj(enc.cls)
             t = m.text_encoder(list(captions or [])[: mel.shape[0]])  # type: ignore[misc]
-            loss, _ = contrastive_loss(a, t, m.logit_scale)
+            loss, _ = contrastive_loss(a, t, logit_scale_parameter(m))
         loss.backward()
         g_enc = torch.sqrt(sum((p.grad.pow(2).sum() for p in enc_params if p.grad is not None), torch.tensor(0.0)))
         g_h = q.pre_quant.grad.norm() if q.pre_quant.grad is not None else torch.tensor(0.0)

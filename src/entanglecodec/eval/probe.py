@@ -61,7 +61,7 @@ import numpy as np
 from .jsonsafe import json_safe
 
 if TYPE_CHECKING:
-    from ..model import EntangleCodec
+    from ..codec.model import EntangleCodec
 
 SAMPLE_RATE = 24000
 """Rate (Hz) at which every clip is loaded."""
@@ -391,7 +391,7 @@ def model_features(
     """Clip-level features of a checkpoint, one encoder pass per clip.
 
     Args:
-        model: an :class:`~entanglecodec.model.EntangleCodec` (put in eval mode).
+        model: an :class:`~entanglecodec.codec.model.EntangleCodec` (put in eval mode).
         wavs: ``float32 [S_i]`` clips at 24 kHz.
         features: names from :data:`MODEL_FEATURES`.
         pooling: pooling of frame features.
@@ -640,7 +640,7 @@ class ModelSpec:
     def load(self) -> EntangleCodec:
         import torch
 
-        from ..model import EntangleCodec
+        from ..codec.model import EntangleCodec
 
         if self.checkpoint is not None:
             return EntangleCodec.from_pretrained(self.checkpoint)

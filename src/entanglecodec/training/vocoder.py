@@ -1,10 +1,10 @@
-"""Training recipe for the Vocos-style vocoder (:mod:`entanglecodec.vocoder`).
+"""Training recipe for the Vocos-style vocoder (:mod:`entanglecodec.vocoder.model`).
 
 The vocoder learns to invert the codec's un-normalised log-mel (:meth:`MelFrontend.log_mel`):
 random ~1 s crops from corpus manifests are analysed, re-synthesised and compared with the
 original. Losses: multi-resolution mel L1 (+ optional multi-resolution STFT loss) from step 0;
 from ``gan_start_step`` on, hinge adversarial + feature-matching losses from a multi-period and a
-multi-resolution discriminator (:mod:`entanglecodec.discriminators_wave`).
+multi-resolution discriminator (:mod:`entanglecodec.training.discriminators`).
 
 Everything is driven by a YAML recipe (``configs/vocoder-small.yaml``) with four sections,
 ``model`` (a :class:`VocoderConfig`, optionally ``preset: small`` plus overrides), ``data``,
@@ -42,15 +42,16 @@ from torch import Tensor
 
 from ..audio import MelFrontend, lengths_to_mask, num_frames, save_audio
 from ..config import ConfigError, _from_dict
-from ..discriminators_wave import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from ..losses_wave import (
+from ..vocoder.config import VocoderConfig
+from ..vocoder.model import Vocoder
+from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from .losses import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from ..vocoder import Vocoder, VocoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -288,11 +289,11 @@ class VocoderModule(pl.LightningModule):  # type: ignore[misc, name-defined]
         self.run_dir = Path(run_dir) if run_dir else None
         mc = recipe.model
         self.vocoder = Vocoder(mc)
-        self.mel = MelFrontend(mc.mel_config())
+        self.mel = MelFrontend(mc.mel)
         dc = recipe.discriminator
         self.mpd = MultiPeriodDiscriminator(dc.periods, dc.mpd_channels)
         self.mrd = MultiResolutionDiscriminator([(int(a), int(b)) for a, b in dc.mrd_resolutions], dc.mrd_channels)
-        self.mel_loss = MultiResolutionMelLoss(mc.sample_rate, floor=mc.mel_log_floor)
+        self.mel_loss = MultiResolutionMelLoss(mc.sample_rate, floor=mc.mel.log_floor)
         self.stft_loss = MultiResolutionSTFTLoss()
         self.step_count = 0
         self.best_val = math.inf

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from . import data_io
+from .common import fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Corpora: synthesis, import, shards.")
 
 
@@ -33,15 +36,14 @@ def synth(
     ),
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
-    from .heldout import HeldoutError, read_exclusions
-    from .synth import PROFILES, CorpusError, generate_corpus
-    from .synth.assets import AssetError
-    from .synth.signal import SynthError
-    from .synth.speech import recorded_voices, tts_voices
+    from ..data.heldout import HeldoutError, read_exclusions
+    from ..data.synth import PROFILES, CorpusError, generate_corpus
+    from ..data.synth.assets import AssetError
+    from ..data.synth.signal import SynthError
+    from ..data.synth.speech import recorded_voices, tts_voices
 
     if profile not in PROFILES:  # a usage error (exit 2), like any invalid option value
-        typer.echo(f"error: --profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", err=True)
-        raise typer.Exit(code=2)
+        fail(f"--profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", 2)
 
     try:
         exclude = None
@@ -53,8 +55,7 @@ def synth(
             profile=profile, exclude=exclude,
         )
     except (CorpusError, SynthError, AssetError, HeldoutError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=1) from e  # the CLI's exit-code policy: 1 for a failed command
+        fail(f"{e}")
     counts = ", ".join(f"{d}: {sum(c.values())}" for d, c in summary["counts"].items())
     typer.echo(f"wrote {summary['clips']} clips ({summary['hours_generated']:.3f} h; {counts}) to {out}")
 
@@ -66,26 +67,19 @@ def real_speech(
 ) -> None:
     """Build the real-speech evaluation set: held-out recorded speakers (dev = split 'valid', test) plus real
     music and sound for the test split, from Debian packages (24 kHz FLAC + manifest.jsonl + real-speech.json)."""
-    from .heldout import HeldoutError
-    from .realspeech import RealSpeechError, build_real_speech
-    from .synth.assets import AssetError
-    from .synth.signal import SynthError
+    from ..data.heldout import HeldoutError
+    from ..data.realspeech import RealSpeechError, build_real_speech
+    from ..data.synth.assets import AssetError
+    from ..data.synth.signal import SynthError
 
     try:
         summary = build_real_speech(out, overwrite=overwrite)
     except (RealSpeechError, SynthError, AssetError, HeldoutError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from e
+        fail(f"{e}", 2)
     sets = "; ".join(
         f"{w} (split {s['split']}): {s['clips']} clips, {s['hours'] * 60:.1f} min" for w, s in summary["sets"].items()
     )
     typer.echo(f"wrote {summary['clips']} clips ({sets}) to {out}")
 
 
-try:
-    from .cli_io import register
-
-    register(app)
-except ModuleNotFoundError as e:
-    if e.name != __package__ + ".cli_io":
-        raise
+app.add_typer(data_io.app)

@@ -1,245 +1,42 @@
-"""The ``entanglecodec`` command line (typer + rich).
+"""The codec commands: ``encode``, ``decode``, ``reconstruct``, ``vocode``, ``info``, ``mel-stats``, ``demo``.
 
-Exit-code policy (every command, documented in the README): ``0`` success; ``1`` the command
-ran but failed (bad or unreadable input, unwritable output, some files skipped with
-``--skip-errors``...), with one ``error: ...`` line naming the file and the problem; ``2`` the
-command line itself is wrong (unknown option, a value out of range: typer's usage errors);
-``130`` interrupted. Warnings (output peak-limited, truncated file, very short clip) are one
-``warning: ...`` line each and do not change the exit code.
-
-Core commands live here (``encode``, ``decode``, ``reconstruct``, ``info``, ``mel-stats``, ``demo``);
-sub-commands live next to the code they drive: ``data`` (entanglecodec.data.cli), ``train``
-(entanglecodec.training.cli), ``eval`` (entanglecodec.eval.cli), ``vocode`` (entanglecodec.vocoder_cli).
+Heavy libraries (torch, the model) are imported inside the commands so that ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import json
-import math
-import os
-import sys
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="EntangleCodec audio tokenizer.")
-console = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus"}
-
-
-def _add_subapp(module: str, name: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return
-        raise
-    app.add_typer(mod.app, name=name)
-
-
-def _register(module: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return
-        raise
-    mod.register(app)
-
-
-def fail(msg: str) -> None:
-    """Print ``error: msg`` and exit with status 1."""
-    console.print(f"[bold red]error:[/] {msg}")
-    raise typer.Exit(1)
-
-
-def warn(msg: str) -> None:
-    """Print a one-line ``warning: msg`` on stderr."""
-    console.print(f"[bold yellow]warning:[/] {msg}", markup=True, highlight=False)
-
-
-@contextmanager
-def warnings_as_lines() -> Iterator[None]:
-    """Show Python warnings raised inside as one ``warning: ...`` line each (no source line)."""
-
-    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-        warn(str(message))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = show
-        yield
-
-
-def error_message(e: BaseException) -> str:
-    """One line for an expected failure; OS errors name their file and the reason."""
-    if isinstance(e, OSError) and not str(e).startswith(str(e.filename or "\0")):
-        from .fileio import describe_os_error
-
-        where = f"{e.filename}: " if e.filename else ""
-        return f"{where}{describe_os_error(e)}"
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def user_errors(fn: F) -> F:
-    """Run a command: expected failures become one ``error:`` line and exit status 1, warnings
-    become ``warning:`` lines. Unexpected exceptions also exit 1 with one line (set
-    ``ENTANGLECODEC_DEBUG=1`` for the traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings_as_lines():
-            try:
-                return fn(*args, **kwargs)
-            except (typer.Exit, typer.Abort, KeyboardInterrupt):
-                raise
-            except (ValueError, OSError) as e:
-                fail(error_message(e))
-            except Exception as e:  # a bug or an unforeseen fault: still no traceback for users
-                if os.environ.get("ENTANGLECODEC_DEBUG"):
-                    raise
-                fail(f"unexpected {type(e).__name__}: {error_message(e)} (set ENTANGLECODEC_DEBUG=1 for details)")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def check_files(files: list[Path], check: Callable[[Path], object], skip_errors: bool) -> tuple[list[int], int]:
-    """Check every input up front; return the indices of the usable ones and the number of bad ones.
-
-    Without ``skip_errors`` any bad file is an error whose one-line message lists every bad file
-    found (not only the first); with it each bad file is reported on its own line.
-    """
-    good: list[int] = []
-    bad: list[str] = []
-    for i, f in enumerate(files):
-        try:
-            check(f)
-        except (ValueError, OSError) as e:
-            bad.append(error_message(e))
-        else:
-            good.append(i)
-    if bad and not skip_errors:
-        raise ValueError(
-            f"{len(bad)} of {len(files)} input file(s) unusable: " + " | ".join(bad)
-            + (" (pass --skip-errors to process the others)" if good else "")
-        )
-    for msg in bad:
-        console.print(f"[bold yellow]skipped:[/] {msg}", highlight=False)
-    if not good:
-        raise ValueError(f"none of the {len(files)} input file(s) is usable")
-    return good, len(bad)
-
-
-def finish(n_done: int, n_bad: int, what: str, where: Path) -> None:
-    """Final summary line; exit status 1 when files were skipped."""
-    console.print(f"wrote {n_done} {what} to {where}", highlight=False)
-    if n_bad:
-        fail(f"{n_bad} input file(s) skipped because of errors (listed above)")
-
-
-def positive_int(value: int) -> int:
-    """typer callback: a whole number >= 1."""
-    if value is not None and value < 1:
-        raise typer.BadParameter(f"must be >= 1, got {value}")
-    return value
-
-
-def guidance_value(value: float) -> float:
-    """typer callback: a finite guidance scale in the accepted range (see ``check_sampling``)."""
-    from .model import MAX_GUIDANCE
-
-    if not math.isfinite(value) or not 0.0 <= value <= MAX_GUIDANCE:
-        raise typer.BadParameter(f"must be a finite number in [0, {MAX_GUIDANCE:g}], got {value}")
-    return value
-
-
-def expand_inputs(inputs: list[Path], exts: set[str]) -> list[Path]:
-    """Files as given, directories expanded recursively to files with one of ``exts``."""
-    files: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in exts and q.is_file())
-            if not found:
-                raise ValueError(f"{p}: directory holds no files with extensions {sorted(exts)}")
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or directory")
-    if not files:
-        raise ValueError("no input files")
-    return files
-
-
-def output_paths(inputs: list[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
-    """Map inputs to outputs: ``out`` is a file for one input with ``suffix``, else a directory.
-
-    Refuses to overwrite existing files (or to map two inputs to one output) unless ``overwrite``.
-    """
-    if len(inputs) == 1 and out.suffix.lower() == suffix and not out.is_dir():
-        paths = [out]
-    else:
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"{out}: exists and is not a directory (several inputs need an output directory)")
-        paths = [out / (p.stem + suffix) for p in inputs]
-        dupes = {str(q) for q in paths if paths.count(q) > 1}
-        if dupes:
-            raise ValueError(f"several inputs would write the same output: {sorted(dupes)[:3]}")
-    from .fileio import check_writable, is_any_of
-
-    for q in paths:
-        if is_any_of(q, inputs):
-            raise ValueError(f"{q}: output would overwrite an input file (same file, link or path)")
-        if q.is_dir():
-            raise FileExistsError(f"{q}: exists and is a directory")
-        if q.exists() and not overwrite:
-            raise FileExistsError(f"{q}: already exists (pass --overwrite to replace it)")
-    for q in paths:  # before any long computation: read-only file system, permissions, no space
-        check_writable(q)
-    return paths
-
-
-def load_model(checkpoint: Path | None, vocoder: str | None = None, text: bool = False) -> Any:
-    from .model import EntangleCodec
-
-    model = EntangleCodec.from_pretrained(checkpoint, build_text_encoder=text)
-    if vocoder:
-        model.set_vocoder(vocoder)
-    return model
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    )
-
-
-CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory (default: the bundled model).")
-OverwriteOpt = typer.Option(False, help="Replace existing outputs.")
-StepsOpt = typer.Option(1, help="Euler steps of the flow decoder (>= 1).", callback=positive_int)
-GuidanceOpt = typer.Option(
-    1.0, help="Classifier-free guidance scale in [0, 10] (0 disables; above 3 warns).", callback=guidance_value
+from .common import (
+    AUDIO_EXTS,
+    CheckpointOpt,
+    GuidanceOpt,
+    OverwriteOpt,
+    SkipErrorsOpt,
+    StepsOpt,
+    VocoderOpt,
+    _progress,
+    check_files,
+    console,
+    error_message,
+    expand_inputs,
+    fail,
+    finish,
+    load_model,
+    output_paths,
+    positive_int,
+    user_errors,
+    warn,
 )
-SkipErrorsOpt = typer.Option(
-    False, "--skip-errors", help="Report bad input files, process the others, exit 1 with the count."
-)
-VocoderOpt = typer.Option(None, help="'griffin-lim', 'default' or a vocoder directory.")
 
+app = typer.Typer()
 
 @app.command()
 @user_errors
@@ -258,10 +55,10 @@ def encode(
     """
     import torch
 
-    from .audio import audio_info, load_audio, pad_batch
-    from .fileio import OutputError
-    from .streaming import encode_file
-    from .tokens_io import TokenFile, save_tokens
+    from ..audio import audio_info, load_audio, pad_batch
+    from ..codec.streaming import encode_file
+    from ..codec.tokens import TokenFile, save_tokens
+    from ..fileio import OutputError
 
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".npz", overwrite)
@@ -345,16 +142,16 @@ def decode(
     skip_errors: bool = SkipErrorsOpt,
 ) -> None:
     """Decode token files back to 24 kHz audio."""
-    from .audio import save_audio
-    from .model import check_sampling
-    from .tokens_io import load_tokens
+    from ..audio import save_audio
+    from ..codec.model import check_sampling
+    from ..codec.tokens import load_tokens
 
     check_sampling(steps, guidance)
     files = expand_inputs(inputs, {".npz"})
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, load_tokens, skip_errors)
     model = load_model(checkpoint, vocoder)
-    fp = model.fingerprint()
+    accepted = [x for x in (model.fingerprint(), model.legacy_fingerprint()) if x]
     done = 0
     with _progress() as prog:
         task = prog.add_task("decoding", total=len(good))
@@ -362,7 +159,7 @@ def decode(
             f, o = files[i], outs[i]
             try:
                 tf = load_tokens(f)
-                tf.check_compatible(fp, model.codebook_size, f)
+                tf.check_compatible(accepted, model.codebook_size, f)
                 audio = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
             except ValueError as e:
                 if not skip_errors:
@@ -392,8 +189,8 @@ def reconstruct(
     """Encode then decode audio (24 kHz output, trimmed to the input length)."""
     import torch
 
-    from .audio import audio_info, load_audio, save_audio
-    from .model import check_sampling
+    from ..audio import audio_info, load_audio, save_audio
+    from ..codec.model import check_sampling
 
     check_sampling(steps, guidance)
     files = expand_inputs(inputs, AUDIO_EXTS)
@@ -430,8 +227,8 @@ def info(
     """Show a checkpoint's parameters and bitrate, and the available presets."""
     from rich.table import Table
 
-    from .config import EntangleCodecConfig
-    from .model import CheckpointError, EntangleCodec
+    from ..codec.model import CheckpointError, EntangleCodec
+    from ..config import EntangleCodecConfig
 
     result: dict[str, Any] = {"presets": {}}
     for name in EntangleCodecConfig.presets():
@@ -493,8 +290,8 @@ def mel_stats(
     overwrite: bool = typer.Option(False),
 ) -> None:
     """Compute the per-bin log-mel mean/std used to normalise the codec's input."""
-    from .audio import compute_mel_stats, save_mel_stats
-    from .config import MelConfig
+    from ..audio import compute_mel_stats, save_mel_stats
+    from ..config import MelConfig
 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -547,19 +344,86 @@ def demo(
     run_demo(out, checkpoint, console)
 
 
-_add_subapp("entanglecodec.data.cli", "data")
-_add_subapp("entanglecodec.training.cli", "train")
-_add_subapp("entanglecodec.eval.cli", "eval")
-_register("entanglecodec.vocoder_cli")
+AUDIO_SUFFIX = ".wav"
 
 
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover
-        console.print("interrupted")
-        sys.exit(130)
+def vocode_command(
+    inputs: list[Path],
+    out: Path,
+    checkpoint: str = "default",
+    overwrite: bool = False,
+    consistency_passes: int | None = None,
+    skip_errors: bool = False,
+) -> list[Path]:
+    """Re-synthesise audio files through the codec's log-mel and a vocoder.
+
+    Args:
+        inputs: audio files or directories (searched recursively for audio files).
+        out: output ``.wav`` for a single input, else an output directory (created).
+        checkpoint: ``"default"`` (shipped weights, Griffin-Lim fallback), ``"griffin-lim"`` or
+            a vocoder directory (``config.json`` + ``model.safetensors``).
+        overwrite: replace existing output files.
+        consistency_passes: mel-consistency passes after a neural vocoder (``None``: the
+            checkpoint's own setting; 0: the network alone).
+        skip_errors: report unreadable inputs and vocode the others (the caller decides the
+            exit status from ``len(inputs) - len(written)``).
+
+    Returns:
+        The written paths. Each output has exactly the input's length (at 24 kHz).
+
+    Raises:
+        FileNotFoundError / FileExistsError / ValueError: missing inputs, outputs that exist,
+        unreadable audio or an unusable vocoder checkpoint (messages name the file).
+    """
+    import torch
+
+    from ..audio import audio_info, load_audio, save_audio
+    from ..vocoder.load import copy_synthesis, load_vocoder
+
+    files = expand_inputs(list(inputs), AUDIO_EXTS)
+    targets = output_paths(files, out, AUDIO_SUFFIX, overwrite)
+    good, _ = check_files(files, audio_info, skip_errors)
+    vocoder = load_vocoder(checkpoint, consistency_passes=consistency_passes)
+    sample_rate = vocoder.mel_config.sample_rate
+    written = []
+    for i in good:
+        src, dst = files[i], targets[i]
+        try:
+            wav, sr = load_audio(src, sample_rate)
+        except ValueError as e:
+            if not skip_errors:
+                raise
+            warn(f"skipped: {error_message(e)}")
+            continue
+        save_audio(dst, copy_synthesis(vocoder, torch.from_numpy(wav)), sr)
+        written.append(dst)
+    return written
 
 
-if __name__ == "__main__":
-    main()
+@app.command("vocode")
+@user_errors
+def vocode(
+    inputs: list[Path] = typer.Argument(..., help="audio files or directories"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .wav (one input) or directory"),
+    checkpoint: str = typer.Option(
+        "default", "--vocoder", "--checkpoint", help="'default', 'griffin-lim' or a vocoder directory"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing outputs"),
+    consistency_passes: int | None = typer.Option(
+        None,
+        "--consistency-passes",
+        min=0,
+        help="mel-consistency passes after a neural vocoder (default: the checkpoint's; 0: network alone)",
+    ),
+    skip_errors: bool = typer.Option(
+        False, "--skip-errors", help="Report bad input files, vocode the others, exit 1 with the count."
+    ),
+) -> None:
+    """Copy-synthesis: audio -> codec log-mel -> vocoder -> audio (same length as the input)."""
+    paths = vocode_command(inputs, out, checkpoint, overwrite, consistency_passes, skip_errors)
+    for p in paths:
+        typer.echo(str(p))
+    n_bad = len(expand_inputs(list(inputs), AUDIO_EXTS)) - len(paths)
+    if n_bad:
+        fail(f"{n_bad} input file(s) skipped because of errors (listed above)")
+
