@@ -295,7 +295,9 @@ def mel_stats(
 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
-    files = manifest_audio_files(manifest, split)
+    from ..data.manifest import audio_paths
+
+    files = audio_paths(manifest, split)
     if len(files) > max_files:
         step = len(files) / max_files
         files = [files[int(i * step)] for i in range(max_files)]
@@ -303,33 +305,6 @@ def mel_stats(
     mean, std, n = compute_mel_stats(files, cfg)
     save_mel_stats(out, mean, std, n, cfg)
     console.print(f"mel statistics over {len(files)} files / {n} frames written to {out}")
-
-
-def manifest_audio_files(manifest: Path, split: str | None) -> list[Path]:
-    """Audio paths of a ``manifest.jsonl`` (relative to its directory) or of a plain list file."""
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: manifest not found")
-    files: list[Path] = []
-    base = manifest.parent
-    for lineno, line in enumerate(manifest.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{manifest}:{lineno}: invalid JSON ({e.msg})") from e
-            if "audio" not in row:
-                raise ValueError(f"{manifest}:{lineno}: row has no 'audio' field")
-            if split and row.get("split", split) != split:
-                continue
-            files.append(base / row["audio"])
-        else:
-            files.append(base / line)
-    if not files:
-        raise ValueError(f"{manifest}: no audio rows" + (f" in split {split!r}" if split else ""))
-    return files
 
 
 @app.command()

@@ -45,11 +45,14 @@ def synth(
     if profile not in PROFILES:  # a usage error (exit 2), like any invalid option value
         fail(f"--profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", 2)
 
-    try:
-        exclude = None
-        if exclude_speakers is not None:
+    exclude = None
+    if exclude_speakers is not None:  # a bad --exclude-speakers list is a usage error (exit 2)
+        try:
             known = [v.id for v in recorded_voices()] + [v.id for v in tts_voices()]
             exclude = read_exclusions(exclude_speakers, known_speakers=known)
+        except (HeldoutError, AssetError, SynthError) as e:
+            fail(f"--exclude-speakers: {e}", 2)
+    try:
         summary = generate_corpus(
             out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress, resume=resume,
             profile=profile, exclude=exclude,

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import math
 import os
 import platform
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .jsonsafe import json_safe
+from .report import json_safe, report_paths, write_report
 
 if TYPE_CHECKING:
     from ..codec.model import EntangleCodec
@@ -924,10 +923,9 @@ def write_bench_report(res: BenchResults, out_dir: str | Path, command: str | No
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     plots = plot_bench(res, d)
-    doc = results_to_json(res)
-    doc["command"] = command
-    paths = {"markdown": d / "bench.md", "json": d / "bench.json"}
-    paths["json"].write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    paths["markdown"].write_text(markdown_report(res, plots, command), encoding="utf-8")
+    doc = {**results_to_json(res), "command": command}
+    paths = write_report(
+        report_paths(d / "bench", {"markdown": ".md", "json": ".json"}), lambda: markdown_report(res, plots, command), doc
+    )
     paths.update({k: d / v for k, v in plots.items()})
     return paths

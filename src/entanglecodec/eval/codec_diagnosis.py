@@ -15,7 +15,6 @@ For one codec checkpoint and a set of speech clips:
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,9 @@ def speech_clips(
     manifest: str | Path, split: str, recorded_only: bool = True, max_clips: int = 24, max_seconds: float = 8.0
 ) -> list[Clip]:
     """Speech clips of ``split`` (recorded people only, by default), at most ``max_seconds`` each."""
-    rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    from ..data.manifest import iter_manifest_lines
+
+    rows = [r for _, _, r in iter_manifest_lines(manifest)]
     out: list[Clip] = []
     for r in rows:
         if r.get("split") != split or r.get("domain") != "speech":
