@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -115,9 +116,9 @@ def run_demo(out: Path, checkpoint: Path | None, console: Console) -> None:
     save_audio(out / "reconstruction.wav", audio.wav[0, : int(audio.lengths[0])], 24000)
     # Mel oracle: the input's own mel through the default (bundled neural) vocoder — the upper
     # bound of any token decoder. The untrained stand-in model keeps its cheap Griffin-Lim.
-    from ..vocoder.load import copy_synthesis, load_vocoder
+    from ..vocoder.load import MelVocoder, copy_synthesis, load_vocoder
 
-    oracle_voc = model.vocoder if trained else load_vocoder("default", model.config.mel)
+    oracle_voc = cast(MelVocoder, model.vocoder) if trained else load_vocoder("default", model.config.mel)
     oracle = copy_synthesis(oracle_voc, x.cpu(), model.frontend.cpu())
     save_audio(out / "mel_oracle.wav", oracle, 24000)
     dur = wav.size / 24000

@@ -23,6 +23,7 @@ def vocoder(
     init_from: str | None = typer.Option(
         None, "--init-from", help="warm start from a trained vocoder (tensors with matching shapes); override train.init_from"
     ),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a recipe value: key.sub=value (repeatable)."),
 ) -> None:
     """Train the Vocos-style vocoder on corpus manifests (Lightning; resumable)."""
     import logging
@@ -34,7 +35,7 @@ def vocoder(
     try:
         out = train_vocoder(
             config, resume=checkpoint if checkpoint is not None else resume, run_dir=run_dir,
-            manifest=manifest, max_steps=max_steps, init_from=init_from,
+            manifest=manifest, max_steps=max_steps, init_from=init_from, overrides=set_,
         )
     except (ConfigError, FileNotFoundError) as e:
         fail(f"{e}")

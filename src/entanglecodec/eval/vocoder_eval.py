@@ -8,9 +8,9 @@ compared with the original (same length, no delay: both vocoders are frame-align
 * every clip: log-mel L1 (nats) and multi-resolution STFT distance;
 * speed: real-time factor (audio seconds per compute second) at batch 1 and 16 on 10 s inputs.
 
-Command (:func:`register` also lets ``entanglecodec eval`` host it)::
+Command (in :mod:`entanglecodec.cli.eval_vocoder`)::
 
-    python -m entanglecodec.eval.vocoder_eval vocoder --manifest /work/data/synth-v1/manifest.jsonl \
+    entanglecodec eval vocoder --manifest data/synth/manifest.jsonl \
         --vocoder checkpoints/vocoder-small --out reports/vocoder.md
 """
 
