@@ -75,6 +75,21 @@ def test_window_plan_covers_exactly():
             assert 0 <= s <= ks and ke <= s + min(100, n) and s + min(100, n) <= n
 
 
+def test_run_windowed_splits_short_and_long_items():
+    from entanglecodec.codec.windowing import Window, run_windowed
+
+    calls: dict[str, list] = {"whole": [], "windows": []}
+    run_windowed([50, 250, 100, 130], 100, 10, 3, calls["whole"].append, calls["windows"].append)
+    assert calls["whole"] == [[0, 2]]  # items of <= W frames: one padded pass
+    jobs = [w for batch in calls["windows"] for w in batch]
+    assert all(len(b) <= 3 for b in calls["windows"]) and {w.item for w in jobs} == {1, 3}
+    for item, n in ((1, 250), (3, 130)):
+        mine = [w for w in jobs if w.item == item]
+        assert [f for w in mine for f in range(w.keep_start, w.keep_end)] == list(range(n))
+        assert all(w.inner.stop - w.inner.start == w.keep_end - w.keep_start for w in mine)
+    assert Window(0, 5, 10, 20).inner == slice(5, 15)
+
+
 def test_long_audio_windowed(tiny_model):
     w = tiny_model.config.max_frames  # 100 frames = 2 s in the tiny preset
     torch.manual_seed(3)
