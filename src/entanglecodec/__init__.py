@@ -9,6 +9,7 @@ Quick start::
 """
 
 from .audio import AudioError, load_audio, save_audio
+from .codec.model import Audio, CheckpointError, EntangleCodec, TokenError, Tokens, default_checkpoint_dir
 from .config import (
     ConfigError,
     DecoderConfig,
@@ -18,7 +19,6 @@ from .config import (
     TextEncoderConfig,
     TransformerConfig,
 )
-from .model import Audio, CheckpointError, EntangleCodec, TokenError, Tokens, default_checkpoint_dir
 
 __version__ = "0.1.0"
 

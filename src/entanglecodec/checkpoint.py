@@ -1,18 +1,42 @@
-"""Checkpoint integrity: a SHA-256 of ``model.safetensors`` stored in ``config.json``.
+"""Checkpoint directories: ``config.json`` + ``model.safetensors``, for every model of the package.
 
-``save_pretrained`` writes the checksum of the weights file under :data:`WEIGHTS_CHECKSUM_KEY`;
-``from_pretrained`` verifies it before loading, so weights corrupted after saving (a bad copy, a
-flipped block) are refused even when the safetensors header is intact. Checkpoints saved before
-the checksum existed (no key) still load: there is nothing to verify them against.
+One format (the Hugging Face layout) and one strictness for the codec, the vocoder and the mel
+discriminator:
+
+* :func:`save_checkpoint` writes the weights, then ``config.json`` with the SHA-256 of the weights
+  (:data:`WEIGHTS_CHECKSUM_KEY`) and, when given, a ``model_type``; both files are written
+  atomically (a temporary file renamed into place), so a failure leaves no partial checkpoint.
+* :func:`read_checkpoint` checks the directory and both files, parses the JSON object, verifies
+  the checksum (checkpoints saved before it existed have none and still load), checks
+  ``model_type``, reads the tensors and refuses NaN/Inf weights.
+* :func:`check_state` compares the tensors with the ones a model built from the config expects
+  (missing, unexpected, shape mismatch) in one message.
+
+Every failure raises :class:`CheckpointError` (or the subclass the caller passes) naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import torch
+from torch import Tensor
+
+from .fileio import atomic_write, atomic_write_text
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_CHECKSUM_KEY = "weights_sha256"
 """Key of ``config.json`` holding the hex SHA-256 of ``model.safetensors``."""
+MODEL_TYPE_KEY = "model_type"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing files, or its weights do not match its config."""
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -41,3 +65,127 @@ def verify_weights_checksum(weights: str | Path, expected: object) -> None:
             f"{weights}: checksum mismatch (config.json says {expected[:12]}..., the file is {actual[:12]}...): "
             "the weights are corrupted or were changed after saving"
         )
+
+
+def is_checkpoint_dir(directory: str | Path) -> bool:
+    """``True`` when ``directory`` holds both ``config.json`` and ``model.safetensors``."""
+    d = Path(directory)
+    return (d / CONFIG_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
+
+
+def save_checkpoint(
+    directory: str | Path,
+    config: Mapping[str, Any],
+    state: Mapping[str, Tensor],
+    model_type: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state`` to ``directory/model.safetensors`` and ``config`` (+ checksum) to ``config.json``.
+
+    Args:
+        directory: created when missing.
+        config: a JSON-serialisable mapping (the model's config as a dict).
+        state: tensors to save (detached, made contiguous and moved to the CPU here).
+        model_type: stored under ``model_type`` in ``config.json`` (checked by :func:`read_checkpoint`).
+        metadata: string pairs stored in the safetensors header.
+
+    Returns:
+        The directory.
+    """
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    meta = dict(metadata or {})
+    atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=meta or None))
+    cfg: dict[str, Any] = dict(config)
+    if model_type is not None:
+        cfg[MODEL_TYPE_KEY] = model_type
+    cfg[WEIGHTS_CHECKSUM_KEY] = file_sha256(d / WEIGHTS_NAME)
+    atomic_write_text(d / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return d
+
+
+def read_checkpoint(
+    directory: str | Path,
+    model_type: str | None = None,
+    map_location: str | torch.device = "cpu",
+    error: type[CheckpointError] = CheckpointError,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Read and verify a checkpoint directory; return ``(config dict, tensors)``.
+
+    The returned config has the checksum and ``model_type`` keys removed (ready for the config
+    class's ``from_dict``).
+
+    Args:
+        directory: the checkpoint directory.
+        model_type: when given, a ``model_type`` stored in ``config.json`` must equal it (a file
+            without the key is accepted: older checkpoints did not write it).
+        map_location: device of the returned tensors.
+        error: the :class:`CheckpointError` subclass to raise.
+
+    Raises:
+        CheckpointError: directory or file missing, unreadable JSON or safetensors, checksum
+            mismatch, another ``model_type``, or NaN/Inf weights.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise error(f"{d}: checkpoint directory not found")
+    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise error(f"{d}: missing {p.name} (a checkpoint holds {CONFIG_NAME} + {WEIGHTS_NAME})")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise error(f"{cfg_path}: not a readable JSON file ({e})") from e
+    if not isinstance(raw, dict):
+        raise error(f"{cfg_path}: must hold a JSON object")
+    checksum = raw.pop(WEIGHTS_CHECKSUM_KEY, None)
+    found_type = raw.pop(MODEL_TYPE_KEY, model_type)
+    if model_type is not None and found_type != model_type:
+        raise error(f"{cfg_path}: model_type is {found_type!r}, not {model_type!r}")
+    try:
+        verify_weights_checksum(w_path, checksum)
+    except ValueError as e:
+        raise error(str(e)) from e
+    try:
+        state = load_file(str(w_path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise error(f"{w_path}: not a readable safetensors file ({e})") from e
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise error(f"{w_path}: corrupted weights: {len(bad)} tensor(s) hold NaN/Inf (e.g. {', '.join(bad[:3])})")
+    return raw, state
+
+
+def check_state(
+    expected: Mapping[str, Tensor],
+    state: Mapping[str, Tensor],
+    where: str | Path,
+    error: type[CheckpointError] = CheckpointError,
+) -> None:
+    """Raise ``error`` unless ``state`` has exactly the names and shapes of ``expected``.
+
+    The message names ``where`` and lists up to three missing, unexpected and mis-shaped tensors.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shape_bad = [
+        f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or shape_bad:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensors (e.g. {', '.join(unexpected[:3])})")
+        if shape_bad:
+            parts.append(f"shape mismatch: {'; '.join(shape_bad[:3])}")
+        raise error(f"{where}: weights do not match config.json: " + "; ".join(parts))

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 from entanglecodec import EntangleCodec, EntangleCodecConfig
 from entanglecodec.audio import AudioError, AudioWarning, load_audio, save_audio
 from entanglecodec.cli import app
+from entanglecodec.codec.model import CheckpointError, check_sampling
+from entanglecodec.codec.streaming import encode_file, encode_stream
+from entanglecodec.codec.tokens import TokenFileError, load_tokens
 from entanglecodec.fileio import OutputError, atomic_write_bytes
-from entanglecodec.model import CheckpointError, check_sampling
-from entanglecodec.streaming import encode_file, encode_stream
-from entanglecodec.tokens_io import TokenFileError, load_tokens
 
 runner = CliRunner()
 GL = ["--vocoder", "griffin-lim"]
@@ -142,7 +142,7 @@ def test_unwritable_output_fails_before_work(tmp_path, wav, ckpt, monkeypatch, e
         raise AssertionError("the model was loaded before the output was checked")
 
     monkeypatch.setattr("entanglecodec.fileio.tempfile.mkstemp", refuse)
-    monkeypatch.setattr("entanglecodec.cli.load_model", no_model)
+    monkeypatch.setattr("entanglecodec.cli.codec.load_model", no_model)
     out = tmp_path / "o" / "a.wav"
     code, text = run("reconstruct", wav, "-o", out, "-c", ckpt, *GL)
     line = one_error_line(text)
@@ -222,7 +222,7 @@ def test_save_audio_refuses_nan(tmp_path):
 
 
 def test_cli_loud_output_is_limited_with_a_warning(tmp_path, wav, ckpt, monkeypatch):
-    from entanglecodec.model import Audio
+    from entanglecodec.codec.model import Audio
 
     def loud(self: EntangleCodec, w: torch.Tensor, sr: int, **_k: object) -> Audio:
         return Audio(wav=3 * torch.ones(1, w.shape[-1]) * torch.sign(torch.randn(w.shape[-1])), lengths=torch.tensor([w.shape[-1]]), sample_rate=24000)
@@ -295,7 +295,7 @@ def test_old_checkpoint_without_checksum_loads_but_nan_weights_do_not(tmp_path, 
 
 
 def test_bundled_checkpoints_still_load():
-    from entanglecodec.vocoder import load_vocoder
+    from entanglecodec.vocoder.load import load_vocoder
 
     repo = Path(__file__).resolve().parents[2] / "checkpoints"
     EntangleCodec.from_pretrained(repo / "entanglecodec-small", build_text_encoder=False)

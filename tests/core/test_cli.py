@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from entanglecodec import EntangleCodec, EntangleCodecConfig
 from entanglecodec.cli import app
-from entanglecodec.tokens_io import load_tokens
+from entanglecodec.codec.tokens import load_tokens
 
 runner = CliRunner()
 
@@ -89,7 +89,7 @@ def test_info(ckpt):
 
 def test_demo_runs_and_is_honest_without_bundled_model(tmp_path, monkeypatch):
     monkeypatch.setenv("ENTANGLECODEC_CHECKPOINT", str(tmp_path / "none"))
-    monkeypatch.setattr("entanglecodec.model._find_repo_checkpoints", lambda: tmp_path / "nothing")
+    monkeypatch.setattr("entanglecodec.codec.model._find_repo_checkpoints", lambda: tmp_path / "nothing")
     r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert r.exit_code == 0, r.output
     assert "No trained EntangleCodec model found" in r.output
@@ -100,7 +100,7 @@ def test_demo_runs_and_is_honest_without_bundled_model(tmp_path, monkeypatch):
 
 
 def test_demo_quality_rows_score_identity_and_noise():
-    from entanglecodec.demo import quality_rows
+    from entanglecodec.cli.demo import quality_rows
 
     t = np.arange(24000 * 2) / 24000
     ref = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)

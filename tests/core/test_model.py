@@ -6,7 +6,7 @@ import torch
 
 from entanglecodec import CheckpointError, EntangleCodec, EntangleCodecConfig, TokenError
 from entanglecodec.audio import AudioError
-from entanglecodec.model import window_plan
+from entanglecodec.codec.model import window_plan
 
 
 def _batch():
@@ -73,6 +73,21 @@ def test_window_plan_covers_exactly():
         assert kept == list(range(n))
         for s, ks, ke in plan:
             assert 0 <= s <= ks and ke <= s + min(100, n) and s + min(100, n) <= n
+
+
+def test_run_windowed_splits_short_and_long_items():
+    from entanglecodec.codec.windowing import Window, run_windowed
+
+    calls: dict[str, list] = {"whole": [], "windows": []}
+    run_windowed([50, 250, 100, 130], 100, 10, 3, calls["whole"].append, calls["windows"].append)
+    assert calls["whole"] == [[0, 2]]  # items of <= W frames: one padded pass
+    jobs = [w for batch in calls["windows"] for w in batch]
+    assert all(len(b) <= 3 for b in calls["windows"]) and {w.item for w in jobs} == {1, 3}
+    for item, n in ((1, 250), (3, 130)):
+        mine = [w for w in jobs if w.item == item]
+        assert [f for w in mine for f in range(w.keep_start, w.keep_end)] == list(range(n))
+        assert all(w.inner.stop - w.inner.start == w.keep_end - w.keep_start for w in mine)
+    assert Window(0, 5, 10, 20).inner == slice(5, 15)
 
 
 def test_long_audio_windowed(tiny_model):
@@ -173,20 +188,26 @@ def test_embeddings(tiny_model):
 
 def test_training_losses_backward():
     torch.manual_seed(0)
+    from entanglecodec.training.codec_losses import logit_scale_parameter, stage1_losses
+
     m = EntangleCodec(EntangleCodecConfig.preset("tiny")).train()
+    scale = logit_scale_parameter(m)
     mel = torch.randn(3, 128, 40)
     mask = torch.ones(3, 40, dtype=torch.bool)
     mask[2, 30:] = False
-    out = m.training_losses(mel, mask, ["a", "b", "c"])
+    out = stage1_losses(m, scale, mel, mask, ["a", "b", "c"])
     loss = out["flow"] + out["vq"] + out["contrast"]
     loss.backward()
-    for name in ["encoder.in_proj.weight", "decoder.x_proj.weight", "text_encoder.proj.0.weight", "logit_scale"]:
+    for name in ["encoder.in_proj.weight", "decoder.x_proj.weight", "text_encoder.proj.0.weight"]:
         assert dict(m.named_parameters())[name].grad is not None, name
+    assert scale.grad is not None
+    # the inference object carries no training-only parameter or loss
+    assert "logit_scale" not in dict(m.named_parameters()) and not hasattr(m, "training_losses")
 
 
 def test_bundled_default_model_loads_and_round_trips():
     """The committed default weights (checkpoints/entanglecodec-small) load and tokenise audio."""
-    from entanglecodec.model import default_checkpoint_dir
+    from entanglecodec.codec.model import default_checkpoint_dir
 
     try:
         path = default_checkpoint_dir()

@@ -1,12 +1,12 @@
 import torch
 
+from entanglecodec.codec.decoder import FlowDecoder, flow_interpolate
+from entanglecodec.codec.encoder import UnifiedEncoder
+from entanglecodec.codec.quantizer import Quantizer, code_statistics
+from entanglecodec.codec.text import CaptionEncoder
 from entanglecodec.config import DecoderConfig, QuantizerConfig, TextEncoderConfig, TransformerConfig
-from entanglecodec.decoder import FlowDecoder, flow_interpolate
-from entanglecodec.encoder import UnifiedEncoder
-from entanglecodec.losses import contrastive_loss
 from entanglecodec.nn.transformer import RMSNorm, Transformer, apply_rotary, rotary_cos_sin
-from entanglecodec.quantizer import Quantizer, code_statistics
-from entanglecodec.text import CaptionEncoder
+from entanglecodec.training.losses import contrastive_loss
 
 TCFG = TransformerConfig(dim=32, depth=2, heads=4)
 

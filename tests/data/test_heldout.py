@@ -92,7 +92,7 @@ def test_read_exclusions_text_file_and_manifest(tmp_path: Path) -> None:
 def test_cli_synth_refuses_a_bad_exclusion_list_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from entanglecodec.data.cli import app
+    from entanglecodec.cli.data import app
 
     bad = tmp_path / "ex.txt"
     bad.write_text("nobody:here\n")

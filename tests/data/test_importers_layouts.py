@@ -13,7 +13,7 @@ import soundfile as sf
 import typer
 from typer.testing import CliRunner
 
-from entanglecodec.data.cli_io import register
+from entanglecodec.cli import data_io
 from entanglecodec.data.importers import (
     DatasetImportError,
     hash_split,
@@ -305,7 +305,7 @@ def cli() -> typer.Typer:
     def _root() -> None:
         """data"""
 
-    register(app)
+    app.add_typer(data_io.app)
     return app
 
 

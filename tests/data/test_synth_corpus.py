@@ -184,7 +184,7 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path: Path) -> None:
 def test_cli_synth_reports_errors_cleanly(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from entanglecodec.data.cli import app
+    from entanglecodec.cli.data import app
 
     (tmp_path / "x").write_text("occupied")
     res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path), "--seed", "1"])
@@ -282,7 +282,7 @@ def test_clean_english_plan_is_pure_and_validated(tmp_path: Path) -> None:
 
     from typer.testing import CliRunner
 
-    from entanglecodec.data.cli import app
+    from entanglecodec.cli.data import app
 
     res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path / "y"), "--profile", "noisy"])
     assert res.exit_code == 2 and "'noisy'" in res.output and "mixed, clean-english" in res.output

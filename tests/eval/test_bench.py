@@ -69,7 +69,7 @@ def test_linear_fit_and_memory_slope() -> None:
 
 
 def test_cli_bench_quick(tmp_path: Path) -> None:
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     out = tmp_path / "reports"
     res = CliRunner().invoke(app, ["bench", "--quick", "--out", str(out)], catch_exceptions=False)
@@ -105,7 +105,7 @@ def test_cli_bench_quick(tmp_path: Path) -> None:
 
 
 def test_cli_bench_rejects_bad_options(tmp_path: Path) -> None:
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     runner = CliRunner()
     r = runner.invoke(app, ["bench", "--quick", "--max-seconds", "0.1", "--out", str(tmp_path)])

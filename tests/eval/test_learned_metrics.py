@@ -212,7 +212,7 @@ def test_missing_packages_skip_the_metric_with_one_line(
 ) -> None:
     from typer.testing import CliRunner
 
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     without.update({"faster_whisper", "speechmos"})
     res = R.evaluate_reconstruction(corpus, [Identity()], domains=["speech"])

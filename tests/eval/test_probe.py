@@ -76,7 +76,7 @@ def tone_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from entanglecodec import EntangleCodecConfig
-    from entanglecodec.model import EntangleCodec
+    from entanglecodec.codec.model import EntangleCodec
 
     torch.manual_seed(0)
     return EntangleCodec(EntangleCodecConfig.preset("tiny")).save_pretrained(
@@ -198,7 +198,7 @@ def test_retrieval_metrics() -> None:
 
 def test_model_features_match_public_api(tone_manifest: Path, tiny_ckpt: Path) -> None:
     from entanglecodec.audio import load_audio
-    from entanglecodec.model import EntangleCodec
+    from entanglecodec.codec.model import EntangleCodec
 
     model = EntangleCodec.from_pretrained(tiny_ckpt)
     wavs = [load_audio(tone_manifest.parent / f"{n}.wav", SR)[0] for n in ("low-soft-0", "high-bright-5")]
@@ -263,7 +263,7 @@ def test_run_probes_rejects_bad_requests(tone_manifest: Path) -> None:
 
 
 def test_cli_probe(tone_manifest: Path, tmp_path: Path) -> None:
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     runner = CliRunner()
     out = tmp_path / "rep" / "probe"

@@ -163,7 +163,7 @@ def test_cli_end_to_end(tmp_path: Path, corpus: Path) -> None:
     from typer.testing import CliRunner
 
     from entanglecodec import EntangleCodec, EntangleCodecConfig
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     for tool in ("c2enc", "opusenc", "flite"):
         if shutil.which(tool) is None:
@@ -196,7 +196,7 @@ def test_cli_end_to_end(tmp_path: Path, corpus: Path) -> None:
 def test_cli_bad_input_is_a_clear_error(tmp_path: Path, corpus: Path) -> None:
     from typer.testing import CliRunner
 
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["reconstruct", "--manifest", str(tmp_path / "nope.jsonl")])
@@ -217,7 +217,7 @@ def test_cli_labels_checkpoints_with_the_same_name_apart(tmp_path: Path, corpus:
     from typer.testing import CliRunner
 
     from entanglecodec import EntangleCodec, EntangleCodecConfig
-    from entanglecodec.eval.cli import app
+    from entanglecodec.cli.eval import app
 
     torch.manual_seed(0)
     model = EntangleCodec(EntangleCodecConfig.preset("tiny"))

@@ -69,7 +69,7 @@ def test_mel_oracle_griffin_lim(speech: tuple[np.ndarray, str]) -> None:
 
 
 def test_mel_oracle_refuses_a_silent_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    import entanglecodec.vocoder as vocoder
+    import entanglecodec.vocoder.load as vocoder
 
     monkeypatch.setattr(vocoder, "default_vocoder_dir", lambda: None)
     with pytest.raises(S.CodecSystemError, match="no default vocoder weights"):

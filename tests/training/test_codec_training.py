@@ -117,17 +117,19 @@ def test_stage2_changes_only_decoder(corpus, tmp_path):
 
 
 def test_nan_loss_stops_with_checkpoint_intact(corpus, tmp_path, monkeypatch):
-    orig = EntangleCodec.training_losses
+    import entanglecodec.training.codec_module as codec_module
+
+    orig = codec_module.stage1_losses
     calls = {"n": 0}
 
-    def poisoned(self, *a, **k):  # noqa: ANN001, ANN202
-        out = orig(self, *a, **k)
+    def poisoned(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        out = orig(*a, **k)
         calls["n"] += 1
         if calls["n"] > 12:
             out["flow"] = out["flow"] * float("nan")
         return out
 
-    monkeypatch.setattr(EntangleCodec, "training_losses", poisoned)
+    monkeypatch.setattr(codec_module, "stage1_losses", poisoned)
     run = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step"):
         run_training(recipe(corpus, "trainer.max_steps=30", "trainer.val_every=100"), run, enable_progress_bar=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entanglecodec.discriminators_wave import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from entanglecodec.losses_wave import (
+from entanglecodec.training.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from entanglecodec.training.losses import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     feature_matching_loss,
@@ -59,3 +59,19 @@ def test_adversarial_losses() -> None:
     assert float(feature_matching_loss(f, g)) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         hinge_discriminator_loss(real, [])
+
+
+def test_one_hinge_convention_for_every_critic() -> None:
+    """Mean over sub-discriminators (a weight means the same for any count); saturating generator term."""
+    real = [torch.full((2, 5), 0.5), torch.full((3,), -1.0)]
+    fake = [torch.full((2, 5), 0.0), torch.full((3,), 2.0)]
+    one = float(hinge_discriminator_loss(real[:1], fake[:1]))
+    assert float(hinge_discriminator_loss(real[:1] * 3, fake[:1] * 3)) == pytest.approx(one)  # not summed
+    assert float(hinge_discriminator_loss(real, fake)) == pytest.approx(((0.5 + 1.0) + (2.0 + 3.0)) / 2)
+    # generator: relu(1 - D), zero once the critic is fooled by the margin (no push towards +inf)
+    assert float(hinge_generator_loss([torch.full((4,), 5.0)])) == 0.0
+    assert float(hinge_generator_loss(fake)) == pytest.approx((1.0 + 0.0) / 2)
+    # the codec's stage-2 mel critic uses the same functions
+    import entanglecodec.training.codec_module as cm
+
+    assert cm.hinge_generator_loss is hinge_generator_loss and cm.hinge_discriminator_loss is hinge_discriminator_loss

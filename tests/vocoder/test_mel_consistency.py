@@ -11,8 +11,10 @@ import torch
 
 from entanglecodec.audio import MelFrontend
 from entanglecodec.config import ConfigError, MelConfig
-from entanglecodec.mel_consistency import MelConsistencyFilter
-from entanglecodec.vocoder import Vocoder, VocoderConfig, load_vocoder
+from entanglecodec.vocoder.config import VocoderConfig
+from entanglecodec.vocoder.load import load_vocoder
+from entanglecodec.vocoder.mel_consistency import MelConsistencyFilter
+from entanglecodec.vocoder.model import Vocoder
 
 CFG = MelConfig()
 HOP = CFG.hop_length

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from entanglecodec.config import ConfigError
 from entanglecodec.training.vocoder import VocoderRecipe, export_vocoder, lr_lambda, train_vocoder
-from entanglecodec.vocoder import Vocoder
+from entanglecodec.vocoder.model import Vocoder
 
 
 def _metric(run: Path, key: str) -> list[tuple[int, float]]:
@@ -70,10 +70,15 @@ def test_train_resume_export(tiny_recipe: Path, tmp_path: Path) -> None:
 def test_cli_train_and_export_errors(tmp_path: Path) -> None:
     import typer
 
-    from entanglecodec.training.vocoder_cli import register
+    from entanglecodec.cli import train_vocoder
 
     app = typer.Typer()
-    register(app)
+    app.add_typer(train_vocoder.app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
     runner = CliRunner()
     res = runner.invoke(app, ["vocoder", "--config", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 1 and "not found" in res.output
@@ -83,7 +88,7 @@ def test_cli_train_and_export_errors(tmp_path: Path) -> None:
 
 def test_warm_start_copies_matching_tensors_only(tmp_path: Path) -> None:
     from entanglecodec.training.vocoder import warm_start
-    from entanglecodec.vocoder import VocoderConfig
+    from entanglecodec.vocoder.config import VocoderConfig
 
     torch.manual_seed(0)
     src = Vocoder(VocoderConfig.preset("tiny")).save_pretrained(tmp_path / "src")

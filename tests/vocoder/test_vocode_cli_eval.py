@@ -11,8 +11,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from entanglecodec.vocoder import Vocoder, VocoderConfig
-from entanglecodec.vocoder_cli import register, vocode_command
+from entanglecodec.cli import codec as codec_cli
+from entanglecodec.cli.codec import vocode_command
+from entanglecodec.vocoder.config import VocoderConfig
+from entanglecodec.vocoder.model import Vocoder
 
 
 @pytest.fixture
@@ -23,7 +25,7 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    app.add_typer(codec_cli.app)
 
     @app.callback()
     def _root() -> None:
@@ -76,7 +78,7 @@ def test_vocode_roundtrip(tmp_path: Path, tiny_dir: Path) -> None:
 def test_eval_helpers(tmp_path: Path, tiny_dir: Path, tiny_corpus: Path) -> None:
     from entanglecodec.config import MelConfig
     from entanglecodec.eval.vocoder_eval import evaluate, measure_rtf, render_report, summarize
-    from entanglecodec.griffin_lim import GriffinLim
+    from entanglecodec.vocoder.griffin_lim import GriffinLim
 
     voc = Vocoder.from_pretrained(tiny_dir)
     systems = {"tiny": voc, "gl": GriffinLim(MelConfig(), n_iter=4)}
@@ -93,10 +95,15 @@ def test_eval_helpers(tmp_path: Path, tiny_dir: Path, tiny_corpus: Path) -> None
 
 
 def test_vocoder_speed_report(tmp_path: Path, tiny_dir: Path) -> None:
-    from entanglecodec.eval.vocoder_eval import register as register_eval
+    from entanglecodec.cli import eval_vocoder
 
     app = typer.Typer()
-    register_eval(app)
+    app.add_typer(eval_vocoder.app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
     out = tmp_path / "speed.md"
     args = ["vocoder-speed", "--vocoder", str(tiny_dir), "-o", str(out), "--threads", "1", "--batch", "1", "--batch", "2"]
     res = CliRunner().invoke(app, [*args, "--seconds", "0.5"])

@@ -11,13 +11,9 @@ import torch
 
 from entanglecodec.audio import MelFrontend
 from entanglecodec.config import ConfigError, MelConfig
-from entanglecodec.vocoder import (
-    MelVocoder,
-    Vocoder,
-    VocoderConfig,
-    VocoderLoadError,
-    load_vocoder,
-)
+from entanglecodec.vocoder.config import VocoderConfig
+from entanglecodec.vocoder.load import MelVocoder, load_vocoder
+from entanglecodec.vocoder.model import Vocoder, VocoderLoadError
 
 
 def _random_tiny(seed: int = 0) -> Vocoder:
@@ -151,10 +147,10 @@ def test_load_vocoder_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     # "default" uses $ENTANGLECODEC_VOCODER / the shipped weights, else warns and falls back to Griffin-Lim
     monkeypatch.setenv("ENTANGLECODEC_VOCODER", str(tmp_path / "v"))
     assert isinstance(load_vocoder("default", MelConfig()), Vocoder)
-    import entanglecodec.vocoder as vmod
+    import entanglecodec.vocoder.load as vmod
 
     monkeypatch.setattr(vmod, "default_vocoder_dir", lambda: None)
-    with caplog.at_level(logging.WARNING, logger="entanglecodec.vocoder"):
+    with caplog.at_level(logging.WARNING, logger="entanglecodec.vocoder.model"):
         fallback = load_vocoder("default", MelConfig())
     assert not isinstance(fallback, Vocoder)
     assert "Griffin-Lim" in caplog.text

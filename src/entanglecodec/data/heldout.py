@@ -23,7 +23,6 @@ speaker ids of its rows (``attributes.speaker.id`` or a top-level ``speaker``) a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,16 +134,12 @@ def check_heldout() -> None:
 
 
 def _manifest_speakers(path: Path) -> set[str]:
+    from .manifest import iter_manifest_lines
+
     out: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise HeldoutError(f"{path}:{lineno}: invalid JSON ({e.msg}) in the exclusion manifest") from None
+    for where, _, row in iter_manifest_lines(path, error=HeldoutError):
         if not isinstance(row, dict):
-            raise HeldoutError(f"{path}:{lineno}: expected a JSON object in the exclusion manifest")
+            raise HeldoutError(f"{where}: expected a JSON object in the exclusion manifest")
         attrs = row.get("attributes")
         speaker = attrs.get("speaker") if isinstance(attrs, dict) else None
         sid = speaker.get("id") if isinstance(speaker, dict) else row.get("speaker")

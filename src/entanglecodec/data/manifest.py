@@ -37,7 +37,7 @@ import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -144,6 +144,30 @@ def normalize_row(obj: Mapping[str, Any], base_dir: Path | None) -> ManifestRow:
     return row  # type: ignore[return-value]
 
 
+def iter_manifest_lines(path: str | Path, error: type[ValueError] = ManifestError) -> Iterator[tuple[str, int, Any]]:
+    """The one JSON-lines reader: ``(where, line number, object)`` for every non-blank line.
+
+    ``where`` is ``"path:line"`` for messages. Raises ``error`` (naming the file and line) on
+    invalid JSON, ``FileNotFoundError`` when the file is missing. Objects are not validated here
+    (see :func:`read_manifest`, which does).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: manifest not found")
+    if p.is_dir():
+        raise error(f"{p}: is a directory, expected a .jsonl manifest file")
+    with p.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{p}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            yield where, lineno, obj
+
+
 def read_manifest(path: str | Path, split: str | None = None, allow_empty: bool = False) -> list[ManifestRow]:
     """Read and validate a JSONL manifest.
 
@@ -164,31 +188,19 @@ def read_manifest(path: str | Path, split: str | None = None, allow_empty: bool 
     p = Path(path)
     if split is not None and split not in SPLITS:
         raise ManifestError(f"unknown split {split!r} requested from {p} (expected one of {', '.join(SPLITS)})")
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: manifest not found")
-    if p.is_dir():
-        raise ManifestError(f"{p}: is a directory, expected a .jsonl manifest file")
     base = p.resolve().parent
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
     split_counts: Counter[str] = Counter()
-    with p.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            validate_row(obj, where)
-            row = normalize_row(obj, base)
-            if row["id"] in seen:
-                raise ManifestError(f"{where}: duplicate id {row['id']!r} (first seen on line {seen[row['id']]})")
-            seen[row["id"]] = lineno
-            split_counts[row["split"]] += 1
-            if split is None or row["split"] == split:
-                rows.append(row)
+    for where, lineno, obj in iter_manifest_lines(p):
+        validate_row(obj, where)
+        row = normalize_row(obj, base)
+        if row["id"] in seen:
+            raise ManifestError(f"{where}: duplicate id {row['id']!r} (first seen on line {seen[row['id']]})")
+        seen[row["id"]] = lineno
+        split_counts[row["split"]] += 1
+        if split is None or row["split"] == split:
+            rows.append(row)
     if not rows and not allow_empty:
         if split is None:
             raise ManifestError(f"{p}: manifest holds no rows")
@@ -198,6 +210,35 @@ def read_manifest(path: str | Path, split: str | None = None, allow_empty: bool 
             "(commands that read a split take --split; 'all' uses every row) or make a larger corpus"
         )
     return rows
+
+
+def audio_paths(path: str | Path, split: str | None = None) -> list[Path]:
+    """Audio files listed by a JSONL manifest (only ``audio`` is required; rows without a
+    ``split`` count as any split) or by a plain list file (one path per line), relative to the
+    file's directory.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ManifestError: invalid JSON, a row without ``audio``, or no audio rows (of ``split``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: manifest not found")
+    base = p.parent
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    files: list[Path] = []
+    if lines and lines[0].startswith("{"):
+        for where, _, row in iter_manifest_lines(p):
+            if not isinstance(row, dict) or "audio" not in row:
+                raise ManifestError(f"{where}: row has no 'audio' field")
+            if split and row.get("split", split) != split:
+                continue
+            files.append(base / row["audio"])
+    else:
+        files = [base / ln for ln in lines]
+    if not files:
+        raise ManifestError(f"{p}: no audio rows" + (f" in split {split!r}" if split else ""))
+    return files
 
 
 def read_manifests(paths: str | Path | Sequence[str | Path], split: str | None = None) -> list[ManifestRow]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import math
 import os
 import platform
@@ -50,10 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .jsonsafe import json_safe
+from .report import json_safe, report_paths, write_report
 
 if TYPE_CHECKING:
-    from ..model import EntangleCodec
+    from ..codec.model import EntangleCodec
 
 SAMPLE_RATE = 24000
 DEFAULT_LENGTHS: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 60.0, 180.0, 600.0)
@@ -302,9 +301,10 @@ def count_flops(preset: str, seconds: float = 10.0) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ..codec.model import EntangleCodec
     from ..config import EntangleCodecConfig
-    from ..model import EntangleCodec
-    from ..vocoder import Vocoder, VocoderConfig
+    from ..vocoder.config import VocoderConfig
+    from ..vocoder.model import Vocoder
 
     torch.manual_seed(0)
     model = EntangleCodec(EntangleCodecConfig.preset(preset), build_text_encoder=False).eval()
@@ -411,8 +411,8 @@ def load_bench_model(
     """The model to benchmark: ``checkpoint``, else the bundled default (if ``bundled``), else a random ``preset``."""
     import torch
 
+    from ..codec.model import CheckpointError, EntangleCodec
     from ..config import EntangleCodecConfig
-    from ..model import CheckpointError, EntangleCodec
 
     if checkpoint is not None:
         model = EntangleCodec.from_pretrained(checkpoint, build_text_encoder=False)
@@ -476,10 +476,11 @@ def _run_all(
         for op, factory in model_ops(model).items():
             for b in batches:
                 measurements += run_series(op, factory, lengths, b, reps, max_call_s, progress=say)
-        from ..griffin_lim import GriffinLim
+        from ..vocoder.griffin_lim import GriffinLim
 
         if neural_vocoder and isinstance(model.vocoder, GriffinLim):
-            from ..vocoder import Vocoder, VocoderConfig
+            from ..vocoder.config import VocoderConfig
+            from ..vocoder.model import Vocoder
 
             torch.manual_seed(0)
             voc = Vocoder(VocoderConfig.preset("small")).eval()
@@ -922,10 +923,9 @@ def write_bench_report(res: BenchResults, out_dir: str | Path, command: str | No
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     plots = plot_bench(res, d)
-    doc = results_to_json(res)
-    doc["command"] = command
-    paths = {"markdown": d / "bench.md", "json": d / "bench.json"}
-    paths["json"].write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    paths["markdown"].write_text(markdown_report(res, plots, command), encoding="utf-8")
+    doc = {**results_to_json(res), "command": command}
+    paths = write_report(
+        report_paths(d / "bench", {"markdown": ".md", "json": ".json"}), lambda: markdown_report(res, plots, command), doc
+    )
     paths.update({k: d / v for k, v in plots.items()})
     return paths

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import typer
 
 DEFAULT_RSS_SECONDS: tuple[float, ...] = (60.0, 600.0, 3600.0)
 """Durations of the default run: 1 min, 10 min, 1 h."""
@@ -60,7 +59,7 @@ def encode_rss(audio: Path, out: Path, checkpoint: Path | None = None, threads: 
     Raises:
         RuntimeError: the command failed (its output is in the message).
     """
-    cmd = [sys.executable, "-m", "entanglecodec.cli", "encode", str(audio), "-o", str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", "entanglecodec.cli.main", "encode", str(audio), "-o", str(out), "--overwrite"]
     if checkpoint is not None:
         cmd += ["-c", str(checkpoint)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TERM": "dumb"}
@@ -115,29 +114,3 @@ def rss_markdown(points: Sequence[RssPoint], command: str) -> str:
         label = f"{p.seconds / 60:g} min" if p.seconds < 3600 else f"{p.seconds / 3600:g} h"
         lines.append(f"| {label} | {p.peak_rss_mib:.0f} | {p.peak_rss_mib - base:+.0f} | {p.wall_s:.1f} |")
     return "\n".join(lines) + "\n"
-
-
-def bench_rss(
-    out: Path = typer.Option(Path("reports"), help="Directory for bench-rss.md."),
-    seconds: str = typer.Option("60,600,3600", help="Durations in seconds, comma-separated."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Codec directory (default: bundled)."),
-) -> None:
-    """Peak RSS of the encode CLI on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
-    from ..fileio import atomic_write_text
-
-    try:
-        secs = [float(x) for x in seconds.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"not a list of numbers: {seconds!r}", param_hint="--seconds") from None
-    if not secs or min(secs) <= 0:
-        raise typer.BadParameter("durations must be positive", param_hint="--seconds")
-    points = run_rss(secs, checkpoint, progress=lambda m: typer.echo(m, err=True))
-    out.mkdir(parents=True, exist_ok=True)
-    cmd = "entanglecodec eval bench-rss" + (f" --seconds {seconds}" if seconds != "60,600,3600" else "")
-    atomic_write_text(out / "bench-rss.md", rss_markdown(points, cmd))
-    typer.echo(str(out / "bench-rss.md"))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``bench-rss`` to the ``eval`` app."""
-    app.command("bench-rss")(bench_rss)

@@ -15,7 +15,6 @@ For one codec checkpoint and a set of speech clips:
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..audio import load_audio
-from ..model import EntangleCodec
+from ..codec.model import EntangleCodec
 from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
 
 
@@ -43,7 +42,9 @@ def speech_clips(
     manifest: str | Path, split: str, recorded_only: bool = True, max_clips: int = 24, max_seconds: float = 8.0
 ) -> list[Clip]:
     """Speech clips of ``split`` (recorded people only, by default), at most ``max_seconds`` each."""
-    rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    from ..data.manifest import iter_manifest_lines
+
+    rows = [r for _, _, r in iter_manifest_lines(manifest)]
     out: list[Clip] = []
     for r in rows:
         if r.get("split") != split or r.get("domain") != "speech":
@@ -96,11 +97,12 @@ def gradient_norms(model: EntangleCodec, clips: Sequence[Clip], captions: Sequen
         elif term == "vq":
             loss = q.loss
         else:
-            from ..losses import contrastive_loss
+            from ..training.codec_losses import logit_scale_parameter
+            from ..training.losses import contrastive_loss
 
             a = m.audio_proj(enc.cls)
             t = m.text_encoder(list(captions or [])[: mel.shape[0]])  # type: ignore[misc]
-            loss, _ = contrastive_loss(a, t, m.logit_scale)
+            loss, _ = contrastive_loss(a, t, logit_scale_parameter(m))
         loss.backward()
         g_enc = torch.sqrt(sum((p.grad.pow(2).sum() for p in enc_params if p.grad is not None), torch.tensor(0.0)))
         g_h = q.pre_quant.grad.norm() if q.pre_quant.grad is not None else torch.tensor(0.0)

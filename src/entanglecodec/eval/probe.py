@@ -45,7 +45,6 @@ recall@1/@5 in both directions; clips sharing an identical caption count as corr
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -58,10 +57,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .jsonsafe import json_safe
+from .report import json_safe, report_paths, write_report
 
 if TYPE_CHECKING:
-    from ..model import EntangleCodec
+    from ..codec.model import EntangleCodec
 
 SAMPLE_RATE = 24000
 """Rate (Hz) at which every clip is loaded."""
@@ -391,7 +390,7 @@ def model_features(
     """Clip-level features of a checkpoint, one encoder pass per clip.
 
     Args:
-        model: an :class:`~entanglecodec.model.EntangleCodec` (put in eval mode).
+        model: an :class:`~entanglecodec.codec.model.EntangleCodec` (put in eval mode).
         wavs: ``float32 [S_i]`` clips at 24 kHz.
         features: names from :data:`MODEL_FEATURES`.
         pooling: pooling of frame features.
@@ -640,7 +639,7 @@ class ModelSpec:
     def load(self) -> EntangleCodec:
         import torch
 
-        from ..model import EntangleCodec
+        from ..codec.model import EntangleCodec
 
         if self.checkpoint is not None:
             return EntangleCodec.from_pretrained(self.checkpoint)
@@ -992,18 +991,11 @@ def plot_probes(res: ProbeResults, path: str | Path) -> None:
 
 def write_probe_report(res: ProbeResults, out: str | Path, command: str | None = None) -> dict[str, Path]:
     """Write ``OUT.md``, ``OUT.json`` and ``OUT.png``; returns their paths."""
-    prefix = Path(out)
-    if prefix.suffix in (".md", ".json", ".png"):
-        prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": prefix.with_name(prefix.name + ".md"),
-        "json": prefix.with_name(prefix.name + ".json"),
-        "plot": prefix.with_name(prefix.name + ".png"),
-    }
-    doc = results_to_json(res)
-    doc["command"] = command
-    paths["json"].write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    plot_probes(res, paths["plot"])
-    paths["markdown"].write_text(markdown_report(res, command, paths["plot"].name), encoding="utf-8")
-    return paths
+    paths = report_paths(out, {"markdown": ".md", "json": ".json", "plot": ".png"})
+    doc = {**results_to_json(res), "command": command}
+    return write_report(
+        paths,
+        lambda: markdown_report(res, command, paths["plot"].name),
+        doc,
+        figures={"plot": lambda p: plot_probes(res, p)},
+    )

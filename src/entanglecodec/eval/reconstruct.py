@@ -24,7 +24,6 @@ every system) and ``<out>-mels.png`` (log-mel of one clip per domain, every syst
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .jsonsafe import json_safe
+from . import report as _report
 from .systems import SAMPLE_RATE, CodecSystemError, System
 
 DOMAINS: tuple[str, ...] = ("speech", "music", "sound", "mixture")
@@ -196,34 +195,10 @@ class ReconstructionResults:
 # Manifest
 # ---------------------------------------------------------------------------------------------
 def _read_rows(path: Path, split: str | None) -> list[dict[str, Any]]:
-    """Rows of a JSONL manifest: the project's reader when installed, else a minimal local one."""
-    try:
-        from ..data.manifest import read_manifest
-    except ModuleNotFoundError as e:
-        if e.name not in ("entanglecodec.data", "entanglecodec.data.manifest"):
-            raise
-    else:
-        return [dict(r) for r in read_manifest(path, split=split)]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-        if not isinstance(obj, dict) or "audio" not in obj or "domain" not in obj:
-            raise ValueError(f"{path}:{lineno}: each line needs at least the keys 'audio' and 'domain'")
-        audio = Path(obj["audio"])
-        obj["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
-        obj.setdefault("id", str(Path(obj["audio"]).stem))
-        if split is None or obj.get("split", "train") == split:
-            rows.append(obj)
-    if not rows:
-        raise ValueError(f"{path}: no rows" + (f" of split {split!r}" if split else ""))
-    return rows
+    """Rows of a JSONL manifest (:func:`entanglecodec.data.manifest.read_manifest`, paths made absolute)."""
+    from ..data.manifest import read_manifest
+
+    return [dict(r) for r in read_manifest(path, split=split)]
 
 
 def load_clips(
@@ -767,23 +742,19 @@ def write_report(res: ReconstructionResults, out: str | Path, command: str | Non
     Returns:
         ``{"markdown", "csv", "json", "bitrate_plot", "mel_plot"}`` -> written paths.
     """
-    prefix = Path(out)
-    if prefix.suffix in (".md", ".csv", ".json"):
-        prefix = prefix.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": prefix.with_name(prefix.name + ".md"),
-        "csv": prefix.with_name(prefix.name + ".csv"),
-        "json": prefix.with_name(prefix.name + ".json"),
-        "bitrate_plot": prefix.with_name(prefix.name + "-bitrate.png"),
-        "mel_plot": prefix.with_name(prefix.name + "-mels.png"),
-    }
-    _write_csv(res, paths["csv"])
-    _write_json(res, paths["json"], command)
-    plot_metric_vs_bitrate(res, paths["bitrate_plot"])
-    plot_mel_comparison(res, paths["mel_plot"])
-    paths["markdown"].write_text(_markdown(res, paths, command), encoding="utf-8")
-    return paths
+    paths = _report.report_paths(
+        out, {"markdown": ".md", "csv": ".csv", "json": ".json", "bitrate_plot": "-bitrate.png", "mel_plot": "-mels.png"}
+    )
+    return _report.write_report(
+        paths,
+        lambda: _markdown(res, paths, command),
+        _json_doc(res, command),
+        figures={
+            "bitrate_plot": lambda p: plot_metric_vs_bitrate(res, p),
+            "mel_plot": lambda p: plot_mel_comparison(res, p),
+        },
+        extra={"csv": lambda p: _write_csv(res, p)},
+    )
 
 
 _CSV_COLUMNS = (
@@ -812,7 +783,7 @@ def _asr_description(res: ReconstructionResults) -> str:
     return ", ".join(f"{m} ({n} clip{'s' if n != 1 else ''})" for m, n in sorted(counts.items())) or "none"
 
 
-def _write_json(res: ReconstructionResults, path: Path, command: str | None) -> None:
+def _json_doc(res: ReconstructionResults, command: str | None) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for c in res.clips:
         counts[c.domain] = counts.get(c.domain, 0) + 1
@@ -832,7 +803,7 @@ def _write_json(res: ReconstructionResults, path: Path, command: str | None) -> 
         "original": res.floor,
         "notes": res.notes,
     }
-    path.write_text(json.dumps(json_safe(doc), indent=1), encoding="utf-8")
+    return doc
 
 
 def _decoding(res: ReconstructionResults) -> dict[str, Any] | None:

@@ -289,7 +289,7 @@ class MelOracleSystem(System):
 
     Args:
         vocoder: ``"griffin-lim"`` (32 fast Griffin-Lim iterations, always available) or any spec
-            accepted by ``entanglecodec.vocoder.load_vocoder`` (``"default"`` for the bundled
+            accepted by :func:`entanglecodec.vocoder.load.load_vocoder` (``"default"`` for the bundled
             neural vocoder, or a checkpoint directory).
         n_iter: Griffin-Lim iterations (ignored for neural vocoders).
     """
@@ -304,34 +304,28 @@ class MelOracleSystem(System):
         self.frontend = MelFrontend(self.mel_cfg).eval()
         self.vocoder_spec = vocoder
         if vocoder in ("griffin-lim", "gl"):
-            from ..griffin_lim import GriffinLim
+            from ..vocoder.griffin_lim import GriffinLim
 
             self._vocoder: Any = GriffinLim(self.mel_cfg, n_iter=n_iter)
             self.name = "mel-oracle-gl"
         else:
-            try:
-                from ..vocoder import default_vocoder_dir, load_vocoder
-            except ImportError as e:
-                raise CodecSystemError(
-                    f"mel oracle with vocoder {vocoder!r} needs entanglecodec.vocoder.load_vocoder ({e})"
-                ) from e
-            if vocoder == "default" and default_vocoder_dir() is None:
-                # load_vocoder would silently fall back to Griffin-Lim: that row would be mislabelled.
-                raise CodecSystemError(
-                    "mel oracle with the neural vocoder: no default vocoder weights are installed"
-                )
-            self._vocoder = load_vocoder(vocoder, self.mel_cfg)
+            from ..vocoder.load import load_vocoder
+            from ..vocoder.model import VocoderLoadError
+
+            try:  # no fall-back to Griffin-Lim: that row would be mislabelled
+                self._vocoder = load_vocoder(vocoder, self.mel_cfg, fallback=False)
+            except VocoderLoadError as e:
+                raise CodecSystemError(f"mel oracle with the neural vocoder: {e}") from e
             self.name = "mel-oracle-vocoder" if vocoder == "default" else f"mel-oracle-{Path(vocoder).name}"
 
     def process(self, wav: np.ndarray) -> np.ndarray:
         import torch
 
+        from ..vocoder.load import copy_synthesis
+
         x = _check_input(wav)
-        with torch.no_grad():
-            mel = self.frontend.log_mel(torch.from_numpy(x)[None])
-            y = self._vocoder(mel, None)
-        y_np = y.detach().cpu().float().numpy().reshape(-1)
-        return _fit_length(y_np, x.size)
+        y = copy_synthesis(self._vocoder, torch.from_numpy(x), self.frontend)
+        return _fit_length(y.cpu().numpy().reshape(-1), x.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +341,7 @@ class EntangleCodecSystem(System):
 
     def __init__(self, checkpoint: str | Path | Any, name: str | None = None) -> None:
         if isinstance(checkpoint, str | Path):
-            from ..model import EntangleCodec
+            from ..codec.model import EntangleCodec
 
             path = Path(checkpoint)
             if not path.is_dir():
@@ -380,7 +374,7 @@ class EntangleCodecSystem(System):
 def default_baselines(include_neural_vocoder: bool = True, notes: list[str] | None = None) -> list[System]:
     """The baselines run beside every evaluation: Codec2 700C/1200/3200, Opus 6 kbps, mel oracles.
 
-    The neural-vocoder mel oracle is added only when ``entanglecodec.vocoder`` can load its default
+    The neural-vocoder mel oracle is added only when :func:`~entanglecodec.vocoder.load.load_vocoder` finds the default
     vocoder; Griffin-Lim is always there.
 
     Args:

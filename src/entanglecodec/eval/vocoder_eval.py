@@ -8,9 +8,9 @@ compared with the original (same length, no delay: both vocoders are frame-align
 * every clip: log-mel L1 (nats) and multi-resolution STFT distance;
 * speed: real-time factor (audio seconds per compute second) at batch 1 and 16 on 10 s inputs.
 
-Command (:func:`register` also lets ``entanglecodec eval`` host it)::
+Command (in :mod:`entanglecodec.cli.eval_vocoder`)::
 
-    python -m entanglecodec.eval.vocoder_eval vocoder --manifest /work/data/synth-v1/manifest.jsonl \
+    entanglecodec eval vocoder --manifest data/synth/manifest.jsonl \
         --vocoder checkpoints/vocoder-small --out reports/vocoder.md
 """
 
@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from ..audio import MelFrontend, load_audio, num_frames
+from ..audio import MelFrontend, load_audio
 from ..config import MelConfig
-from ..vocoder import MelVocoder
+from ..vocoder.load import MelVocoder, copy_synthesis
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +49,6 @@ class ClipScores:
     domain: str
     seconds: float
     scores: dict[str, float] = field(default_factory=dict)
-
-
-def copy_synthesis(vocoder: MelVocoder, wav: Tensor, frontend: MelFrontend) -> Tensor:
-    """``wav [S]`` -> log-mel -> ``vocoder`` -> ``[S]`` (trimmed to the input length)."""
-    x = wav.reshape(1, -1).float()
-    with torch.inference_mode():
-        mel = frontend.log_mel(x)
-        frames = torch.tensor([int(num_frames(x.shape[1], frontend.cfg.hop_length))])
-        y = vocoder(mel, frames)
-    return y[0, : x.shape[1]].float()
 
 
 def score_clip(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, speech: bool) -> dict[str, float]:
@@ -270,8 +259,9 @@ def neural_and_griffin_lim(
         ValueError: ``vocoder`` resolves to Griffin-Lim (no trained neural vocoder installed), or a
             negative pass count.
     """
-    from ..griffin_lim import GriffinLim
-    from ..vocoder import Vocoder, load_vocoder
+    from ..vocoder.griffin_lim import GriffinLim
+    from ..vocoder.load import load_vocoder
+    from ..vocoder.model import Vocoder
 
     neural = load_vocoder(vocoder, cfg)
     if not isinstance(neural, Vocoder):
@@ -328,7 +318,7 @@ def run_report(
         notes.append(
             "mel-consistency passes: after the network, each pass re-analyses the output with the mel's own STFT "
             "and rescales its spectrum band by band towards the input mel, keeping the network's phase "
-            "(`entanglecodec.mel_consistency`, no parameters; `consistency_passes` in the "
+            "(`entanglecodec.vocoder.mel_consistency`, no parameters; `consistency_passes` in the "
             "vocoder's config.json, `--consistency-passes` on `entanglecodec vocode`). The 'network only' row "
             "is the same checkpoint without it."
         )
@@ -385,75 +375,3 @@ def speed_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
-
-
-def register(app: Any) -> None:
-    """Add ``vocoder`` and ``vocoder-speed`` to a typer app (e.g. ``entanglecodec eval``)."""
-    import typer
-
-    @app.command("vocoder-speed")
-    def speed_cmd(
-        vocoder: str = typer.Option("default", "--vocoder", help="vocoder directory or 'default'"),
-        out: Path = typer.Option(Path("reports/vocoder-speed.md"), "--out", "-o", help="markdown report"),
-        threads: list[int] = typer.Option([1, 2], "--threads", help="thread counts to time (repeatable)"),
-        batch: list[int] = typer.Option([1, 16], "--batch", help="batch sizes to time (repeatable)"),
-        seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="audio length per item"),
-    ) -> None:
-        """Real-time factor of a neural vocoder and Griffin-Lim, batch 1 and 16 -> reports/vocoder-speed.md."""
-        import shlex
-
-        parts = ["entanglecodec", "eval", "vocoder-speed", "--vocoder", vocoder, "-o", str(out), "--seconds", f"{seconds:g}"]
-        parts += [a for n in threads for a in ("--threads", str(n))] + [a for b in batch for a in ("--batch", str(b))]
-        cmd = " ".join(shlex.quote(a) for a in parts)
-        try:
-            path = speed_report(vocoder, out, threads=threads, batch_sizes=batch, seconds=seconds, command=cmd)
-        except (ValueError, FileNotFoundError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from None
-        typer.echo(str(path))
-
-    @app.command("vocoder")
-    def vocoder_cmd(
-        manifest: str = typer.Option(..., "--manifest", help="corpus manifest.jsonl"),
-        vocoder: str = typer.Option("default", "--vocoder", help="vocoder directory or 'default'"),
-        out: Path = typer.Option(Path("reports/vocoder.md"), "--out", "-o", help="markdown report"),
-        split: str = typer.Option("test", "--split"),
-        max_clips: int = typer.Option(40, "--max-clips-per-domain"),
-        threads: int | None = typer.Option(None, "--threads"),
-        passes: list[int] = typer.Option(
-            [], "--passes", help="mel-consistency pass counts to compare, one row each (repeatable; 0 = network alone)"
-        ),
-    ) -> None:
-        """Copy-synthesis scores of a neural vocoder vs Griffin-Lim -> reports/vocoder.md (+ PNG)."""
-        import shlex
-
-        parts = ["entanglecodec", "eval", "vocoder", "--manifest", manifest, "--vocoder", vocoder, "--out", str(out)]
-        parts += ["--split", split, "--max-clips-per-domain", str(max_clips)]
-        parts += ["--threads", str(threads)] if threads is not None else []
-        parts += [a for n in passes for a in ("--passes", str(n))]
-        cmd = " ".join(shlex.quote(a) for a in parts)
-        try:
-            path = run_report(manifest, vocoder, out, split, max_clips, threads=threads, command=cmd, passes=passes)
-        except (ValueError, FileNotFoundError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from None
-        typer.echo(str(path))
-
-
-def main() -> None:
-    """``python -m entanglecodec.eval.vocoder_eval``: the evaluation as a stand-alone command."""
-    import typer
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app = typer.Typer(add_completion=False)
-    register(app)
-
-    @app.callback()
-    def _root() -> None:  # keeps "vocoder" as an explicit sub-command
-        pass
-
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 
 from ..audio import lengths_to_mask, num_frames
+from ..codec.model import EntangleCodec
 from ..config import _from_dict
-from ..discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
-from ..losses import hinge_d_loss, hinge_g_loss
-from ..model import EntangleCodec
 from .aux_losses import MelRegressionHead, PrimitiveHead
+from .codec_losses import LOGIT_SCALE, logit_scale_parameter, stage1_losses
+from .discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
+from .losses import hinge_discriminator_loss, hinge_generator_loss
 from .recipe import Recipe
 
 
@@ -68,13 +69,17 @@ class CodecModule(L.LightningModule):
             self.model = EntangleCodec.from_pretrained(self.recipe.init_from, build_text_encoder=False)
             for part in (self.model.encoder, self.model.audio_proj, self.model.quantizer, self.model.frontend):
                 freeze(part)
-            self.model.logit_scale.requires_grad_(False)
             if stage == "disc":
                 freeze(self.model.decoder)
                 self.disc = MelDiscriminator(_from_dict(MelDiscriminatorConfig, self.recipe.discriminator_config))
             elif self.recipe.loss.adv > 0:
                 assert self.recipe.discriminator is not None
                 self.disc = freeze(MelDiscriminator.from_pretrained(self.recipe.discriminator))  # type: ignore[assignment]
+        # The CLIP temperature (Eq. 10) is training-only: learnable in stage 1, frozen after. As the
+        # module's own parameter it comes first in parameters(), where EntangleCodec.logit_scale
+        # stood before, so optimiser states of older runs line up (see on_load_checkpoint).
+        self.logit_scale = logit_scale_parameter(self.model)
+        self.logit_scale.requires_grad_(stage == "stage1")
         # Training-only auxiliary heads (stage 1, when their loss weight is on); never exported.
         self.primitive_head: PrimitiveHead | None = None
         self.mel_head: MelRegressionHead | None = None
@@ -136,14 +141,14 @@ class CodecModule(L.LightningModule):
                 _, fake = self.model.decoder.loss(mel, q.quantized, mask, generator)
             real_logits, _ = self.disc(masked_mel(mel, mask))
             fake_logits, _ = self.disc(masked_mel(fake.detach(), mask))
-            d_loss = hinge_d_loss(real_logits, fake_logits)
+            d_loss = hinge_discriminator_loss(real_logits, fake_logits)
             acc = 0.5 * (
                 torch.stack([(r > 0).float().mean() for r in real_logits]).mean()
                 + torch.stack([(f < 0).float().mean() for f in fake_logits]).mean()
             )
             return {"loss": d_loss, "disc": d_loss, "disc_acc": acc}
         captions = batch.get("caption") if (stage == "stage1" and w.contrast > 0) else None
-        out = self.model.training_losses(mel, mask, captions, generator)
+        out = stage1_losses(self.model, self.logit_scale, mel, mask, captions, generator)
         loss = w.flow * out["flow"] + w.vq * out["vq"]
         if "contrast" in out:
             loss = loss + w.contrast * out["contrast"]
@@ -155,7 +160,7 @@ class CodecModule(L.LightningModule):
             loss = loss + w.mel_regression * out["mel_reg"]
         if stage == "stage2" and self.disc is not None and w.adv > 0:
             fake_logits, _ = self.disc(masked_mel(out["mel_est"], mask))
-            out["adv"] = hinge_g_loss(fake_logits)
+            out["adv"] = hinge_generator_loss(fake_logits)
             loss = loss + w.adv * out["adv"]
         out["loss"] = loss
         out["mel"] = mel
@@ -191,7 +196,7 @@ class CodecModule(L.LightningModule):
             logs["train/samples_per_s"] = torch.tensor(bs / max(dt, 1e-9))
         self._t_last = now
         if self.recipe.stage == "stage1":
-            logs["train/logit_scale"] = self.model.logit_scale.detach().exp()
+            logs["train/logit_scale"] = self.logit_scale.detach().exp()
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=bs, prog_bar=False)
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs, logger=False)
         return loss
@@ -290,6 +295,10 @@ class CodecModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs saved before the layout change kept the temperature inside the codec.
+        state = checkpoint.get("state_dict", {})
+        if f"model.{LOGIT_SCALE}" in state:
+            state[LOGIT_SCALE] = state.pop(f"model.{LOGIT_SCALE}")
         self._plateau_state = checkpoint.get("plateau")
         self.nan_skips = int(checkpoint.get("nan_skips", 0))
         self._rng_state = checkpoint.get("rng")
@@ -318,11 +327,13 @@ class CodecModule(L.LightningModule):
         if self.recipe.stage == "disc":
             assert self.disc is not None
             return self.disc.save_pretrained(out_dir)
+        self.model.set_training_tensors({LOGIT_SCALE: self.logit_scale})
         if self.recipe.stage == "stage1":
             return self.model.save_pretrained(out_dir)
         assert self.recipe.init_from is not None
         full = EntangleCodec.from_pretrained(self.recipe.init_from, build_text_encoder=True)
         own = {k: v for k, v in self.model.state_dict().items() if not k.startswith("text_encoder.")}
         full.load_state_dict(own, strict=False)
+        full.set_training_tensors({LOGIT_SCALE: self.logit_scale})
         return full.save_pretrained(out_dir)
 

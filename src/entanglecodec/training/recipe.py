@@ -202,7 +202,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     its own keys are deep-merged over the base.
     """
     p = Path(path)
-    data = _read_yaml(p)
+    data = read_recipe_dict(p, overrides)
+    try:
+        return Recipe.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from e
+
+
+def read_recipe_dict(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The one recipe reader (codec and vocoder recipes): YAML with ``base:`` chains, then
+    ``dotted.key=value`` overrides (values parsed as YAML), as a plain dict."""
+    data = _read_yaml(Path(path))
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r} must look like key.sub=value")
@@ -214,10 +224,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(val)
-    try:
-        return Recipe.from_dict(data)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from e
+    return data
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

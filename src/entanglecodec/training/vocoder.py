@@ -1,10 +1,10 @@
-"""Training recipe for the Vocos-style vocoder (:mod:`entanglecodec.vocoder`).
+"""Training recipe for the Vocos-style vocoder (:mod:`entanglecodec.vocoder.model`).
 
 The vocoder learns to invert the codec's un-normalised log-mel (:meth:`MelFrontend.log_mel`):
 random ~1 s crops from corpus manifests are analysed, re-synthesised and compared with the
 original. Losses: multi-resolution mel L1 (+ optional multi-resolution STFT loss) from step 0;
 from ``gan_start_step`` on, hinge adversarial + feature-matching losses from a multi-period and a
-multi-resolution discriminator (:mod:`entanglecodec.discriminators_wave`).
+multi-resolution discriminator (:mod:`entanglecodec.training.discriminators`).
 
 Everything is driven by a YAML recipe (``configs/vocoder-small.yaml``) with four sections,
 ``model`` (a :class:`VocoderConfig`, optionally ``preset: small`` plus overrides), ``data``,
@@ -42,15 +42,17 @@ from torch import Tensor
 
 from ..audio import MelFrontend, lengths_to_mask, num_frames, save_audio
 from ..config import ConfigError, _from_dict
-from ..discriminators_wave import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from ..losses_wave import (
+from ..vocoder.config import VocoderConfig, nest_legacy_mel_keys
+from ..vocoder.model import Vocoder
+from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from .losses import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from ..vocoder import Vocoder, VocoderConfig
+from .recipe import read_recipe_dict
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class VocoderDataConfig:
         seed: seed of the sampler and of the crops.
     """
 
-    manifest: str = "/work/data/synth-v1/manifest.jsonl"
+    manifest: str = ""
     valid_manifest: str | None = None
     train_split: str = "train"
     valid_split: str = "valid"
@@ -208,14 +210,20 @@ class VocoderRecipe:
         if not isinstance(data, dict):
             raise ConfigError("a vocoder recipe must be a mapping with sections model/data/train/discriminator")
         data = dict(data)
+        if "trainer" in data:  # the codec recipes' name of the section
+            if "train" in data:
+                raise ConfigError("give the training section once: 'train' or its alias 'trainer'")
+            data["train"] = data.pop("trainer")
         model = data.pop("model", None) or {}
         if not isinstance(model, dict):
             raise ConfigError("recipe section 'model' must be a mapping")
         model = dict(model)
         preset = model.pop("preset", None)
-        base = VocoderConfig.preset(preset).to_dict() if preset is not None else {}
+        base = VocoderConfig.preset(preset).to_dict() if preset is not None else {"mel": {}}
+        model = nest_legacy_mel_keys(model)
+        merged = {**base, **model, "mel": {**base["mel"], **model.get("mel", {})}}
         recipe = _from_dict(cls, data)
-        recipe.model = VocoderConfig.from_dict({**base, **model})
+        recipe.model = VocoderConfig.from_dict(merged)
         return recipe
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,17 +233,13 @@ class VocoderRecipe:
         return d
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> VocoderRecipe:
-        """Read a recipe file; errors name the file."""
-        import yaml
-
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> VocoderRecipe:
+        """Read a recipe file with the codec recipes' loader (``base:`` chains, ``key=value``
+        overrides); errors name the file."""
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: recipe file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        raw = read_recipe_dict(p, overrides)
         try:
             return cls.from_dict(raw)
         except ConfigError as e:
@@ -288,11 +292,11 @@ class VocoderModule(pl.LightningModule):  # type: ignore[misc, name-defined]
         self.run_dir = Path(run_dir) if run_dir else None
         mc = recipe.model
         self.vocoder = Vocoder(mc)
-        self.mel = MelFrontend(mc.mel_config())
+        self.mel = MelFrontend(mc.mel)
         dc = recipe.discriminator
         self.mpd = MultiPeriodDiscriminator(dc.periods, dc.mpd_channels)
         self.mrd = MultiResolutionDiscriminator([(int(a), int(b)) for a, b in dc.mrd_resolutions], dc.mrd_channels)
-        self.mel_loss = MultiResolutionMelLoss(mc.sample_rate, floor=mc.mel_log_floor)
+        self.mel_loss = MultiResolutionMelLoss(mc.sample_rate, floor=mc.mel.log_floor)
         self.stft_loss = MultiResolutionSTFTLoss()
         self.step_count = 0
         self.best_val = math.inf
@@ -521,6 +525,8 @@ def _data_module(recipe: VocoderRecipe, world_size: int) -> Any:
     from ..data.dataset import ManifestDataModule
 
     dc, tc = recipe.data, recipe.train
+    if not dc.manifest:
+        raise ConfigError("data.manifest is not set: give it in the recipe or with --manifest")
     manifest = Path(dc.manifest)
     if not manifest.is_file():
         raise ConfigError(f"data.manifest {manifest}: manifest file not found")
@@ -590,6 +596,7 @@ def train_vocoder(
     manifest: str | None = None,
     max_steps: int | None = None,
     init_from: str | None = None,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Train (or resume training) a vocoder from a YAML recipe.
 
@@ -600,13 +607,14 @@ def train_vocoder(
         manifest: override ``data.manifest`` (e.g. continue on a bigger corpus).
         max_steps: override ``train.max_steps``.
         init_from: override ``train.init_from`` (warm start; ignored when resuming).
+        overrides: ``dotted.key=value`` overrides (``--set``), as for the codec recipes.
 
     Returns:
         The run directory.
     """
     import yaml
 
-    recipe = VocoderRecipe.from_yaml(config_path)
+    recipe = VocoderRecipe.from_yaml(config_path, overrides)
     if manifest is not None:
         recipe.data.manifest = str(manifest)
     if init_from is not None:

@@ -13,6 +13,9 @@ from typing import Annotated, cast
 
 import typer
 
+from . import eval_more, eval_vocoder
+from .common import fail
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Evaluate codecs: reconstruction metrics and reports."
 )
@@ -89,30 +92,32 @@ def reconstruct(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from .metrics import F0Method
-    from .reconstruct import evaluate_reconstruction, load_clips, summary_table, write_report
-    from .systems import CodecSystemError, EntangleCodecSystem, System, default_baselines, parse_system_spec
+    from ..eval.metrics import F0Method
+    from ..eval.reconstruct import evaluate_reconstruction, load_clips, summary_table, write_report
+    from ..eval.systems import (
+        CodecSystemError,
+        EntangleCodecSystem,
+        System,
+        default_baselines,
+        parse_system_spec,
+    )
 
     console = Console()
     if not console.is_terminal:  # piped into a file: do not squeeze the table into 80 columns
         console = Console(width=200)
     err = Console(stderr=True)
 
-    def fail(message: str, code: int = 1) -> typer.Exit:
-        err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-        return typer.Exit(code)
-
-    from .metrics import ASR_ENGINES, F0_METHODS
+    from ..eval.metrics import ASR_ENGINES, F0_METHODS
 
     for flag, value in (("--f0-method", f0_method), ("--pitch-method", pitch_method)):
         if value not in F0_METHODS:
-            raise fail(f"{flag} must be one of {', '.join(F0_METHODS)}, got {value!r}", 2)
+            fail(f"{flag} must be one of {', '.join(F0_METHODS)}, got {value!r}", 2)
 
     if asr not in (*ASR_ENGINES, "none"):
-        raise fail(f"--asr must be one of {', '.join(ASR_ENGINES)} or none, got {asr!r}", 2)
+        fail(f"--asr must be one of {', '.join(ASR_ENGINES)} or none, got {asr!r}", 2)
     if threads is not None:
         if threads < 1:
-            raise fail(f"--threads must be >= 1, got {threads}", 2)
+            fail(f"--threads must be >= 1, got {threads}", 2)
         import torch
 
         torch.set_num_threads(threads)
@@ -121,14 +126,14 @@ def reconstruct(
     try:
         clips = load_clips(manifest, split_sel, max_clips, domain_list)
     except (OSError, ValueError) as e:
-        raise fail(str(e), 2) from None
+        fail(str(e), 2)
 
     systems: list[System] = []
     notes: list[str] = []
     try:
         ckpts = list(checkpoint or [])
         if not ckpts and bundled:
-            from ..model import CheckpointError, default_checkpoint_dir
+            from ..codec.model import CheckpointError, default_checkpoint_dir
 
             try:
                 ckpts = [default_checkpoint_dir()]
@@ -145,9 +150,9 @@ def reconstruct(
         if baselines:
             systems.extend(default_baselines(notes=notes))
     except (OSError, ValueError, CodecSystemError) as e:
-        raise fail(str(e), 2) from None
+        fail(str(e), 2)
     if not systems:
-        raise fail("nothing to evaluate: give --checkpoint or --system, or keep --baselines", 2)
+        fail("nothing to evaluate: give --checkpoint or --system, or keep --baselines", 2)
     for n in notes:
         err.print(f"[yellow]note:[/] {n}", highlight=False)
 
@@ -177,7 +182,7 @@ def reconstruct(
                 dnsmos=dnsmos,
             )
         except (OSError, ValueError, CodecSystemError) as e:
-            raise fail(str(e)) from None
+            fail(str(e))
     run_notes = list(res.notes)
     res.notes = notes + res.notes
     command = (
@@ -201,18 +206,7 @@ def reconstruct(
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
 
-try:
-    from .cli_more import register
-
-    register(app)
-except ModuleNotFoundError as e:
-    if e.name != f"{__package__}.cli_more":
-        raise
-
-from .vocoder_eval import register as _register_vocoder_eval  # noqa: E402  (eval vocoder)
-
-_register_vocoder_eval(app)
-
-from .bench_rss import register as _register_bench_rss  # noqa: E402  (eval bench-rss)
-
-_register_bench_rss(app)
+app.command("probe")(eval_more.probe)
+app.command("bench")(eval_more.bench)
+app.command("bench-rss")(eval_more.bench_rss)
+app.add_typer(eval_vocoder.app)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import typer
+
+from . import train_vocoder
+from .common import fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train EntangleCodec (Lightning recipes).")
 
@@ -17,10 +19,9 @@ BarOpt = typer.Option(True, "--progress/--no-progress", help="Show the progress 
 
 
 def _train(config: Path, run_dir: Path | None, resume: bool, overrides: list[str] | None, stage: str, bar: bool) -> None:
-    from ..cli import fail
     from ..config import ConfigError
-    from .recipe import load_recipe
-    from .run import run_training
+    from ..training.recipe import load_recipe
+    from ..training.run import run_training
 
     try:
         recipe = load_recipe(config, overrides)
@@ -60,8 +61,7 @@ def export(
     overwrite: bool = typer.Option(False, help="Replace a non-empty output directory."),
 ) -> None:
     """Export trained weights (no optimiser state) for EntangleCodec.from_pretrained."""
-    from ..cli import fail
-    from .run import export_run
+    from ..training.run import export_run
 
     try:
         d = export_run(run, out, overwrite)
@@ -78,9 +78,8 @@ def throughput(
     out: Path = typer.Option(Path("reports/training-throughput.md"), "-o", "--out", help="Markdown report to write."),
 ) -> None:
     """Time a recipe for a few steps on this machine and write samples/s and s/step to a report."""
-    from ..cli import fail
     from ..config import ConfigError
-    from .throughput import measure_throughput
+    from ..training.throughput import measure_throughput
 
     try:
         measure_throughput(config, steps, set_ or [], out)
@@ -96,8 +95,7 @@ def report(
     title: str = typer.Option("", help="Report title."),
 ) -> None:
     """Summarise a run: loss, codebook usage/dead codes and retrieval curves plus a milestone table."""
-    from ..cli import fail
-    from .report import write_training_report
+    from ..training.report import write_training_report
 
     try:
         write_training_report(run, out, title)
@@ -106,8 +104,4 @@ def report(
     typer.echo(f"wrote {out}")
 
 
-try:
-    importlib.import_module(f"{__package__}.vocoder_cli").register(app)
-except ModuleNotFoundError as e:
-    if e.name != f"{__package__}.vocoder_cli":
-        raise
+app.add_typer(train_vocoder.app)

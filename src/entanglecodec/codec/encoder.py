@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TransformerConfig
-from .nn.transformer import Transformer
+from ..config import TransformerConfig
+from ..nn.transformer import Transformer
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .audio import CenteredSTFT, lengths_to_mask, mel_filterbank
-from .config import MelConfig
+from ..audio import CenteredSTFT, lengths_to_mask, mel_filterbank
+from ..config import MelConfig
 
 
 class GriffinLim(nn.Module):
@@ -43,6 +43,11 @@ class GriffinLim(nn.Module):
     @property
     def hop_length(self) -> int:
         return self.cfg.hop_length
+
+    @property
+    def mel_config(self) -> MelConfig:
+        """The mel analysis this inverter was built for."""
+        return self.cfg
 
     @torch.no_grad()
     def forward(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -2,7 +2,7 @@
 
 :func:`encode_file` reads the file block by block (:func:`~entanglecodec.audio.audio_blocks`,
 which resamples with a soxr stream) and runs the codec's window plan
-(:func:`~entanglecodec.model.window_plan`) as soon as each window's samples have arrived, keeping
+(:mod:`.windowing`, the same plan as the in-memory path) as soon as each window's samples have arrived, keeping
 only about two windows of samples in memory. Only the token array (2 bytes per 20 ms once saved)
 grows with the duration.
 
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .audio import audio_blocks, num_frames, warn_if_short
+from ..audio import audio_blocks, num_frames, warn_if_short
+from .windowing import Window, unclamped_start, window_plan
 
 if TYPE_CHECKING:
     from .model import EntangleCodec
@@ -86,18 +87,18 @@ def encode_stream(model: EntangleCodec, blocks: Iterable[np.ndarray], batch_wind
     model.eval()
     buf = _Buffer()
     codes: list[np.ndarray] = []
-    pending: list[tuple[int, int, int]] = []  # (start, keep_s, keep_e) waiting for a batch
+    pending: list[Window] = []  # windows waiting for a batch
     j = 0  # next window index of the unclamped plan
 
     def window_span(start: int) -> tuple[int, int]:
         return start * hop - n_fft // 2, (start + w - 1) * hop - n_fft // 2 + n_fft
 
-    def run(batch: list[tuple[int, int, int]]) -> None:
-        segs = [torch.from_numpy(buf.slice(*window_span(s)))[None] for (s, _, _) in batch]
+    def run(batch: list[Window]) -> None:
+        segs = [torch.from_numpy(buf.slice(*window_span(win.start)))[None] for win in batch]
         mel = torch.cat([model.frontend.normalize(_segment_log_mel(model, x)) for x in segs]).to(model.device)
         out = model.encoder(mel)
-        for i, (s, ks, ke) in enumerate(batch):
-            pre = model.quantizer.project(out.frames[i : i + 1, ks - s : ke - s])
+        for i, win in enumerate(batch):
+            pre = model.quantizer.project(out.frames[i : i + 1, win.inner])
             codes.append(model.quantizer.nearest(pre)[0].cpu().numpy().astype(np.int64))
 
     def flush(force: bool) -> None:
@@ -110,18 +111,18 @@ def encode_stream(model: EntangleCodec, blocks: Iterable[np.ndarray], batch_wind
         for block in blocks:
             buf.append(np.asarray(block, dtype=np.float32).reshape(-1))
             while True:
-                start = 0 if j == 0 else j * k - c
+                start = unclamped_start(j, w, c)
                 s1 = window_span(start)[1]
                 if buf.end < max(s1 + 1, w * hop + 1):
                     break
-                pending.append((start, j * k, (j + 1) * k))
+                pending.append(Window(0, start, j * k, (j + 1) * k))
                 j += 1
             flush(force=False)
             # earliest frame still needed: a pending window, or a final window clamped to F - W,
             # which starts at or after (j - 1) * K - C since window j - 1 ran unclamped
             first = max(0, (j - 1) * k - c)
             if pending:
-                first = min(first, pending[0][0])
+                first = min(first, pending[0].start)
             buf.drop_before(first * hop - n_fft // 2)
         total = buf.end
         if total == 0:
@@ -130,10 +131,7 @@ def encode_stream(model: EntangleCodec, blocks: Iterable[np.ndarray], batch_wind
         if f <= w:  # one pass, exactly like EntangleCodec.encode
             tokens = model.encode(torch.from_numpy(buf.all()), model.sample_rate)
             return StreamedTokens(codes=tokens.codes[0].cpu().numpy().astype(np.int64), num_samples=total)
-        from .model import window_plan
-
-        for start, ks, ke in window_plan(f, w, c)[j:]:
-            pending.append((start, ks, ke))
+        pending.extend(Window(0, s, ks, ke) for s, ks, ke in window_plan(f, w, c)[j:])
         flush(force=True)
     finally:
         model.train(was_training)

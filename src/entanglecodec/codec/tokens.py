@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from .fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 T = TypeVar("T")
 
@@ -40,13 +40,19 @@ class TokenFile:
     fingerprint: str
     source: str = ""
 
-    def check_compatible(self, fingerprint: str, codebook_size: int, path: str | Path = "") -> None:
-        """Raise :class:`TokenFileError` unless the tokens come from a model with this fingerprint."""
+    def check_compatible(self, fingerprint: str | Sequence[str], codebook_size: int, path: str | Path = "") -> None:
+        """Raise :class:`TokenFileError` unless the tokens come from a model with this fingerprint.
+
+        ``fingerprint`` may list every fingerprint of the loaded model (the current definition and
+        the one of release 0.1.0, see :meth:`EntangleCodec.legacy_fingerprint`); the first one is
+        named in the message.
+        """
+        accepted = [fingerprint] if isinstance(fingerprint, str) else list(fingerprint)
         where = f"{path}: " if path else ""
-        if self.codebook_size != codebook_size or self.fingerprint != fingerprint:
+        if self.codebook_size != codebook_size or self.fingerprint not in accepted:
             raise TokenFileError(
                 f"{where}tokens were made by another checkpoint (fingerprint {self.fingerprint}, "
-                f"codebook {self.codebook_size}) than the one loaded (fingerprint {fingerprint}, "
+                f"codebook {self.codebook_size}) than the one loaded (fingerprint {accepted[0]}, "
                 f"codebook {codebook_size}); decode them with the checkpoint that encoded them"
             )
 

@@ -10,7 +10,7 @@ sample ``f * hop`` and ``F`` frames give ``F * hop`` samples. The input is the *
 natural-log power mel of :meth:`MelFrontend.log_mel` (not the codec's per-bin normalised mel).
 
 At inference the network's output goes through a few passes of the parameter-free
-:class:`~entanglecodec.mel_consistency.MelConsistencyFilter`, which rescales it band by band until
+:class:`~entanglecodec.vocoder.mel_consistency.MelConsistencyFilter`, which rescales it band by band until
 its mel matches the input mel (``consistency_passes`` in the config; 0 gives the network alone,
 which is also what training optimises).
 
@@ -19,159 +19,30 @@ convolutions of the ConvNeXt blocks) sees exact zeros past an item's last valid 
 inverse STFT drops the invalid frames (also from the window normalisation), so a padded batch gives
 the same samples as decoding each item alone.
 
-Also here: :class:`MelVocoder` (the protocol the codec uses for any mel inverter) and
-:func:`load_vocoder` (``"griffin-lim"``, ``"default"`` or a checkpoint directory).
+The configuration lives in :mod:`.config`; resolving a vocoder spec (``"default"``,
+``"griffin-lim"``, a directory) happens only in :mod:`.load`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .audio import lengths_to_mask
-from .config import ConfigError, MelConfig, _from_dict
+from ..audio import lengths_to_mask
+from ..checkpoint import CheckpointError, check_state, read_checkpoint, save_checkpoint
+from ..config import ConfigError, MelConfig
+from .config import VocoderConfig
 from .mel_consistency import MelConsistencyFilter
 
-logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "entanglecodec-vocoder"
-DEFAULT_VOCODER_DIR = "checkpoints/vocoder-small"
 
 
-class VocoderLoadError(ValueError):
+class VocoderLoadError(CheckpointError):
     """A vocoder checkpoint is missing, unreadable, or its weights do not match its config."""
-
-
-@dataclass
-class VocoderConfig:
-    """Size and signal parameters of :class:`Vocoder`.
-
-    Attributes:
-        dim: width of the ConvNeXt backbone (channels per frame).
-        intermediate_dim: hidden width of each block's pointwise MLP.
-        depth: number of ConvNeXt blocks.
-        kernel_size: temporal kernel (frames) of the embedding and depthwise convolutions (odd).
-        n_fft: size of the synthesis FFT in samples (``>= 2 * hop_length``, even); 4 x hop by default.
-        hop_length: samples per mel frame (480 at 24 kHz -> 50 Hz).
-        n_mels: mel bins of the input.
-        sample_rate: output sample rate in Hz.
-        input_mean: constant subtracted from the log-mel before the backbone (nats).
-        input_scale: factor applied after subtracting ``input_mean``.
-        layer_scale_init: initial value of the per-channel residual scale (``None``: ``1 / depth``).
-        max_log_magnitude: upper clamp of the predicted log-magnitude (keeps ``exp`` finite).
-        magnitude_prior: add a fixed estimate of the log-magnitude computed from the input mel (the
-            filterbank pseudo-inverse, interpolated to the synthesis FFT, as Griffin-Lim uses) to
-            the predicted log-magnitude: the network then learns phase and magnitude corrections,
-            which converges much faster. The estimate has no parameters (rebuilt from the config).
-        mel_n_fft: FFT size of the mel analysis the vocoder expects as input.
-        mel_win_length: window length of that analysis.
-        mel_f_min: lowest mel filter edge in Hz.
-        mel_f_max: highest mel filter edge in Hz (``None``: Nyquist).
-        mel_log_floor: power floor of the input log-mel.
-        consistency_passes: passes of the parameter-free :class:`MelConsistencyFilter` applied to
-            the network's output at inference (0: the network alone). Training never uses it.
-        consistency_step: over-relaxation of each pass (1: apply the measured band gain once).
-    """
-
-    dim: int = 256
-    intermediate_dim: int = 768
-    depth: int = 8
-    kernel_size: int = 7
-    n_fft: int = 1920
-    hop_length: int = 480
-    n_mels: int = 128
-    sample_rate: int = 24000
-    input_mean: float = -4.0
-    input_scale: float = 0.25
-    layer_scale_init: float | None = None
-    max_log_magnitude: float = 8.0
-    magnitude_prior: bool = True
-    mel_n_fft: int = 1024
-    mel_win_length: int = 1024
-    mel_f_min: float = 0.0
-    mel_f_max: float | None = None
-    mel_log_floor: float = 1e-5
-    consistency_passes: int = 6
-    consistency_step: float = 1.5
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for impossible values."""
-        if min(self.dim, self.intermediate_dim, self.hop_length, self.n_mels, self.sample_rate) <= 0:
-            raise ConfigError("vocoder: dim, intermediate_dim, hop_length, n_mels and sample_rate must be positive")
-        if self.depth < 0:
-            raise ConfigError(f"vocoder: depth must be >= 0, got {self.depth}")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ConfigError(f"vocoder: kernel_size must be odd and positive, got {self.kernel_size}")
-        if self.n_fft % 2 != 0 or self.n_fft < 2 * self.hop_length:
-            raise ConfigError(
-                f"vocoder: n_fft must be even and >= 2 * hop_length ({2 * self.hop_length}), got {self.n_fft}"
-            )
-        if self.input_scale <= 0:
-            raise ConfigError("vocoder: input_scale must be positive")
-        if self.consistency_passes < 0 or self.consistency_step <= 0:
-            raise ConfigError(
-                "vocoder: consistency_passes must be >= 0 and consistency_step > 0, got "
-                f"{self.consistency_passes} and {self.consistency_step}"
-            )
-
-    # ------------------------------------------------------------------ presets
-    @staticmethod
-    def presets() -> list[str]:
-        """Names accepted by :meth:`preset`."""
-        return ["tiny", "small", "base"]
-
-    @classmethod
-    def preset(cls, name: str) -> VocoderConfig:
-        """``tiny`` (tests), ``small`` (CPU: the shipped default) or ``base`` (Vocos-sized, 512 x 8)."""
-        if name == "tiny":
-            return cls(dim=32, intermediate_dim=64, depth=1)
-        if name == "small":
-            return cls(dim=256, intermediate_dim=768, depth=8)
-        if name == "base":
-            return cls(dim=512, intermediate_dim=1536, depth=8)
-        raise ConfigError(f"unknown vocoder preset {name!r}; choose one of {cls.presets()}")
-
-    # ------------------------------------------------------------------ mel helpers
-    def mel_config(self) -> MelConfig:
-        """The mel analysis (:class:`MelConfig`) whose ``log_mel`` this vocoder inverts."""
-        return MelConfig(
-            sample_rate=self.sample_rate,
-            n_fft=self.mel_n_fft,
-            win_length=self.mel_win_length,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            f_min=self.mel_f_min,
-            f_max=self.mel_f_max,
-            log_floor=self.mel_log_floor,
-        )
-
-    def check_mel(self, mel_cfg: MelConfig) -> None:
-        """Raise :class:`ConfigError` unless ``mel_cfg`` is the analysis this vocoder was built for."""
-        mine = asdict(self.mel_config())
-        theirs = asdict(mel_cfg)
-        diff = [f"{k}: vocoder {mine[k]!r} vs mel {theirs.get(k)!r}" for k in mine if mine[k] != theirs.get(k)]
-        if diff:
-            raise ConfigError("vocoder was built for a different mel analysis (" + "; ".join(diff) + ")")
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dictionary of the fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VocoderConfig:
-        """Build from a mapping; unknown keys or wrong types raise :class:`ConfigError`."""
-        return _from_dict(cls, data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,9 +163,9 @@ def magnitude_prior_matrix(config: VocoderConfig) -> Tensor:
     ``(n_fft / mel_n_fft)^2`` (a sinusoid's Hann-windowed magnitude grows with the window length).
     Negative values of the pseudo-inverse are left to the caller's floor.
     """
-    from .audio import mel_filterbank
+    from ..audio import mel_filterbank
 
-    mc = config.mel_config()
+    mc = config.mel
     fb = mel_filterbank(mc.sample_rate, mc.n_fft, mc.n_mels, mc.f_min, mc.f_max).double()
     pinv = torch.linalg.pinv(fb)  # [mel_n_fft/2 + 1, n_mels]
     n_bins, n_in = config.n_fft // 2 + 1, mc.n_fft // 2 + 1
@@ -312,27 +183,6 @@ def magnitude_prior_matrix(config: VocoderConfig) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # The vocoder
 # ---------------------------------------------------------------------------------------------
-@runtime_checkable
-class MelVocoder(Protocol):
-    """Anything that turns the codec's log-mel back into audio.
-
-    ``__call__(log_mel [B, n_mels, F], lengths [B] frames or None) -> wav [B, F * hop_length]``,
-    with samples past ``lengths[b] * hop_length`` set to zero.
-    """
-
-    @property
-    def sample_rate(self) -> int:
-        """Output sample rate in Hz."""
-        ...
-
-    @property
-    def hop_length(self) -> int:
-        """Output samples per input frame."""
-        ...
-
-    def __call__(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor: ...
-
-
 class Vocoder(nn.Module):
     """Vocos-style vocoder (ConvNeXt backbone + inverse-STFT head).
 
@@ -363,7 +213,7 @@ class Vocoder(nn.Module):
             self.register_buffer("prior_matrix", magnitude_prior_matrix(config), persistent=False)
         else:
             self.prior_matrix = None
-        self.consistency = MelConsistencyFilter(config.mel_config())
+        self.consistency = MelConsistencyFilter(config.mel)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -464,151 +314,30 @@ class Vocoder(nn.Module):
 
     # ------------------------------------------------------------------ (de)serialisation
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        cfg = {"model_type": MODEL_TYPE, **self.config.to_dict()}
-        (d / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "model_type": MODEL_TYPE})
-        return d
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (see :mod:`entanglecodec.checkpoint`)."""
+        return save_checkpoint(
+            directory, self.config.to_dict(), self.state_dict(), model_type=MODEL_TYPE, metadata={"format": "pt"}
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Vocoder:
-        """Load a vocoder saved by :meth:`save_pretrained`.
+        """Load a vocoder saved by :meth:`save_pretrained` (flat pre-nesting configs included).
 
         Raises:
             VocoderLoadError: missing files, a config that is not a vocoder's, or weights whose
                 names/shapes do not match the config.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        if not d.is_dir():
-            raise VocoderLoadError(f"{d}: vocoder checkpoint directory not found")
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise VocoderLoadError(f"{p}: missing (a vocoder checkpoint needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise VocoderLoadError(f"{cfg_path}: not valid JSON ({e})") from e
-        if not isinstance(raw, dict):
-            raise VocoderLoadError(f"{cfg_path}: expected a JSON object")
-        mtype = raw.pop("model_type", MODEL_TYPE)
-        if mtype != MODEL_TYPE:
-            raise VocoderLoadError(f"{cfg_path}: model_type is {mtype!r}, not {MODEL_TYPE!r}")
+        raw, state = read_checkpoint(directory, model_type=MODEL_TYPE, map_location=map_location, error=VocoderLoadError)
         try:
             config = VocoderConfig.from_dict(raw)
         except ConfigError as e:
-            raise VocoderLoadError(f"{cfg_path}: {e}") from e
+            raise VocoderLoadError(f"{Path(directory) / 'config.json'}: {e}") from e
         model = cls(config)
-        try:
-            state = load_file(str(w_path), device=str(map_location))
-        except (SafetensorError, OSError, RuntimeError) as e:
-            raise VocoderLoadError(f"{w_path}: cannot read safetensors weights ({e})") from e
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        bad_shape = [
-            f"{k} {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-            for k in expected
-            if k in state and state[k].shape != expected[k].shape
-        ]
-        if missing or unexpected or bad_shape:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-            if unexpected:
-                parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-            if bad_shape:
-                parts.append(f"shape mismatch {bad_shape[:5]}{' ...' if len(bad_shape) > 5 else ''}")
-            raise VocoderLoadError(f"{w_path} does not match {cfg_path}: " + "; ".join(parts))
+        check_state(model.state_dict(), state, directory, error=VocoderLoadError)
         model.load_state_dict(state)
         return model.to(map_location).eval()
 
-
-# ---------------------------------------------------------------------------------------------
-# Loading by name
-# ---------------------------------------------------------------------------------------------
-def default_vocoder_dir() -> Path | None:
-    """Directory of the shipped default vocoder, or ``None`` if it is not installed.
-
-    Looked up in ``$ENTANGLECODEC_VOCODER`` first, then ``checkpoints/vocoder-small`` under the
-    repository root (three levels above this file in a source checkout) and under the current
-    working directory.
-    """
-    import os
-
-    env = os.environ.get("ENTANGLECODEC_VOCODER")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [here.parents[2] / DEFAULT_VOCODER_DIR, here.parent / DEFAULT_VOCODER_DIR, Path.cwd() / DEFAULT_VOCODER_DIR]
-    for c in candidates:
-        if (c / CONFIG_NAME).is_file() and (c / WEIGHTS_NAME).is_file():
-            return c
-    return None
-
-
-def _griffin_lim(mel_cfg: MelConfig) -> MelVocoder:
-    from .griffin_lim import GriffinLim
-
-    return GriffinLim(mel_cfg)
-
-
-def load_vocoder(
-    spec: str | Path,
-    mel_cfg: MelConfig | None = None,
-    device: str | torch.device = "cpu",
-    consistency_passes: int | None = None,
-) -> MelVocoder:
-    """Return a mel inverter for the codec.
-
-    Args:
-        spec: ``"griffin-lim"``; ``"default"`` (the shipped ``checkpoints/vocoder-small``, or
-            Griffin-Lim with a logged warning when those weights are not installed); or a
-            directory written by :meth:`Vocoder.save_pretrained`.
-        mel_cfg: the mel analysis the caller's log-mels come from (default :class:`MelConfig()`);
-            a neural vocoder built for another analysis raises :class:`ConfigError`.
-        device: where to put a neural vocoder.
-        consistency_passes: override the checkpoint's ``consistency_passes`` (0: the network's
-            raw output; ignored for Griffin-Lim).
-
-    Returns:
-        A :class:`MelVocoder` (a :class:`Vocoder` in eval mode with gradients off, or Griffin-Lim).
-    """
-    mel_cfg = mel_cfg or MelConfig()
-    name = str(spec)
-    if name in ("griffin-lim", "griffinlim", "gl"):
-        return _griffin_lim(mel_cfg)
-    if name == "default":
-        d = default_vocoder_dir()
-        if d is None:
-            logger.warning(
-                "default vocoder weights (%s) not found; falling back to Griffin-Lim (lower quality)",
-                DEFAULT_VOCODER_DIR,
-            )
-            return _griffin_lim(mel_cfg)
-        path = d
-    else:
-        path = Path(name)
-        if not path.exists():
-            raise VocoderLoadError(
-                f"vocoder {name!r} is neither 'griffin-lim', 'default' nor an existing checkpoint directory"
-            )
-    voc = Vocoder.from_pretrained(path, map_location=device)
-    voc.config.check_mel(mel_cfg)
-    if consistency_passes is not None:
-        voc.config.consistency_passes = int(consistency_passes)
-        voc.config.validate()  # a negative count is a ConfigError naming the field
-    voc.requires_grad_(False)
-    return voc
-
-
-def real_time_factor(seconds_of_audio: float, seconds_of_compute: float) -> float:
-    """How many times faster than real time (``audio / compute``); ``inf`` for zero compute."""
-    return math.inf if seconds_of_compute <= 0 else seconds_of_audio / seconds_of_compute
+    @property
+    def mel_config(self) -> MelConfig:
+        """The mel analysis this vocoder inverts (``config.mel``)."""
+        return self.config.mel

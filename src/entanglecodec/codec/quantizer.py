@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
-from .config import QuantizerConfig
+from ..config import QuantizerConfig
 
 
 @dataclass

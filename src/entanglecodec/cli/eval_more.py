@@ -1,4 +1,4 @@
-"""``entanglecodec eval probe`` and ``entanglecodec eval bench`` (registered on the eval app).
+"""``entanglecodec eval probe``, ``eval bench`` and ``eval bench-rss`` (registered on the eval app).
 
 Heavy libraries (torch, scikit-learn, matplotlib) are imported inside the commands.
 """
@@ -12,19 +12,14 @@ from typing import Annotated, cast
 
 import typer
 
+from .common import fail
+
 
 def _command_line(name: str) -> str | None:
     """The ``entanglecodec eval NAME ...`` command line that is running, for the reports."""
     if name not in sys.argv:
         return None
     return "entanglecodec eval " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(name) :])
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -100,7 +95,7 @@ def probe(
     """Linear probes on frozen features (tokens, pre-quantisation, log-mel, k-means) + retrieval R@k."""
     from rich.console import Console
 
-    from .probe import (
+    from ..eval.probe import (
         MODEL_FEATURES,
         TARGETS,
         ModelSpec,
@@ -117,19 +112,19 @@ def probe(
             typer.echo(f"{t.name:12s} {t.description}")
         raise typer.Exit(0)
     if pooling not in ("meanstd", "mean"):
-        raise _fail(f"--pooling must be meanstd or mean, got {pooling!r}", 2)
+        fail(f"--pooling must be meanstd or mean, got {pooling!r}", 2)
     if c <= 0:
-        raise _fail(f"--C must be positive, got {c}", 2)
+        fail(f"--C must be positive, got {c}", 2)
     if threads is not None:
         if threads < 1:
-            raise _fail(f"--threads must be >= 1, got {threads}", 2)
+            fail(f"--threads must be >= 1, got {threads}", 2)
         import torch
 
         torch.set_num_threads(threads)
     try:
         tgts = resolve_targets(_split_list(targets), target or [])
     except ProbeError as e:
-        raise _fail(str(e), 2) from None
+        fail(str(e), 2)
 
     models: list[ModelSpec] = []
     for spec in checkpoint or []:
@@ -137,10 +132,10 @@ def probe(
         if not sep:
             label, path = Path(spec).resolve().name, spec
         if not Path(path).is_dir():
-            raise _fail(f"--checkpoint {path}: not a directory (expected config.json + model.safetensors)", 2)
+            fail(f"--checkpoint {path}: not a directory (expected config.json + model.safetensors)", 2)
         models.append(ModelSpec(label=label, checkpoint=path))
     if not checkpoint and bundled:
-        from ..model import CheckpointError, default_checkpoint_dir
+        from ..codec.model import CheckpointError, default_checkpoint_dir
 
         try:
             d = default_checkpoint_dir()
@@ -157,7 +152,7 @@ def probe(
             err.print(f"[yellow]note:[/] no model given: skipping feature sets {dropped}", highlight=False)
         feats = [f for f in feats if f not in MODEL_FEATURES]
     if not feats:
-        raise _fail(
+        fail(
             "nothing to probe: give --checkpoint/--random-preset or a baseline feature set (logmel, kmeans)",
             2,
         )
@@ -169,7 +164,7 @@ def probe(
             progress=lambda m: err.print(f"[dim]{m}[/]", highlight=False),
         )  # fmt: skip
     except (OSError, ValueError) as e:
-        raise _fail(str(e), 2) from None
+        fail(str(e), 2)
     paths = write_probe_report(res, out, command=_command_line("probe"))
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -179,9 +174,9 @@ def _floats(value: str, what: str) -> list[float]:
     try:
         out = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise _fail(f"{what} must be comma-separated numbers, got {value!r}", 2) from None
+        fail(f"{what} must be comma-separated numbers, got {value!r}", 2)
     if not out or min(out) <= 0:
-        raise _fail(f"{what} must be positive numbers, got {value!r}", 2)
+        fail(f"{what} must be positive numbers, got {value!r}", 2)
     return out
 
 
@@ -239,15 +234,15 @@ def bench(
     """Speed and scaling: RTF and peak memory vs length for batch 1/8, baselines, tokens/s, FLOPs per preset."""
     from rich.console import Console
 
-    from .bench import DEFAULT_LENGTHS, QUICK_LENGTHS, BenchError, run_bench, write_bench_report
+    from ..eval.bench import DEFAULT_LENGTHS, QUICK_LENGTHS, BenchError, run_bench, write_bench_report
 
     err = Console(stderr=True, soft_wrap=True)
     if max_seconds <= 0:
-        raise _fail(f"--max-seconds must be positive, got {max_seconds}", 2)
+        fail(f"--max-seconds must be positive, got {max_seconds}", 2)
     if threads is not None and threads < 1:
-        raise _fail(f"--threads must be >= 1, got {threads}", 2)
+        fail(f"--threads must be >= 1, got {threads}", 2)
     if checkpoint is not None and not checkpoint.is_dir():
-        raise _fail(
+        fail(
             f"--checkpoint {checkpoint}: not a directory (expected config.json + model.safetensors)", 2
         )
     if lengths is not None:
@@ -256,14 +251,14 @@ def bench(
         lens = list(QUICK_LENGTHS if quick else DEFAULT_LENGTHS)
     kept = [x for x in lens if x <= max_seconds]
     if not kept:
-        raise _fail(f"no clip length <= --max-seconds {max_seconds:g} (lengths {lens})", 2)
+        fail(f"no clip length <= --max-seconds {max_seconds:g} (lengths {lens})", 2)
     batch_list = [int(b) for b in _floats(batches, "--batches")]
     presets = _split_list(flops_presets) or (["tiny"] if quick else ["paper", "small", "tiny"])
     from ..config import EntangleCodecConfig
 
     for p in presets + ([preset] if preset else []):
         if p not in EntangleCodecConfig.presets():
-            raise _fail(f"unknown preset {p!r}: choose from {', '.join(EntangleCodecConfig.presets())}", 2)
+            fail(f"unknown preset {p!r}: choose from {', '.join(EntangleCodecConfig.presets())}", 2)
     try:
         res = run_bench(
             checkpoint=checkpoint,
@@ -280,13 +275,29 @@ def bench(
             progress=lambda m: err.print(f"[dim]{m}[/]", highlight=False),
         )
     except (BenchError, OSError, ValueError) as e:
-        raise _fail(str(e), 2) from None
+        fail(str(e), 2)
     paths = write_bench_report(res, out, command=_command_line("bench"))
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``probe`` and ``bench`` commands to the ``entanglecodec eval`` app."""
-    app.command("probe")(probe)
-    app.command("bench")(bench)
+def bench_rss(
+    out: Path = typer.Option(Path("reports"), help="Directory for bench-rss.md."),
+    seconds: str = typer.Option("60,600,3600", help="Durations in seconds, comma-separated."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Codec directory (default: bundled)."),
+) -> None:
+    """Peak RSS of the encode CLI on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
+    from ..eval.bench_rss import rss_markdown, run_rss
+    from ..fileio import atomic_write_text
+
+    try:
+        secs = [float(x) for x in seconds.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"not a list of numbers: {seconds!r}", param_hint="--seconds") from None
+    if not secs or min(secs) <= 0:
+        raise typer.BadParameter("durations must be positive", param_hint="--seconds")
+    points = run_rss(secs, checkpoint, progress=lambda m: typer.echo(m, err=True))
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = "entanglecodec eval bench-rss" + (f" --seconds {seconds}" if seconds != "60,600,3600" else "")
+    atomic_write_text(out / "bench-rss.md", rss_markdown(points, cmd))
+    typer.echo(str(out / "bench-rss.md"))

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from . import data_io
+from .common import fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Corpora: synthesis, import, shards.")
 
 
@@ -33,28 +36,29 @@ def synth(
     ),
 ) -> None:
     """Generate the synthetic captioned multi-domain corpus (24 kHz FLAC + manifest.jsonl + corpus.json)."""
-    from .heldout import HeldoutError, read_exclusions
-    from .synth import PROFILES, CorpusError, generate_corpus
-    from .synth.assets import AssetError
-    from .synth.signal import SynthError
-    from .synth.speech import recorded_voices, tts_voices
+    from ..data.heldout import HeldoutError, read_exclusions
+    from ..data.synth import PROFILES, CorpusError, generate_corpus
+    from ..data.synth.assets import AssetError
+    from ..data.synth.signal import SynthError
+    from ..data.synth.speech import recorded_voices, tts_voices
 
     if profile not in PROFILES:  # a usage error (exit 2), like any invalid option value
-        typer.echo(f"error: --profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", err=True)
-        raise typer.Exit(code=2)
+        fail(f"--profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})", 2)
 
-    try:
-        exclude = None
-        if exclude_speakers is not None:
+    exclude = None
+    if exclude_speakers is not None:  # a bad --exclude-speakers list is a usage error (exit 2)
+        try:
             known = [v.id for v in recorded_voices()] + [v.id for v in tts_voices()]
             exclude = read_exclusions(exclude_speakers, known_speakers=known)
+        except (HeldoutError, AssetError, SynthError) as e:
+            fail(f"--exclude-speakers: {e}", 2)
+    try:
         summary = generate_corpus(
             out, hours=hours, seed=seed, workers=workers, overwrite=overwrite, progress=progress, resume=resume,
             profile=profile, exclude=exclude,
         )
     except (CorpusError, SynthError, AssetError, HeldoutError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=1) from e  # the CLI's exit-code policy: 1 for a failed command
+        fail(f"{e}")
     counts = ", ".join(f"{d}: {sum(c.values())}" for d, c in summary["counts"].items())
     typer.echo(f"wrote {summary['clips']} clips ({summary['hours_generated']:.3f} h; {counts}) to {out}")
 
@@ -66,26 +70,19 @@ def real_speech(
 ) -> None:
     """Build the real-speech evaluation set: held-out recorded speakers (dev = split 'valid', test) plus real
     music and sound for the test split, from Debian packages (24 kHz FLAC + manifest.jsonl + real-speech.json)."""
-    from .heldout import HeldoutError
-    from .realspeech import RealSpeechError, build_real_speech
-    from .synth.assets import AssetError
-    from .synth.signal import SynthError
+    from ..data.heldout import HeldoutError
+    from ..data.realspeech import RealSpeechError, build_real_speech
+    from ..data.synth.assets import AssetError
+    from ..data.synth.signal import SynthError
 
     try:
         summary = build_real_speech(out, overwrite=overwrite)
     except (RealSpeechError, SynthError, AssetError, HeldoutError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from e
+        fail(f"{e}", 2)
     sets = "; ".join(
         f"{w} (split {s['split']}): {s['clips']} clips, {s['hours'] * 60:.1f} min" for w, s in summary["sets"].items()
     )
     typer.echo(f"wrote {summary['clips']} clips ({sets}) to {out}")
 
 
-try:
-    from .cli_io import register
-
-    register(app)
-except ModuleNotFoundError as e:
-    if e.name != __package__ + ".cli_io":
-        raise
+app.add_typer(data_io.app)

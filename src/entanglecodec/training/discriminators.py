@@ -1,25 +1,122 @@
-"""Waveform discriminators for vocoder GAN training.
+"""Critics used only in training, grouped by what they judge.
 
-* :class:`MultiPeriodDiscriminator` (HiFi-GAN idea): the waveform is folded into a 2-D
-  ``[T / p, p]`` grid for several prime periods ``p`` and judged by strided 2-D convolutions over
-  time, which exposes periodic (pitch) structure.
-* :class:`MultiResolutionDiscriminator` (UnivNet / Vocos idea): 2-D convolutions over
-  linear-magnitude spectrograms at several STFT resolutions.
+* Mels (codec stage 2, paper App. B.3): :class:`MelDiscriminator`, a multi-resolution 2-D
+  convolutional critic over mel "images": each sub-discriminator sees the normalised mel
+  ``[B, 1, n_mels, F]`` at one time resolution (average-pooled by 1, 2, 4 frames) and outputs a
+  map of patch logits. It is pre-trained to tell real mels from the stage-1 decoder's one-step
+  samples, then frozen while the decoder is refined.
+* Waveforms (vocoder): :class:`MultiPeriodDiscriminator` (HiFi-GAN idea: the waveform folded into
+  ``[T / p, p]`` grids for prime periods ``p``) and :class:`MultiResolutionDiscriminator`
+  (UnivNet / Vocos idea: 2-D convolutions over linear-magnitude spectrograms).
 
-Each discriminator returns, for a waveform batch ``[B, S]``, a list of logit maps (one per
-sub-discriminator, each ``[B, N_k]``) and a list of feature-map lists (for feature matching).
-Width is configurable so the discriminators stay affordable on a CPU.
+Every critic returns ``(logits, features)``: a list of logit maps (one per sub-discriminator) and
+a list of feature-map lists (for feature matching); the losses live in :mod:`.losses`.
+Checkpoints (``config.json`` + ``model.safetensors``) go through :mod:`entanglecodec.checkpoint`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ..checkpoint import CheckpointError, check_state, read_checkpoint, save_checkpoint
+from ..config import ConfigError, _from_dict
+
+MODEL_TYPE = "entanglecodec-mel-discriminator"
+
+@dataclass
+class MelDiscriminatorConfig:
+    """Sizes of the mel discriminator."""
+
+    n_mels: int = 128
+    channels: int = 32
+    layers: int = 4
+    time_scales: list[int] = field(default_factory=lambda: [1, 2, 4])
+
+
+class _SubDiscriminator(nn.Module):
+    def __init__(self, cfg: MelDiscriminatorConfig) -> None:
+        super().__init__()
+        convs = []
+        ch_in = 1
+        for i in range(cfg.layers):
+            ch_out = cfg.channels * (2 ** min(i, 3))
+            stride = (2, 1) if i < cfg.layers - 1 else (1, 1)
+            convs.append(weight_norm(nn.Conv2d(ch_in, ch_out, kernel_size=(5, 5), stride=stride, padding=(2, 2))))
+            ch_in = ch_out
+        self.convs = nn.ModuleList(convs)
+        self.post = weight_norm(nn.Conv2d(ch_in, 1, kernel_size=(3, 3), padding=(1, 1)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        feats = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+            feats.append(x)
+        return self.post(x), feats
+
+
+class MelDiscriminator(nn.Module):
+    """``mel [B, n_mels, F]`` -> list of patch-logit maps (one per time scale) and features."""
+
+    def __init__(self, cfg: MelDiscriminatorConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or MelDiscriminatorConfig()
+        self.subs = nn.ModuleList([_SubDiscriminator(self.cfg) for _ in self.cfg.time_scales])
+
+    def forward(self, mel: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
+        if mel.dim() != 3 or mel.shape[1] != self.cfg.n_mels:
+            raise ValueError(f"mel must be [B, {self.cfg.n_mels}, F], got {tuple(mel.shape)}")
+        x = mel.unsqueeze(1)
+        logits, feats = [], []
+        for scale, sub in zip(self.cfg.time_scales, self.subs, strict=True):
+            xi = x if scale == 1 else F.avg_pool2d(x, kernel_size=(1, scale), stride=(1, scale), ceil_mode=True)
+            lg, ft = sub(xi)
+            logits.append(lg)
+            feats.append(ft)
+        return logits, feats
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (see :mod:`entanglecodec.checkpoint`)."""
+        return save_checkpoint(directory, asdict(self.cfg), self.state_dict(), model_type=MODEL_TYPE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> MelDiscriminator:
+        """Load a directory written by :meth:`save_pretrained` (strict names and shapes).
+
+        Raises:
+            CheckpointError: missing/unreadable files, or weights that do not match the config.
+        """
+        raw, state = read_checkpoint(directory, model_type=MODEL_TYPE)
+        try:
+            disc = cls(_from_dict(MelDiscriminatorConfig, raw))
+        except ConfigError as e:
+            raise CheckpointError(f"{directory}: {e}") from e
+        check_state(disc.state_dict(), state, directory)
+        disc.load_state_dict(state)
+        return disc
+
+
+def masked_mel(mel: Tensor, mask: Tensor) -> Tensor:
+    """Zero the frames past each item's length so the critic never judges padding."""
+    return mel * mask[:, None, :].to(mel.dtype)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Turn off gradients and put ``module`` in eval mode."""
+    module.requires_grad_(False)
+    module.eval()
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# Waveform critics (vocoder)
+# ---------------------------------------------------------------------------------------------
 DiscriminatorOutput = tuple[list[Tensor], list[list[Tensor]]]
 
 _SLOPE = 0.1

@@ -1,21 +1,11 @@
 """EntangleCodec: the tokenizer (encode), the decoder (decode) and their public API.
 
-Long audio is processed in windows of ``max_frames`` frames (the training crop, 10 s by default)
-so that memory stays bounded whatever the input length. Windowing scheme (per item, depends only
-on that item's length ``F``):
-
-* ``F <= W`` (``W = max_frames``): one pass over the whole clip, exactly like training.
-* ``F > W``: the clip is cut into kept chunks of ``K = W - 2C`` frames (``C = window_context``).
-  Chunk ``j`` keeps frames ``[jK, min((j+1)K, F))`` and is computed inside the ``W``-frame window
-  starting at ``max(0, min(jK - C, F - W))``, i.e. with at least ``C`` frames of context on each
-  side except at the clip edges. All windows have exactly ``W`` frames (no padding), so they are
-  batched freely. Decoding uses the same scheme, with each window reading its slice of one noise
-  tensor drawn for the whole clip.
-
-Each window's mel is computed from its own slice of the waveform (bit-identical to the same frames
-of the whole-clip mel), and long clips are vocoded window by window too, so memory is bounded by
-the window. Because windows depend only on the item itself and padding is masked, an item gives
-the same codes alone or inside a padded batch.
+Inference only: the training losses (flow/VQ/contrastive terms, the CLIP temperature) live in
+:mod:`entanglecodec.training`. Long audio runs through the one windowing runner
+(:mod:`.windowing`): each window's mel is computed from its own slice of the waveform
+(bit-identical to the same frames of the whole-clip mel), and long clips are vocoded window by
+window too, so memory is bounded by the window; an item gives the same codes alone or inside a
+padded batch. Checkpoint directories are read and written by :mod:`entanglecodec.checkpoint`.
 """
 
 from __future__ import annotations
@@ -26,7 +16,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .audio import (
+from ..audio import (
     AudioError,
     MelFrontend,
     as_batch,
@@ -45,22 +35,33 @@ from .audio import (
     resample_tensor,
     warn_if_short,
 )
-from .checkpoint import WEIGHTS_CHECKSUM_KEY, file_sha256, verify_weights_checksum
-from .config import ConfigError, EntangleCodecConfig
+from ..checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    check_state,
+    is_checkpoint_dir,
+    read_checkpoint,
+    save_checkpoint,
+)
+from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
-from .fileio import atomic_write, atomic_write_text
-from .griffin_lim import GriffinLim
-from .losses import contrastive_loss
-from .quantizer import Quantizer, QuantizerOutput
+from .quantizer import Quantizer
 from .text import CaptionEncoder
+from .windowing import Window, run_windowed, window_plan
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("decoder", "t_zero_fraction"): 0.0,
+    ("decoder", "cond_mode"): "prefix",
+    ("quantizer", "bypass"): False,
+}
+"""Config options added after release 0.1.0, with the value that behaves as 0.1.0 did: the
+0.1.0 fingerprint hashed the config without them (see :meth:`EntangleCodec.legacy_fingerprint`)."""
 
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing files, or its weights do not match its config."""
+TRAINING_ONLY_TENSORS = ("logit_scale",)
+"""Tensors a checkpoint may hold for training (the CLIP temperature of Eq. 10) that inference
+never uses: kept aside on load so that saving and :meth:`EntangleCodec.fingerprint` see them."""
 
 
 class TokenError(ValueError):
@@ -129,24 +130,8 @@ class Audio:
     sample_rate: int
 
 
-def window_plan(n_frames: int, window: int, context: int) -> list[tuple[int, int, int]]:
-    """Windows for a clip of ``n_frames``: list of ``(window_start, keep_start, keep_end)``.
-
-    Every window spans ``[window_start, window_start + min(window, n_frames))``.
-    """
-    if n_frames <= window:
-        return [(0, 0, n_frames)]
-    k = window - 2 * context
-    plan = []
-    for j in range(math.ceil(n_frames / k)):
-        keep_s, keep_e = j * k, min((j + 1) * k, n_frames)
-        start = max(0, min(keep_s - context, n_frames - window))
-        plan.append((start, keep_s, keep_e))
-    return plan
-
-
 def _find_repo_checkpoints() -> Path:
-    return Path(__file__).resolve().parents[2] / "checkpoints"
+    return Path(__file__).resolve().parents[3] / "checkpoints"
 
 
 def default_checkpoint_dir() -> Path:
@@ -158,13 +143,13 @@ def default_checkpoint_dir() -> Path:
     env = os.environ.get("ENTANGLECODEC_CHECKPOINT")
     if env:
         c = Path(env)
-        if not ((c / CONFIG_NAME).is_file() and (c / WEIGHTS_NAME).is_file()):
+        if not is_checkpoint_dir(c):
             why = "does not exist" if not c.exists() else f"does not hold {CONFIG_NAME} + {WEIGHTS_NAME}"
             raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {why} (unset it to use the bundled model)")
         return c
     candidates = [_find_repo_checkpoints() / "entanglecodec-small"]
     for c in candidates:
-        if (c / CONFIG_NAME).is_file() and (c / WEIGHTS_NAME).is_file():
+        if is_checkpoint_dir(c):
             return c
     raise CheckpointError(
         "no default EntangleCodec model found: none of "
@@ -173,23 +158,6 @@ def default_checkpoint_dir() -> Path:
         "Train one (`entanglecodec train stage1`, see README) "
         "or pass --checkpoint DIR / set ENTANGLECODEC_CHECKPOINT."
     )
-
-
-def load_vocoder(spec: str, model_cfg: EntangleCodecConfig) -> nn.Module:
-    """Resolve the vocoder slot: ``griffin-lim``, ``default`` (bundled neural vocoder when
-    present, else Griffin-Lim) or a directory holding a trained vocoder."""
-    try:
-        from . import vocoder as vocoder_mod  # neural vocoder (Vocos-style)
-    except ImportError:
-        vocoder_mod = None  # type: ignore[assignment]
-    if spec == "griffin-lim" or (spec == "default" and vocoder_mod is None):
-        return GriffinLim(model_cfg.mel, n_iter=model_cfg.griffin_lim_iters)
-    if vocoder_mod is None:
-        raise CheckpointError(f"vocoder {spec!r} requested but the neural vocoder module is unavailable")
-    voc = vocoder_mod.load_vocoder(spec, model_cfg.mel)
-    if not isinstance(voc, nn.Module):
-        raise CheckpointError(f"vocoder {spec!r} did not load as a torch module")
-    return voc
 
 
 class EntangleCodec(nn.Module):
@@ -210,11 +178,11 @@ class EntangleCodec(nn.Module):
         self.text_encoder: CaptionEncoder | None = (
             CaptionEncoder(config.text, config.align_dim) if build_text_encoder else None
         )
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.quantizer = Quantizer(config.encoder.dim, config.quantizer)
         self.decoder = FlowDecoder(config.mel.n_mels, config.quantizer.dim, config.decoder)
         self.__dict__["_vocoder"] = None
         self.__dict__["_fingerprint"] = None
+        self.__dict__["_training_tensors"] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -240,20 +208,28 @@ class EntangleCodec(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.logit_scale.device
+        return self.frontend.window.device
 
     @property
     def vocoder(self) -> nn.Module:
         """The mel -> waveform vocoder (``config.vocoder``), loaded on first use."""
         voc = self.__dict__["_vocoder"]
         if voc is None:
-            voc = load_vocoder(self.config.vocoder, self.config)
+            voc = self._load_vocoder(self.config.vocoder)
             self.__dict__["_vocoder"] = voc
         return voc.to(self.device)  # type: ignore[no-any-return]
 
     def set_vocoder(self, spec: str | nn.Module) -> None:
         """Use another vocoder: ``"griffin-lim"``, ``"default"``, a directory, or a module."""
-        self.__dict__["_vocoder"] = spec if isinstance(spec, nn.Module) else load_vocoder(spec, self.config)
+        self.__dict__["_vocoder"] = spec if isinstance(spec, nn.Module) else self._load_vocoder(spec)
+
+    def _load_vocoder(self, spec: str) -> nn.Module:
+        from ..vocoder.load import load_vocoder
+
+        voc = load_vocoder(spec, self.config.mel, griffin_lim_iters=self.config.griffin_lim_iters)
+        if not isinstance(voc, nn.Module):
+            raise CheckpointError(f"vocoder {spec!r} did not load as a torch module")
+        return voc
 
     # ------------------------------------------------------------------ input handling
     def _prepare_audio(
@@ -297,43 +273,36 @@ class EntangleCodec(nn.Module):
         return c.to(self.device), lens.to(self.device)
 
     # ------------------------------------------------------------------ windowed runners
-    def _windows(self, frame_lengths: Tensor) -> list[tuple[int, list[tuple[int, int, int]]]]:
-        return [
-            (i, window_plan(int(n), self.config.max_frames, self.config.window_context))
-            for i, n in enumerate(frame_lengths.tolist())
-        ]
-
     def _encode_wav(
         self, wav: Tensor, lens: Tensor, flen: Tensor, batch_windows: int = 8
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Waveform ``[B, S]`` -> ``(H [B,F,D], h~ [B,F,Dq], cls [B, D])``, windowed.
 
         The mel of each window is computed from its own slice of the waveform (exactly the same
-        frames as the whole-clip mel), so memory is bounded by the window, not the clip.
+        frames as the whole-clip mel), so memory is bounded by the window, not the clip. The CLS
+        vector of a long clip is the average of its windows' CLS weighted by their kept frames.
         """
-        b = wav.shape[0]
-        f = int(flen.max())
-        w = self.config.max_frames
-        frames = wav.new_zeros(b, f, self.config.encoder.dim)
+        b, w = wav.shape[0], self.config.max_frames
+        frames = wav.new_zeros(b, int(flen.max()), self.config.encoder.dim)
         cls = wav.new_zeros(b, self.config.encoder.dim)
-        short = [i for i in range(b) if int(flen[i]) <= w]
-        if short:
-            idx = torch.tensor(short, device=wav.device)
-            n = int(lens[idx].max())
-            mel = self.frontend(wav[idx, :n], lens[idx])
+        cls_sum: dict[int, list[Tensor]] = {}
+
+        def whole(items: list[int]) -> None:
+            idx = torch.tensor(items, device=wav.device)
+            mel = self.frontend(wav[idx, : int(lens[idx].max())], lens[idx])
             out = self.encoder(mel, lengths_to_mask(flen[idx], mel.shape[-1]))
             frames[idx, : mel.shape[-1]] = out.frames
             cls[idx] = out.cls
-        jobs = [(i, s, ks, ke) for i, plan in self._windows(flen) if int(flen[i]) > w for (s, ks, ke) in plan]
-        cls_sum: dict[int, list[Tensor]] = {}
-        for j0 in range(0, len(jobs), batch_windows):
-            chunk = jobs[j0 : j0 + batch_windows]
+
+        def windows(chunk: list[Window]) -> None:
             # samples past each length are already zero (as_batch), so no per-window masking pass
-            x = torch.cat([self.frontend.window_mel(wav[i : i + 1], None, s, w) for (i, s, _, _) in chunk])
+            x = torch.cat([self.frontend.window_mel(wav[c.item : c.item + 1], None, c.start, w) for c in chunk])
             out = self.encoder(x)
-            for k, (i, s, ks, ke) in enumerate(chunk):
-                frames[i, ks:ke] = out.frames[k, ks - s : ke - s]
-                cls_sum.setdefault(i, []).append(out.cls[k] * (ke - ks))
+            for k, c in enumerate(chunk):
+                frames[c.item, c.keep_start : c.keep_end] = out.frames[k, c.inner]
+                cls_sum.setdefault(c.item, []).append(out.cls[k] * (c.keep_end - c.keep_start))
+
+        run_windowed(flen, w, self.config.window_context, batch_windows, whole, windows)
         for i, parts in cls_sum.items():
             cls[i] = torch.stack(parts).sum(0) / float(flen[i])
         return frames, self.quantizer.project(frames), cls
@@ -341,28 +310,31 @@ class EntangleCodec(nn.Module):
     def _decode_mel(
         self, zq: Tensor, flen: Tensor, steps: int, guidance: float, noise: Tensor, batch_windows: int = 4
     ) -> Tensor:
+        """Codebook vectors ``[B, F, Dq]`` -> normalised mel ``[B, n_mels, F]``, windowed; each window
+        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip)."""
         b, f, _ = zq.shape
         w = self.config.max_frames
         mel = zq.new_zeros(b, self.config.mel.n_mels, f)
-        short = [i for i in range(b) if int(flen[i]) <= w]
-        if short:
-            fs = int(flen[short].max())
-            idx = torch.tensor(short, device=zq.device)
+
+        def whole(items: list[int]) -> None:
+            idx = torch.tensor(items, device=zq.device)
+            fs = int(flen[idx].max())
             m = lengths_to_mask(flen[idx], fs)
             mel[idx, :, :fs] = self.decoder.sample(zq[idx, :fs], m, steps, guidance, noise[idx, :, :fs])
-        jobs = [(i, s, ks, ke) for i, plan in self._windows(flen) if int(flen[i]) > w for (s, ks, ke) in plan]
-        for j0 in range(0, len(jobs), batch_windows):
-            chunk = jobs[j0 : j0 + batch_windows]
-            c = torch.stack([zq[i, s : s + w] for (i, s, _, _) in chunk])
-            z = torch.stack([noise[i, :, s : s + w] for (i, s, _, _) in chunk])
+
+        def windows(chunk: list[Window]) -> None:
+            c = torch.stack([zq[j.item, j.start : j.start + w] for j in chunk])
+            z = torch.stack([noise[j.item, :, j.start : j.start + w] for j in chunk])
             out = self.decoder.sample(c, None, steps, guidance, z)
-            for k, (i, s, ks, ke) in enumerate(chunk):
-                mel[i, :, ks:ke] = out[k, :, ks - s : ke - s]
+            for k, j in enumerate(chunk):
+                mel[j.item, :, j.keep_start : j.keep_end] = out[k, :, j.inner]
+
+        run_windowed(flen, w, self.config.window_context, batch_windows, whole, windows)
         return mel
 
     def _vocode(self, log_mel: Tensor, flen: Tensor) -> Tensor:
         """Log-mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop]``; clips longer than one window are
-        vocoded window by window (same plan as encoding, keeping each window's centre samples), so
+        vocoded window by window (one window per call, keeping each window's centre samples), so
         memory stays bounded by the window."""
         b, _, f = log_mel.shape
         hop, w = self.hop_length, self.config.max_frames
@@ -370,17 +342,18 @@ class EntangleCodec(nn.Module):
         if int(flen.max()) <= w:
             return torch.as_tensor(voc(log_mel, flen))
         out = log_mel.new_zeros(b, f * hop)
-        short = [i for i in range(b) if int(flen[i]) <= w]
-        if short:
-            idx = torch.tensor(short, device=log_mel.device)
+
+        def whole(items: list[int]) -> None:
+            idx = torch.tensor(items, device=log_mel.device)
             fs = int(flen[idx].max())
             out[idx, : fs * hop] = voc(log_mel[idx, :, :fs], flen[idx])
-        for i, plan in self._windows(flen):
-            if int(flen[i]) <= w:
-                continue
-            for s, ks, ke in plan:
-                piece = voc(log_mel[i : i + 1, :, s : s + w], None)[0]
-                out[i, ks * hop : ke * hop] = piece[(ks - s) * hop : (ke - s) * hop]
+
+        def windows(chunk: list[Window]) -> None:
+            (j,) = chunk
+            piece = voc(log_mel[j.item : j.item + 1, :, j.start : j.start + w], None)[0]
+            out[j.item, j.keep_start * hop : j.keep_end * hop] = piece[j.inner.start * hop : j.inner.stop * hop]
+
+        run_windowed(flen, w, self.config.window_context, 1, whole, windows)
         return out
 
     # ------------------------------------------------------------------ public API
@@ -533,52 +506,28 @@ class EntangleCodec(nn.Module):
         c, _ = self._check_codes(codes, None)
         return self.quantizer.embed_codes(c)
 
-    # ------------------------------------------------------------------ training
-    def training_losses(
-        self,
-        mel: Tensor,
-        mask: Tensor,
-        captions: Sequence[str] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Stage-1 losses on a batch of normalised mels ``[B, n_mels, F]`` with ``mask [B, F]``.
-
-        Returns a dict with ``flow`` (Eq. 9), ``vq`` (Eq. 11), ``contrast`` (Eq. 10, when captions
-        are given), ``retrieval_acc``, codebook statistics (``usage`` and ``perplexity`` of this
-        batch, ``dead_codes`` re-seeded this step, ``active_codes`` = fraction used in the last 100
-        batches), ``mel_est`` (one-step decoder estimate ``[B, n_mels, F]``), ``codes``, and the
-        quantizer's ``pre_quant`` (h~) and ``quantized`` (Z_q), both ``[B, F, D_quant]``.
-        """
-        enc = self.encoder(mel, mask)
-        q: QuantizerOutput = self.quantizer(enc.frames, mask)
-        flow, est = self.decoder.loss(mel, q.quantized, mask, generator)
-        out = {
-            "flow": flow,
-            "vq": q.loss,
-            "usage": q.usage,
-            "perplexity": q.perplexity,
-            "dead_codes": q.dead_codes.float(),
-            "active_codes": q.active,
-            "mel_est": est,
-            "codes": q.codes,
-            "pre_quant": q.pre_quant,
-            "quantized": q.quantized,
-        }
-        if captions is not None:
-            if self.text_encoder is None:
-                raise RuntimeError("captions given but the model has no caption encoder")
-            a = self.audio_proj(enc.cls)
-            t = self.text_encoder(captions)
-            out["contrast"], out["retrieval_acc"] = contrastive_loss(a, t, self.logit_scale)
-        return out
-
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def training_tensors(self) -> dict[str, Tensor]:
+        """Training-only tensors read from the checkpoint (:data:`TRAINING_ONLY_TENSORS`); inference
+        never uses them, saving writes them back, and :meth:`fingerprint` hashes them."""
+        return dict(self.__dict__["_training_tensors"])
+
+    def set_training_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        """Replace :attr:`training_tensors` (the training code does this before exporting)."""
+        unknown = sorted(set(tensors) - set(TRAINING_ONLY_TENSORS))
+        if unknown:
+            raise ValueError(f"not training-only tensors: {unknown} (known: {list(TRAINING_ONLY_TENSORS)})")
+        self.__dict__["_training_tensors"] = {k: v.detach().cpu() for k, v in tensors.items()}
+        self.__dict__["_fingerprint"] = None
+
     def fingerprint(self) -> str:
         """16-hex identifier of the token space: hash of the config and of every weight that
         shapes the tokens or their audio (all but the caption tower), so any change of the weights
         changes it.
 
-        Token files store it; decoding tokens with a model of another fingerprint is refused.
+        Token files store it; decoding tokens with a model of another fingerprint is refused
+        (a file of release 0.1.0 stores :meth:`legacy_fingerprint` instead, also accepted).
         """
         cached = self.__dict__["_fingerprint"]
         if cached is not None and not self.training:
@@ -586,41 +535,55 @@ class EntangleCodec(nn.Module):
         h = hashlib.sha256()
         h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
         h.update(self.quantizer.codebook.detach().float().cpu().numpy().tobytes())
-        for name, t in sorted(self.state_dict().items()):
-            if not name.startswith("text_encoder."):
-                h.update(name.encode())
-                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        tensors = {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
+        tensors.update(self.__dict__["_training_tensors"])
+        for name, t in sorted(tensors.items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         fp = h.hexdigest()[:16]
         self.__dict__["_fingerprint"] = fp
         return fp
+
+    def legacy_fingerprint(self) -> str | None:
+        """The fingerprint of release 0.1.0: hash of the config as that release serialised it and
+        of the codebook only (``None`` when the config uses an option 0.1.0 did not have).
+
+        Token files written by that release store it; they decode with the model they came from.
+        """
+        cfg = self.config.to_dict()
+        for (section, key), default in LEGACY_CONFIG_DEFAULTS.items():
+            if cfg[section].pop(key) != default:
+                return None
+        h = hashlib.sha256()
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+        h.update(self.quantizer.codebook.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def accepts_fingerprint(self, fingerprint: str) -> bool:
+        """``True`` when tokens stamped with ``fingerprint`` were made by this model (current or
+        0.1.0 definition, see :meth:`legacy_fingerprint`)."""
+        return fingerprint == self.fingerprint() or fingerprint == self.legacy_fingerprint()
 
     def train(self, mode: bool = True) -> EntangleCodec:
         self.__dict__["_fingerprint"] = None
         return super().train(mode)
 
     def state_dict_for_saving(self) -> dict[str, Tensor]:
-        """State dict minus a frozen pretrained text backbone (reloaded from its own directory)."""
+        """State dict minus a frozen pretrained text backbone (reloaded from its own directory),
+        plus the :attr:`training_tensors`."""
         sd = {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
         if self.text_encoder is not None:
             sd.update({f"text_encoder.{k}": v for k, v in self.text_encoder.saved_state_dict().items()})
+        sd.update(self.__dict__["_training_tensors"])
         return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (mel statistics included) to ``directory``."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         was_training = self.training
         self.eval()
         meta = {"format": "entanglecodec", "version": "1", "fingerprint": self.fingerprint()}
         self.train(was_training)
-        state = self.state_dict_for_saving()
-        atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=meta))
-        cfg = self.config.to_dict()
-        cfg[WEIGHTS_CHECKSUM_KEY] = file_sha256(d / WEIGHTS_NAME)
-        atomic_write_text(d / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        return d
+        return save_checkpoint(directory, self.config.to_dict(), self.state_dict_for_saving(), metadata=meta)
 
     @classmethod
     def from_pretrained(
@@ -634,61 +597,20 @@ class EntangleCodec(nn.Module):
         Raises:
             CheckpointError: missing files, invalid config, or weights that do not match the config.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         d = Path(directory) if directory is not None else default_checkpoint_dir()
-        if not d.is_dir():
-            raise CheckpointError(f"{d}: checkpoint directory not found")
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise CheckpointError(f"{d}: missing {p.name} (a checkpoint holds {CONFIG_NAME} + {WEIGHTS_NAME})")
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-            raise CheckpointError(f"{cfg_path}: not a readable JSON file ({e})") from e
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{cfg_path}: must hold a JSON object")
-        checksum = raw.pop(WEIGHTS_CHECKSUM_KEY, None)
+        raw, state = read_checkpoint(d, map_location=map_location)
         try:
             config = EntangleCodecConfig.from_dict(raw)
         except ConfigError as e:
-            raise CheckpointError(f"{cfg_path}: {e}") from e
-        try:
-            verify_weights_checksum(w_path, checksum)
-        except ValueError as e:
-            raise CheckpointError(str(e)) from e
-        try:
-            state = load_file(str(w_path), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{w_path}: not a readable safetensors file ({e})") from e
-        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            raise CheckpointError(
-                f"{w_path}: corrupted weights: {len(bad)} tensor(s) hold NaN/Inf (e.g. {', '.join(bad[:3])})"
-            )
+            raise CheckpointError(f"{d / CONFIG_NAME}: {e}") from e
         model = cls(config, build_text_encoder=build_text_encoder)
+        extras = {k: state.pop(k) for k in TRAINING_ONLY_TENSORS if k in state}
         expected = model.state_dict_for_saving()
         if not build_text_encoder:
             state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        shape_bad = [
-            f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-            for k in sorted(set(state) & set(expected))
-            if state[k].shape != expected[k].shape
-        ]
-        if missing or unexpected or shape_bad:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} tensors (e.g. {', '.join(unexpected[:3])})")
-            if shape_bad:
-                parts.append(f"shape mismatch: {'; '.join(shape_bad[:3])}")
-            raise CheckpointError(f"{d}: weights do not match config.json: " + "; ".join(parts))
+        check_state(expected, state, d)
         model.load_state_dict(state, strict=False)
+        model.set_training_tensors(extras)
         model.eval()
         return model.to(map_location)
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DecoderConfig
-from .nn.transformer import Transformer
+from ..config import DecoderConfig
+from ..nn.transformer import Transformer
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

@@ -1,8 +1,19 @@
-"""Waveform losses for vocoder training: multi-resolution mel L1, multi-resolution STFT,
-hinge adversarial losses and feature matching.
+"""Training losses, grouped by role. Inference code never imports this module.
 
-All reconstruction losses take ``(prediction, target)`` waveforms ``[B, S]`` at the same rate and
-are computed in float32 (outside autocast), because log-spectra are sensitive to bf16 rounding.
+* Alignment (stage 1): :func:`contrastive_loss`, the CLIP-style symmetric InfoNCE of Eq. 10.
+* Reconstruction (vocoder): :class:`MultiResolutionMelLoss`, :class:`MultiResolutionSTFTLoss`
+  on waveforms ``[B, S]`` (computed in float32 outside autocast: log-spectra are sensitive to bf16).
+* Adversarial (codec stage 2 against the mel critic, vocoder against MPD + MRD): one hinge
+  convention, :func:`hinge_discriminator_loss` / :func:`hinge_generator_loss`, and
+  :func:`feature_matching_loss`.
+
+Hinge convention (chosen once, for every critic of the package). Each critic returns a list of
+``K`` logit maps (one per sub-discriminator or resolution); every map's hinge term is averaged
+over its elements, and the ``K`` terms are **averaged** (not summed), so a loss weight means the
+same whatever the number of sub-discriminators. The generator term is the saturating hinge
+``mean(relu(1 - D(fake)))`` (not ``-mean D(fake)``): once a fake clears the margin it gets no
+further push, so a generator trained against a *frozen* critic (codec stage 2) cannot run away by
+driving the critic's logits to +inf, and the generator and critic losses share one margin.
 """
 
 from __future__ import annotations
@@ -10,11 +21,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .audio import mel_filterbank
+from ..audio import mel_filterbank
 
 
+# ---------------------------------------------------------------------------------------------
+# Alignment
+# ---------------------------------------------------------------------------------------------
+def contrastive_loss(audio: Tensor, text: Tensor, logit_scale: Tensor, max_scale: float = 100.0) -> tuple[Tensor, Tensor]:
+    """Symmetric InfoNCE between L2-normalised ``audio [B, D]`` and ``text [B, D]`` (Eq. 10).
+
+    ``L = (CE(a->t) + CE(t->a)) / 2`` with logits ``exp(logit_scale) * a @ t^T`` (learnable
+    temperature, clamped to ``max_scale``). Returns ``(loss, retrieval accuracy)`` where accuracy is
+    the mean of audio->text and text->audio top-1 accuracy within the batch.
+    """
+    if audio.shape != text.shape:
+        raise ValueError(f"audio {tuple(audio.shape)} and text {tuple(text.shape)} embeddings differ in shape")
+    scale = logit_scale.exp().clamp(max=max_scale)
+    logits = scale * audio.float() @ text.float().t()
+    target = torch.arange(audio.shape[0], device=audio.device)
+    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    acc = 0.5 * ((logits.argmax(1) == target).float().mean() + (logits.argmax(0) == target).float().mean())
+    return loss, acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconstruction (waveforms)
+# ---------------------------------------------------------------------------------------------
 def _check_pair(pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape or pred.dim() != 2:
         raise ValueError(
@@ -99,22 +134,32 @@ class MultiResolutionSTFTLoss(nn.Module):
         return torch.stack(total).mean()
 
 
+# ---------------------------------------------------------------------------------------------
+# Adversarial
+# ---------------------------------------------------------------------------------------------
 def hinge_discriminator_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:
-    """``sum_k mean(relu(1 - D_k(real))) + mean(relu(1 + D_k(fake)))`` averaged over sub-discriminators."""
+    """Critic hinge loss ``mean_k [mean(relu(1 - D_k(real))) + mean(relu(1 + D_k(fake)))]``.
+
+    Args:
+        real_logits: ``K`` logit maps of real inputs (any shapes).
+        fake_logits: the ``K`` matching maps of generated inputs.
+
+    Returns:
+        Scalar (float32), averaged over the ``K`` sub-discriminators (see the module docstring).
+    """
     if len(real_logits) != len(fake_logits) or not real_logits:
         raise ValueError("need the same, non-zero number of real and fake logit maps")
     terms = [
-        torch.relu(1 - r.float()).mean() + torch.relu(1 + f.float()).mean()
-        for r, f in zip(real_logits, fake_logits, strict=True)
+        F.relu(1 - r.float()).mean() + F.relu(1 + f.float()).mean() for r, f in zip(real_logits, fake_logits, strict=True)
     ]
     return torch.stack(terms).mean()
 
 
 def hinge_generator_loss(fake_logits: Sequence[Tensor]) -> Tensor:
-    """``mean_k mean(relu(1 - D_k(fake)))``."""
+    """Generator hinge loss ``mean_k mean(relu(1 - D_k(fake)))`` (saturating; see the module docstring)."""
     if not fake_logits:
         raise ValueError("need at least one logit map")
-    return torch.stack([torch.relu(1 - f.float()).mean() for f in fake_logits]).mean()
+    return torch.stack([F.relu(1 - f.float()).mean() for f in fake_logits]).mean()
 
 
 def feature_matching_loss(real_feats: Sequence[Sequence[Tensor]], fake_feats: Sequence[Sequence[Tensor]]) -> Tensor:

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TextEncoderConfig
-from .nn.transformer import Transformer
+from ..config import TextEncoderConfig
+from ..nn.transformer import Transformer
 
 BYTE_VOCAB = 256 + 3  # bytes + [PAD]=256, [CLS]=257, [EOS]=258
 PAD_ID, CLS_ID, EOS_ID = 256, 257, 258

@@ -14,13 +14,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from .audio import load_audio, save_audio
+from ..audio import load_audio, save_audio
 
 DEMO_SENTENCE = "The quick brown fox jumps over the lazy dog, and the tokenizer writes it down at fifty frames a second."
 
@@ -57,7 +58,7 @@ def quality_rows(
     the reconstruction (``asr``; pointless and slow on the noise of an untrained model). A metric
     that cannot run here is reported as such, never faked.
     """
-    from .eval import metrics as M
+    from ..eval import metrics as M
 
     rows: list[tuple[str, str]] = []
     for label, est in (("reconstruction", reconstruction), ("mel oracle", oracle)):
@@ -78,9 +79,9 @@ def quality_rows(
 
 def run_demo(out: Path, checkpoint: Path | None, console: Console) -> None:
     """Run the demo and write ``input.wav``, ``tokens.npz``, ``reconstruction.wav`` (+ mel oracle) to ``out``."""
-    from .config import EntangleCodecConfig
-    from .model import CheckpointError, EntangleCodec
-    from .tokens_io import TokenFile, save_tokens
+    from ..codec.model import CheckpointError, EntangleCodec
+    from ..codec.tokens import TokenFile, save_tokens
+    from ..config import EntangleCodecConfig
 
     out.mkdir(parents=True, exist_ok=True)
     wav, what = demo_clip()
@@ -115,12 +116,10 @@ def run_demo(out: Path, checkpoint: Path | None, console: Console) -> None:
     save_audio(out / "reconstruction.wav", audio.wav[0, : int(audio.lengths[0])], 24000)
     # Mel oracle: the input's own mel through the default (bundled neural) vocoder — the upper
     # bound of any token decoder. The untrained stand-in model keeps its cheap Griffin-Lim.
-    from .model import load_vocoder
+    from ..vocoder.load import MelVocoder, copy_synthesis, load_vocoder
 
-    oracle_voc = model.vocoder if trained else load_vocoder("default", model.config)
-    log_mel = model.frontend.log_mel(x[None])
-    with torch.no_grad():
-        oracle = oracle_voc(log_mel, None)[0, : wav.size]
+    oracle_voc = cast(MelVocoder, model.vocoder) if trained else load_vocoder("default", model.config.mel)
+    oracle = copy_synthesis(oracle_voc, x.cpu(), model.frontend.cpu())
     save_audio(out / "mel_oracle.wav", oracle, 24000)
     dur = wav.size / 24000
     codes = tokens.codes[0]

@@ -29,8 +29,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .audio import CenteredSTFT, mel_filterbank
-from .config import MelConfig
+from ..audio import CenteredSTFT, mel_filterbank
+from ..config import MelConfig
 
 
 class MelConsistencyFilter(nn.Module):

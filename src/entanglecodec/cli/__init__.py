@@ -1,0 +1,41 @@
+"""The ``entanglecodec`` command line: every typer command of the package lives in this package.
+
+=============  ==========================================================================
+module         commands
+=============  ==========================================================================
+``codec``      ``encode``, ``decode``, ``reconstruct``, ``vocode``, ``info``, ``mel-stats``, ``demo``
+``data``       ``entanglecodec data ...``: synthesis, real speech, importers, shards, validation
+``train``      ``entanglecodec train ...``: codec stages, export, vocoder, throughput, reports
+``eval``       ``entanglecodec eval ...``: reconstruction, probes, benchmarks, vocoder evaluation
+``common``     the exit-code policy (:func:`~entanglecodec.cli.common.fail`), messages, input checks
+=============  ==========================================================================
+
+Every group is registered statically below; library modules never import typer.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import codec, data, eval, train
+from .common import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="EntangleCodec audio tokenizer.")
+app.add_typer(codec.app)
+app.add_typer(data.app, name="data")
+app.add_typer(train.app, name="train")
+app.add_typer(eval.app, name="eval")
+
+
+def main() -> None:
+    """Console-script entry point (``entanglecodec``); ``130`` when interrupted."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        console.print("interrupted")
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,70 @@
+"""Stage-1 objective of the codec (paper Sec. 3.4): flow (Eq. 9) + VQ (Eq. 11) + contrastive (Eq. 10).
+
+The inference model (:class:`~entanglecodec.codec.model.EntangleCodec`) carries no loss and no
+training-only parameter: the CLIP temperature ``logit_scale`` lives in the training module
+(:func:`logit_scale_parameter` starts it from the checkpoint's stored value when there is one),
+and :func:`stage1_losses` computes every term from the model's parts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..codec.model import EntangleCodec
+from ..codec.quantizer import QuantizerOutput
+from .losses import contrastive_loss
+
+LOGIT_SCALE = "logit_scale"
+INITIAL_TEMPERATURE = 0.07
+"""CLIP's initial temperature: ``logit_scale = log(1 / 0.07)``."""
+
+
+def logit_scale_parameter(model: EntangleCodec) -> nn.Parameter:
+    """A learnable ``log`` inverse temperature: the checkpoint's stored value, else ``log(1/0.07)``."""
+    stored = model.training_tensors.get(LOGIT_SCALE)
+    value = stored.detach().clone().float() if stored is not None else torch.tensor(math.log(1 / INITIAL_TEMPERATURE))
+    return nn.Parameter(value.reshape(()))
+
+
+def stage1_losses(
+    model: EntangleCodec,
+    logit_scale: Tensor,
+    mel: Tensor,
+    mask: Tensor,
+    captions: Sequence[str] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Stage-1 losses on a batch of normalised mels ``[B, n_mels, F]`` with ``mask [B, F]``.
+
+    Returns a dict with ``flow`` (Eq. 9), ``vq`` (Eq. 11), ``contrast`` (Eq. 10, when captions
+    are given), ``retrieval_acc``, codebook statistics (``usage`` and ``perplexity`` of this
+    batch, ``dead_codes`` re-seeded this step, ``active_codes`` = fraction used in the last 100
+    batches), ``mel_est`` (one-step decoder estimate ``[B, n_mels, F]``), ``codes``, and the
+    quantizer's ``pre_quant`` (h~) and ``quantized`` (Z_q), both ``[B, F, D_quant]``.
+    """
+    enc = model.encoder(mel, mask)
+    q: QuantizerOutput = model.quantizer(enc.frames, mask)
+    flow, est = model.decoder.loss(mel, q.quantized, mask, generator)
+    out = {
+        "flow": flow,
+        "vq": q.loss,
+        "usage": q.usage,
+        "perplexity": q.perplexity,
+        "dead_codes": q.dead_codes.float(),
+        "active_codes": q.active,
+        "mel_est": est,
+        "codes": q.codes,
+        "pre_quant": q.pre_quant,
+        "quantized": q.quantized,
+    }
+    if captions is not None:
+        if model.text_encoder is None:
+            raise RuntimeError("captions given but the model has no caption encoder")
+        a = model.audio_proj(enc.cls)
+        t = model.text_encoder(captions)
+        out["contrast"], out["retrieval_acc"] = contrastive_loss(a, t, logit_scale)
+    return out

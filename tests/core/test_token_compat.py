@@ -1,0 +1,85 @@
+"""Files written before the layout change still load: token files of release 0.1.0, the bundled
+checkpoints (flat vocoder config, training-only tensors), and the public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+LEGACY_TOKENS = Path(__file__).parent / "data" / "tokens-v0.1-ae9bc1b.npz"
+"""Written by ``entanglecodec encode`` at commit ae9bc1b (release 0.1.0 fingerprint: config +
+codebook) from a 1 s, 220 Hz tone with a 2 Hz tremolo (:func:`_legacy_clip`), bundled checkpoint."""
+
+
+def _legacy_clip() -> np.ndarray:
+    t = np.arange(24000) / 24000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def bundled():  # noqa: ANN201
+    from entanglecodec import EntangleCodec
+
+    return EntangleCodec.from_pretrained(build_text_encoder=False)
+
+
+def test_public_api_unchanged() -> None:
+    import entanglecodec
+
+    for name in ["EntangleCodec", "EntangleCodecConfig", "Tokens", "Audio", "AudioError", "CheckpointError",
+                 "ConfigError", "TokenError", "MelConfig", "load_audio", "save_audio", "default_checkpoint_dir"]:
+        assert hasattr(entanglecodec, name), name
+
+
+def test_legacy_token_file_decodes(bundled, tmp_path: Path) -> None:  # noqa: ANN001
+    from entanglecodec.codec.tokens import load_tokens
+
+    tf = load_tokens(LEGACY_TOKENS)
+    assert tf.fingerprint != bundled.fingerprint() and tf.fingerprint == bundled.legacy_fingerprint()
+    assert bundled.accepts_fingerprint(tf.fingerprint)
+    # the same clip still gives the same tokens
+    assert np.array_equal(bundled.encode(_legacy_clip(), 24000).codes[0].numpy(), tf.codes)
+    out = tmp_path / "legacy.wav"
+    from entanglecodec.cli import app
+
+    res = CliRunner().invoke(app, ["decode", str(LEGACY_TOKENS), "-o", str(out), "--vocoder", "griffin-lim"])
+    assert res.exit_code == 0, res.output
+    from entanglecodec.audio import load_audio
+
+    wav, sr = load_audio(out, None)
+    assert sr == 24000 and wav.shape[-1] == tf.num_samples
+
+
+def test_token_file_of_another_model_is_refused(bundled) -> None:  # noqa: ANN001
+    from entanglecodec.codec.tokens import TokenFileError, load_tokens
+
+    tf = load_tokens(LEGACY_TOKENS)
+    with pytest.raises(TokenFileError, match="another checkpoint"):
+        tf.check_compatible(["0123456789abcdef"], bundled.codebook_size)
+
+
+def test_bundled_checkpoint_round_trips_training_tensors(bundled, tmp_path: Path) -> None:  # noqa: ANN001
+    from entanglecodec import EntangleCodec
+
+    assert set(bundled.training_tensors) == {"logit_scale"}
+    fp = bundled.fingerprint()
+    again = EntangleCodec.from_pretrained(bundled.save_pretrained(tmp_path / "c"), build_text_encoder=False)
+    assert again.fingerprint() == fp
+    assert torch.equal(again.training_tensors["logit_scale"], bundled.training_tensors["logit_scale"])
+
+
+def test_bundled_flat_vocoder_config_loads() -> None:
+    import json
+
+    from entanglecodec.vocoder.model import Vocoder
+
+    raw = json.loads((REPO / "checkpoints" / "vocoder-small" / "config.json").read_text())
+    assert "mel_n_fft" in raw  # written before the mel analysis was nested
+    voc = Vocoder.from_pretrained(REPO / "checkpoints" / "vocoder-small")
+    assert voc.config.mel.n_fft == raw["mel_n_fft"] and voc.config.hop_length == raw["hop_length"]
+    assert "mel" in voc.config.to_dict()
