@@ -255,3 +255,17 @@ def test_resume_is_exact_at_epoch_ends_and_after_validation(tmp_path, corpus_mak
     b = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_pre_layout_run_checkpoint_exports(corpus, tmp_path):
+    """A run checkpoint written before the layout change (temperature stored as model.logit_scale)
+    still exports and resumes."""
+    run = tmp_path / "run"
+    run_training(recipe(corpus, "trainer.max_steps=2"), run, enable_progress_bar=False)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["state_dict"]["model.logit_scale"] = state["state_dict"].pop("logit_scale")
+    torch.save(state, ckpt)
+    out = export_run(run, tmp_path / "export")
+    assert EntangleCodec.from_pretrained(out).config.name == "tiny"
+    run_training(recipe(corpus, "trainer.max_steps=3"), run, resume=True, enable_progress_bar=False)

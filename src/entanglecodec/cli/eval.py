@@ -209,4 +209,5 @@ def reconstruct(
 app.command("probe")(eval_more.probe)
 app.command("bench")(eval_more.bench)
 app.command("bench-rss")(eval_more.bench_rss)
+app.command("diagnose")(eval_more.diagnose)
 app.add_typer(eval_vocoder.app)

@@ -301,3 +301,30 @@ def bench_rss(
     cmd = "entanglecodec eval bench-rss" + (f" --seconds {seconds}" if seconds != "60,600,3600" else "")
     atomic_write_text(out / "bench-rss.md", rss_markdown(points, cmd))
     typer.echo(str(out / "bench-rss.md"))
+
+
+def diagnose(
+    checkpoint: Path = typer.Argument(..., help="Codec checkpoint directory (config.json + model.safetensors)."),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="Manifest with speech clips (e.g. the real-speech set)."),
+    split: str = typer.Option("valid", help="Manifest split to use."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report prefix: writes OUT.md and OUT.json."),
+    max_clips: int = typer.Option(24, min=2, help="Speech clips to use (probes fit on half, score on the other)."),
+    threads: int = typer.Option(2, min=1, help="Torch threads."),
+) -> None:
+    """Where pitch dies: gradient per loss term into the encoder, F0/voicing probes on H / h~ / Z_q,
+    and decoded F0 accuracy vs Euler steps and guidance -> OUT.md + OUT.json."""
+    import torch
+
+    from ..eval.codec_diagnosis import write_diagnosis
+
+    torch.set_num_threads(threads)
+    if not (checkpoint / "config.json").is_file():
+        fail(f"{checkpoint}: not a codec checkpoint directory (no config.json)", 2)
+    if not manifest.is_file():
+        fail(f"{manifest}: manifest not found", 2)
+    try:
+        path = write_diagnosis(checkpoint, manifest, split, out, max_clips=max_clips,
+                               command=_command_line("diagnose") or "")
+    except ValueError as e:
+        fail(str(e), 1)
+    typer.echo(str(path))

@@ -27,6 +27,7 @@ from torch import Tensor
 from ..audio import load_audio
 from ..codec.model import EntangleCodec
 from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
+from .report import report_paths, write_report
 
 
 @dataclass
@@ -268,9 +269,6 @@ def write_diagnosis(
     decode = decode_pitch(model, clips, settings, continuous=model.config.quantizer.bypass)
     result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "split": split, "clips": len(clips),
               "gradients": grads, "probes": probes, "decode": decode}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
         f"# Codec diagnosis: `{checkpoint}`",
         "",
@@ -295,6 +293,6 @@ def write_diagnosis(
         _table(decode, ["vuv_f1", "f0_rmse_cents", "f0_corr", "mel_l1", "stoi"]),
         "",
     ]
-    path = out.with_suffix(".md")
-    path.write_text("\n".join(md))
-    return path
+    paths = report_paths(out, {"markdown": ".md", "json": ".json"})
+    write_report(paths, lambda: "\n".join(md), result)
+    return paths["markdown"]

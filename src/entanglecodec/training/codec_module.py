@@ -294,11 +294,15 @@ class CodecModule(L.LightningModule):
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Runs saved before the layout change kept the temperature inside the codec.
-        state = checkpoint.get("state_dict", {})
+    @staticmethod
+    def migrate_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+        """In place: runs saved before the layout change kept the temperature inside the codec."""
         if f"model.{LOGIT_SCALE}" in state:
             state[LOGIT_SCALE] = state.pop(f"model.{LOGIT_SCALE}")
+        return state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.migrate_state_dict(checkpoint.get("state_dict", {}))
         self._plateau_state = checkpoint.get("plateau")
         self.nan_skips = int(checkpoint.get("nan_skips", 0))
         self._rng_state = checkpoint.get("rng")

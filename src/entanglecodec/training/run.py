@@ -198,7 +198,7 @@ def load_run(path: str | Path) -> CodecModule:
     if "recipe" not in hp:
         raise ValueError(f"{ckpt}: not an EntangleCodec training checkpoint (no recipe in hyper-parameters)")
     module = CodecModule(hp["recipe"], hp.get("run_dir", str(ckpt.parent.parent)))
-    module.load_state_dict(state["state_dict"])
+    module.load_state_dict(CodecModule.migrate_state_dict(state["state_dict"]))
     return module
 
 
