@@ -37,6 +37,7 @@ class Clip:
     id: str
     wav: np.ndarray
     speaker: str
+    caption: str | None = None
 
 
 def speech_clips(
@@ -59,7 +60,8 @@ def speech_clips(
             audio = Path(manifest).parent / audio
         wav, _ = load_audio(audio, 24000)
         speaker = r.get("speaker") or (spk.get("id") if isinstance(spk, dict) else None) or "?"
-        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(speaker)))
+        caption = r.get("caption")
+        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(speaker), str(caption) if caption else None))
         if len(out) >= max_clips:
             break
     if not out:
@@ -264,7 +266,9 @@ def write_diagnosis(
     """
     model = EntangleCodec.from_pretrained(checkpoint)
     clips = speech_clips(manifest, split, max_clips=max_clips)
-    grads = gradient_norms(model, clips[:8], None)
+    batch = clips[:8]
+    captions = [c.caption for c in batch]
+    grads = gradient_norms(model, batch, captions if all(captions) else None)  # type: ignore[arg-type]
     probes = pitch_probes(model, clips)
     decode = decode_pitch(model, clips, settings, continuous=model.config.quantizer.bypass)
     result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "split": split, "clips": len(clips),
