@@ -687,14 +687,14 @@ def _iter_rows(
     specs: list[ClipSpec], out: Path, workers: int, exclude: heldout.Exclusions | None
 ) -> Iterator[dict[str, Any]]:
     jobs = [(s, str(out), exclude) for s in specs]
-    if workers <= 1:
-        for job in jobs:
-            yield _write_clip(job)
-        return
-    # "spawn", not "fork": forking a process that already runs library threads (BLAS, torch,
-    # FluidSynth) can deadlock the children. Workers rebuild the pools from the on-disk cache.
+    # Clips are always made in fresh worker processes, even with one worker: the caller's process
+    # may hold state that changes the audio (a test suite's earlier tests changed reverberant clips'
+    # peaks in the 4th decimal when clips were made in-process), and the corpus must be
+    # byte-identical for a seed whatever ran before. "spawn", not "fork": forking a process that
+    # already runs library threads (BLAS, torch, FluidSynth) can deadlock the children. Workers
+    # rebuild the pools from the on-disk cache.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(max(1, workers)) as pool:
         yield from pool.imap(_write_clip, jobs, chunksize=1)
 
 
