@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -142,3 +143,25 @@ def _remove(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+def prepare_output_dir(out: Path, overwrite: bool, owned: tuple[str, ...], what: str) -> str | None:
+    """Make ``out`` ready for a generated data set; returns an error message instead of raising.
+
+    A non-empty ``out`` is refused unless ``overwrite``; then only the entries this writer owns
+    (``owned``: file or folder names directly under ``out``) are removed, nothing else of the user's.
+    ``what`` names the set in the message (``"corpus"``, ``"set"``).
+    """
+    if out.exists() and not out.is_dir():
+        return f"output path {out} exists and is not a directory"
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            return f"output directory {out} is not empty; pass --overwrite to replace its {what}"
+        for name in owned:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return None

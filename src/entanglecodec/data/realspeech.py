@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ..fileio import prepare_output_dir
 from .captions import TemplateCaptioner, asr_caption
 from .heldout import HELDOUT_SPEAKERS, SPLIT_OF_SET, TEST_PACKAGES, check_heldout
 from .manifest import summarize, write_manifest
@@ -301,18 +301,9 @@ def check_plan(plan: dict[str, tuple[SpeakerPlan, ...]]) -> None:
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RealSpeechError(f"output path {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise RealSpeechError(f"output directory {out} is not empty; pass --overwrite to replace its set")
-        for name in ("audio", "manifest.jsonl", "real-speech.json"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    problem = prepare_output_dir(out, overwrite, ("audio", "manifest.jsonl", "real-speech.json"), "set")
+    if problem:
+        raise RealSpeechError(problem)
 
 
 def _finish_row(clip: Clip, which: str, out: Path, captioner: TemplateCaptioner) -> dict[str, Any]:

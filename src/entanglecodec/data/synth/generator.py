@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ...fileio import prepare_output_dir
 from .. import heldout
 from ..captions import TemplateCaptioner, asr_caption
 from . import environment as envmod
@@ -635,18 +635,9 @@ def _write_clip(args: tuple[ClipSpec, str, heldout.Exclusions | None]) -> dict[s
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"output path {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise CorpusError(f"output directory {out} is not empty; pass --overwrite to replace its corpus")
-        for name in ("audio", "manifest.jsonl", "corpus.json", "manifest.jsonl.partial"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    problem = prepare_output_dir(out, overwrite, ("audio", "manifest.jsonl", "corpus.json", "manifest.jsonl.partial"), "corpus")
+    if problem:
+        raise CorpusError(problem)
 
 
 def _resumable_rows(out: Path, specs: list[ClipSpec]) -> list[tuple[str, dict[str, Any]]]:
