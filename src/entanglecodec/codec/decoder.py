@@ -132,6 +132,28 @@ class FlowDecoder(nn.Module):
         est = xt + (1 - t)[:, None, None] * v
         return loss, est
 
+    def one_step(self, cond: Tensor, mask: Tensor | None, noise: Tensor, guidance: float = 1.0) -> Tensor:
+        """The one-step sample of :meth:`sample` (``steps=1``) with gradients kept (stage-2 adversarial term).
+
+        Args:
+            cond: ``Z_q [B, F, D_quant]``; mask: ``[B, F]`` or None; noise: ``z [B, n_mels, F]``.
+            guidance: ``gamma`` of Eq. 12 (0: no guidance, one forward pass).
+
+        Returns: normalised mel ``[B, n_mels, F]``, ``z + v_gamma(z, 0)``.
+        """
+        return noise + self._velocity(noise, torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype),
+                                      cond, mask, guidance)
+
+    def _velocity(self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None, guidance: float) -> Tensor:
+        """Guided velocity ``(1 + gamma) v(x, t, c) - gamma v(x, t, null)`` ``[B, n_mels, F]`` (Eq. 12)."""
+        if guidance == 0.0:
+            return self(x, t, cond, mask)
+        null = self.null_condition(cond)
+        both = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]),
+                    None if mask is None else torch.cat([mask, mask]))
+        v_c, v_u = both.chunk(2)
+        return (1 + guidance) * v_c - guidance * v_u
+
     @torch.no_grad()
     def sample(
         self,
@@ -155,16 +177,8 @@ class FlowDecoder(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         b, f, _ = cond.shape
         x = noise if noise is not None else torch.randn(b, self.n_mels, f, device=cond.device, dtype=cond.dtype)
-        null = self.null_condition(cond)
         dt = 1.0 / steps
         for i in range(steps):
             t = torch.full((b,), i * dt, device=cond.device, dtype=x.dtype)
-            if guidance != 0.0:
-                both = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]),
-                            None if mask is None else torch.cat([mask, mask]))
-                v_c, v_u = both.chunk(2)
-                v = (1 + guidance) * v_c - guidance * v_u
-            else:
-                v = self(x, t, cond, mask)
-            x = x + dt * v
+            x = x + dt * self._velocity(x, t, cond, mask, guidance)
         return x

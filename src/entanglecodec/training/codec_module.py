@@ -138,7 +138,7 @@ class CodecModule(L.LightningModule):
             with torch.no_grad():
                 enc = self.model.encoder(mel, mask)
                 q = self.model.quantizer(enc.frames, mask)
-                _, fake = self.model.decoder.loss(mel, q.quantized, mask, generator)
+                fake = self._fake_mel(mel, q.quantized, mask, generator)
             real_logits, _ = self.disc(masked_mel(mel, mask))
             fake_logits, _ = self.disc(masked_mel(fake.detach(), mask))
             d_loss = hinge_discriminator_loss(real_logits, fake_logits)
@@ -159,13 +159,26 @@ class CodecModule(L.LightningModule):
             out["mel_reg"] = self.mel_head.loss(out["quantized"], mel, mask)
             loss = loss + w.mel_regression * out["mel_reg"]
         if stage == "stage2" and self.disc is not None and w.adv > 0:
-            fake_logits, _ = self.disc(masked_mel(out["mel_est"], mask))
+            fake = out["mel_est"] if w.adv_on == "flow_estimate" else self._fake_mel(mel, out["quantized"], mask, generator)
+            fake_logits, _ = self.disc(masked_mel(fake, mask))
             out["adv"] = hinge_generator_loss(fake_logits)
             loss = loss + w.adv * out["adv"]
         out["loss"] = loss
         out["mel"] = mel
         out["mask"] = mask
         return out
+
+    def _fake_mel(self, mel: Tensor, zq: Tensor, mask: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The decoded mel the discriminator judges, ``[B, n_mels, F]`` (``loss.adv_on``).
+
+        ``one_step``: the inference output ``z + v_gamma(z, 0)`` from fresh noise (differentiable);
+        ``flow_estimate``: the flow loss's one-step estimate at a random ``t``.
+        """
+        w = self.recipe.loss
+        if w.adv_on == "flow_estimate":
+            return self.model.decoder.loss(mel, zq, mask, generator)[1]
+        noise = torch.randn(mel.shape, generator=generator, device=mel.device, dtype=mel.dtype)
+        return self.model.decoder.one_step(zq, mask, noise, w.adv_guidance)
 
     def _all_ranks_flag(self, flag: bool) -> bool:
         t = torch.tensor(float(flag), device=self.device)

@@ -101,6 +101,12 @@ class LossSection:
     contrast: float = 1.0
     vq: float = 1.0
     adv: float = 1.0
+    # What the mel discriminator judges as "fake" (disc pre-training and the stage-2 term):
+    # "one_step": the decoder's inference output from noise (t = 0, guidance ``adv_guidance``), the
+    # reconstruction users hear; "flow_estimate": the one-step estimate x_t + (1 - t) v at the flow
+    # loss's random t (closer to real mels as t -> 1, so a weaker signal for one-step decoding).
+    adv_on: Literal["one_step", "flow_estimate"] = "one_step"
+    adv_guidance: float = 1.0
     # Not in the paper (0 = off): training-only signals that reach the encoder directly, see
     # ``training/aux_losses.py``: F0/voicing/energy read from h~, and a frame-wise mel from Z_q.
     primitives: float = 0.0
