@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import data_io
 from .common import fail
+
+if TYPE_CHECKING:
+    from ..config import EntangleCodecConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Corpora: synthesis, import, shards.")
 
@@ -83,6 +87,85 @@ def real_speech(
         f"{w} (split {s['split']}): {s['clips']} clips, {s['hours'] * 60:.1f} min" for w, s in summary["sets"].items()
     )
     typer.echo(f"wrote {summary['clips']} clips ({sets}) to {out}")
+
+
+@app.command("features")
+def features(
+    manifests: list[Path] = typer.Argument(..., help="Corpus manifest(s) (.jsonl)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output feature directory (keep it outside the repo)."),
+    codec_config: str = typer.Option(
+        ..., "--codec-config",
+        help="What the features are for: a training recipe (.yaml), a checkpoint directory or a preset name.",
+    ),
+    split: list[str] = typer.Option(["train", "valid"], "--split", help="Manifest split to write (repeatable)."),
+    mel_stats: Path | None = typer.Option(
+        None, "--mel-stats",
+        help="A run's mel_stats.json, stored as the normalisation 'data.mel_stats: compute' uses "
+        "(default: statistics of the written train frames).",
+    ),
+    max_hours: float | None = typer.Option(None, "--max-hours", help="Cap on the hours written (splits keep their share)."),
+    text_field: str | None = typer.Option(
+        None, "--text-field", help="Caption field: caption, asr_caption or text (default: the recipe's, else caption)."
+    ),
+    shard_mib: float = typer.Option(8.0, "--shard-mib", min=0.5, help="Approximate size of one shard's mel array."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same arguments)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the features in a non-empty --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Pre-compute training features (uint8 log-mel, F0 targets, caption embeddings) for GPU runs without audio tools."""
+    from ..audio import AudioError
+    from ..config import ConfigError
+    from ..data.features import FeatureError, write_features
+    from ..data.manifest import ManifestError
+    from .common import _progress
+
+    try:
+        codec, recipe_field = _codec_config(codec_config)
+    except (ConfigError, OSError, ValueError) as e:
+        fail(f"--codec-config: {e}", 2)
+    bar = _progress() if progress else None
+    task: list[int] = []
+
+    def start(n: int) -> None:
+        if bar is not None:
+            bar.start()
+            task.append(bar.add_task("features", total=n))
+
+    def step(_clip: str) -> None:
+        if bar is not None:
+            bar.advance(task[0])
+
+    try:
+        index = write_features(
+            manifests, out, codec, splits=split, mel_stats=mel_stats, max_hours=max_hours,
+            text_field=text_field or recipe_field or "caption", shard_mib=shard_mib, resume=resume,
+            overwrite=overwrite, on_clip=step, on_start=start,
+        )
+    except (FeatureError, ManifestError, AudioError, ConfigError) as e:
+        fail(str(e))
+    finally:
+        if bar is not None:
+            bar.stop()
+    parts = "; ".join(f"{s}: {v['clips']} clips, {v['hours']:.3f} h" for s, v in index["splits"].items())
+    typer.echo(
+        f"wrote {parts} to {out} ({index['bytes'] / 2**20:.1f} MiB, {index['bytes_per_hour'] / 2**20:.1f} MiB per hour of audio)"
+    )
+
+
+def _codec_config(spec: str) -> tuple[EntangleCodecConfig, str | None]:
+    """``(EntangleCodecConfig, text_field or None)`` of a recipe file, a checkpoint directory or a preset."""
+    from ..checkpoint import CONFIG_NAME
+    from ..config import EntangleCodecConfig
+
+    p = Path(spec)
+    if p.is_dir():
+        return EntangleCodecConfig.from_json(p / CONFIG_NAME), None
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        from ..training.recipe import load_recipe
+
+        recipe = load_recipe(p)
+        return recipe.model.build(), recipe.data.text_field
+    return EntangleCodecConfig.preset(spec), None
 
 
 app.add_typer(data_io.app)

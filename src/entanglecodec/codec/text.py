@@ -151,19 +151,29 @@ class ScratchTextBackbone(nn.Module):
 
 
 class CaptionEncoder(nn.Module):
-    """Backbone + projection to ``D_align``; output L2-normalised ``[B, D_align]``."""
+    """Backbone + projection to ``D_align``; output L2-normalised ``[B, D_align]``.
 
-    def __init__(self, cfg: TextEncoderConfig, align_dim: int) -> None:
+    Args:
+        cfg: the caption tower's config.
+        align_dim: ``D_align``.
+        pooled_dim: build the projection only, for pooled outputs of a frozen pretrained backbone
+            computed beforehand (e.g. stored in a feature directory, ``entanglecodec data features``):
+            :meth:`project` takes them, ``forward(texts)`` is refused. The saved parameters are the
+            same as with the backbone (a frozen backbone is never saved).
+    """
+
+    def __init__(self, cfg: TextEncoderConfig, align_dim: int, pooled_dim: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone: PretrainedTextBackbone | ScratchTextBackbone
-        if cfg.kind == "pretrained":
-            self.backbone = PretrainedTextBackbone(cfg)
+        self.backbone: PretrainedTextBackbone | ScratchTextBackbone | None
+        if pooled_dim is not None:
+            if cfg.kind != "pretrained" or cfg.trainable:
+                raise ValueError("pre-computed caption embeddings need a frozen pretrained backbone (text.kind=pretrained)")
+            self.backbone, out_dim = None, int(pooled_dim)
         else:
-            self.backbone = ScratchTextBackbone(cfg)
-        self.proj = nn.Sequential(
-            nn.Linear(self.backbone.out_dim, self.backbone.out_dim), nn.GELU(), nn.Linear(self.backbone.out_dim, align_dim)
-        )
+            self.backbone = PretrainedTextBackbone(cfg) if cfg.kind == "pretrained" else ScratchTextBackbone(cfg)
+            out_dim = self.backbone.out_dim
+        self.proj = nn.Sequential(nn.Linear(out_dim, out_dim), nn.GELU(), nn.Linear(out_dim, align_dim))
 
     def saved_state_dict(self) -> dict[str, Tensor]:
         """The parameters a checkpoint must hold (a frozen pretrained backbone is reloaded from its path)."""
@@ -172,6 +182,12 @@ class CaptionEncoder(nn.Module):
             sd = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
         return sd
 
+    def project(self, pooled: Tensor) -> Tensor:
+        """Pooled backbone outputs ``[B, hidden]`` -> L2-normalised ``t_emb [B, D_align]``."""
+        return F.normalize(self.proj(pooled.float()), dim=-1)
+
     def forward(self, texts: Sequence[str]) -> Tensor:
         texts = _check_captions(texts)
-        return F.normalize(self.proj(self.backbone(texts).float()), dim=-1)
+        if self.backbone is None:
+            raise RuntimeError("this caption encoder takes pre-computed embeddings (project()), not texts")
+        return self.project(self.backbone(texts))

@@ -37,6 +37,7 @@ def stage1_losses(
     mask: Tensor,
     captions: Sequence[str] | None = None,
     generator: torch.Generator | None = None,
+    caption_emb: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Stage-1 losses on a batch of normalised mels ``[B, n_mels, F]`` with ``mask [B, F]``.
 
@@ -45,6 +46,9 @@ def stage1_losses(
     batch, ``dead_codes`` re-seeded this step, ``active_codes`` = fraction used in the last 100
     batches), ``mel_est`` (one-step decoder estimate ``[B, n_mels, F]``), ``codes``, and the
     quantizer's ``pre_quant`` (h~) and ``quantized`` (Z_q), both ``[B, F, D_quant]``.
+
+    ``caption_emb [B, hidden]``: pooled outputs of the frozen caption backbone computed beforehand
+    (a feature directory's); used instead of running the backbone on ``captions``.
     """
     enc = model.encoder(mel, mask)
     q: QuantizerOutput = model.quantizer(enc.frames, mask)
@@ -65,6 +69,6 @@ def stage1_losses(
         if model.text_encoder is None:
             raise RuntimeError("captions given but the model has no caption encoder")
         a = model.audio_proj(enc.cls)
-        t = model.text_encoder(captions)
+        t = model.text_encoder.project(caption_emb) if caption_emb is not None else model.text_encoder(captions)
         out["contrast"], out["retrieval_acc"] = contrastive_loss(a, t, logit_scale)
     return out

@@ -23,7 +23,9 @@ from torch import Tensor
 
 from ..audio import lengths_to_mask, num_frames
 from ..codec.model import EntangleCodec
-from ..config import _from_dict
+from ..codec.text import CaptionEncoder
+from ..config import EntangleCodecConfig, _from_dict
+from ..data.features import INDEX_NAME, check_index, read_index
 from .aux_losses import MelRegressionHead, PrimitiveHead
 from .codec_losses import LOGIT_SCALE, logit_scale_parameter, stage1_losses
 from .discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
@@ -62,8 +64,12 @@ class CodecModule(L.LightningModule):
         self.run_dir = Path(run_dir)
         stage = self.recipe.stage
         self.disc: MelDiscriminator | None = None
+        pooled_dim = self._feature_captions_dim() if stage == "stage1" else None
         if stage == "stage1":
-            self.model = EntangleCodec(self.recipe.model.build())
+            config = self.recipe.model.build()
+            self.model = EntangleCodec(config, build_text_encoder=pooled_dim is None)
+            if pooled_dim is not None:  # the frozen backbone's pooled outputs come with the batches
+                self.model.text_encoder = CaptionEncoder(config.text, config.align_dim, pooled_dim=pooled_dim)
         else:
             assert self.recipe.init_from is not None
             self.model = EntangleCodec.from_pretrained(self.recipe.init_from, build_text_encoder=False)
@@ -75,6 +81,9 @@ class CodecModule(L.LightningModule):
             elif self.recipe.loss.adv > 0:
                 assert self.recipe.discriminator is not None
                 self.disc = freeze(MelDiscriminator.from_pretrained(self.recipe.discriminator))  # type: ignore[assignment]
+            if self.recipe.data.features:
+                self._feature_captions_dim(self.model.config)  # same mel config as the features, or a clear error
+        self.precomputed_captions = pooled_dim is not None
         # The CLIP temperature (Eq. 10) is training-only: learnable in stage 1, frozen after. As the
         # module's own parameter it comes first in parameters(), where EntangleCodec.logit_scale
         # stood before, so optimiser states of older runs line up (see on_load_checkpoint).
@@ -100,6 +109,18 @@ class CodecModule(L.LightningModule):
         self._val_losses: list[Tensor] = []
         self._val_plot_done = False
 
+    def _feature_captions_dim(self, config: EntangleCodecConfig | None = None) -> int | None:
+        """With ``data.features``: check the directory against the model's config (a one-line
+        :class:`FeatureError` when the mel config or caption field differ) and return the pooled
+        caption-embedding size when the caption tower can use the stored embeddings, else ``None``.
+        A directory that is not there (a run rebuilt elsewhere, e.g. for export) builds the full tower."""
+        root = self.recipe.data.features
+        if not root or not (Path(root) / INDEX_NAME).is_file():
+            return None
+        index = read_index(root)
+        usable = check_index(index, config or self.recipe.model.build(), self.recipe.data.text_field, root)
+        return int(index["captions"]["embedding"]["dim"]) if usable else None
+
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> CodecModule:
         super().train(mode)
@@ -121,7 +142,20 @@ class CodecModule(L.LightningModule):
             self.model.quantizer.set_codebook_sync(True)
 
     # ------------------------------------------------------------------ batches
+    @staticmethod
+    def _batch_size(batch: dict[str, Any]) -> int:
+        return int(batch["log_mel" if "log_mel" in batch else "wav"].shape[0])
+
     def _mel(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Normalised mel ``[B, n_mels, F]`` and frame mask ``[B, F]`` of a batch: from the waveform
+        through the front end, or, for a feature batch (``log_mel`` + ``mel_lengths``), the stored
+        log-mel through the front end's own normalisation (frames past each length set to 0, as the
+        front end does)."""
+        if "log_mel" in batch:
+            mask = lengths_to_mask(batch["mel_lengths"], batch["log_mel"].shape[-1])
+            with torch.no_grad():
+                mel = self.model.frontend.normalize(batch["log_mel"].float()) * mask[:, None, :].float()
+            return mel, mask
         wav, lengths = batch["wav"], batch["lengths"]
         with torch.no_grad():
             mel = self.model.frontend(wav.float(), lengths)
@@ -148,7 +182,8 @@ class CodecModule(L.LightningModule):
             )
             return {"loss": d_loss, "disc": d_loss, "disc_acc": acc}
         captions = batch.get("caption") if (stage == "stage1" and w.contrast > 0) else None
-        out = stage1_losses(self.model, self.logit_scale, mel, mask, captions, generator)
+        emb = batch.get("caption_emb") if (captions is not None and self.precomputed_captions) else None
+        out = stage1_losses(self.model, self.logit_scale, mel, mask, captions, generator, caption_emb=emb)
         loss = w.flow * out["flow"] + w.vq * out["vq"]
         if "contrast" in out:
             loss = loss + w.contrast * out["contrast"]
@@ -201,7 +236,7 @@ class CodecModule(L.LightningModule):
                 f"data, or set trainer.nan_policy: skip (skipped so far: {self.nan_skips})."
             )
         now = time.perf_counter()
-        bs = int(batch["wav"].shape[0])
+        bs = self._batch_size(batch)
         logs = {f"train/{k}": v.detach() for k, v in out.items() if isinstance(v, Tensor) and v.dim() == 0}
         if self._t_last is not None:
             dt = now - self._t_last
@@ -232,7 +267,7 @@ class CodecModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         gen = torch.Generator(device=self.device).manual_seed(1000 + batch_idx)
         out = self._losses(batch, gen)
-        bs = int(batch["wav"].shape[0])
+        bs = self._batch_size(batch)
         self._val_losses.append(out["loss"].detach())
         logs = {f"val/{k}": v.detach() for k, v in out.items() if isinstance(v, Tensor) and v.dim() == 0}
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)

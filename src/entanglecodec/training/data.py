@@ -7,6 +7,11 @@ completed batches each time an epoch's iterator is created (not counted by the s
 so a resumed run sees exactly the batches the uninterrupted run would have seen, also when the
 trainer builds and discards an iterator on resume (a checkpoint taken at an epoch's last batch).
 
+With ``data.features`` set, both loaders read a pre-computed feature directory
+(:class:`~entanglecodec.data.features.FeatureDataset`: crops in frames, batched by
+:func:`~entanglecodec.data.features.collate_features`) through the same samplers, so domain weights,
+rank sharding and exact resume work the same way.
+
 Both loaders draw their worker base seeds from their own seeded generator, never from torch's
 global RNG: creating an iterator (each epoch, each validation) must not shift the training RNG
 stream, which is saved in the checkpoint and restored on resume.
@@ -15,12 +20,13 @@ stream, which is saved in the checkpoint and restored on resume.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..data.dataset import DomainWeightedSampler, ManifestDataset, collate_audio, ignore_termination
+from ..data.features import FeatureDataset, collate_features, read_index
 from .recipe import DataSection
 
 
@@ -93,15 +99,19 @@ def build_train_loader(
     ``batches_done`` (optional) is re-read at every epoch's iterator, see :class:`ResumableSampler`.
     ``collate`` batches the items (default :func:`collate_audio`; auxiliary losses may add targets).
     """
-    ds = ManifestDataset(
-        cfg.train_manifest,
-        split=cfg.train_split,
-        crop_seconds=cfg.crop_seconds,
-        crop_mode="random",
-        seed=seed,
-        text_field=cfg.text_field,
-        on_error=cfg.on_error,
-    )
+    ds: ManifestDataset | FeatureDataset
+    if cfg.features:
+        ds, collate = feature_dataset(cfg, cfg.train_split or "train", "random", seed), collate_features
+    else:
+        ds = ManifestDataset(
+            cfg.train_manifest,
+            split=cfg.train_split,
+            crop_seconds=cfg.crop_seconds,
+            crop_mode="random",
+            seed=seed,
+            text_field=cfg.text_field,
+            on_error=cfg.on_error,
+        )
     inner = DomainWeightedSampler(ds, weights=cfg.domain_weights, seed=seed, num_replicas=world, rank=rank, drop_last=True)
     sampler = ResumableSampler(inner, batches_done, cfg.batch_size)
     sampler.set_position(batches_consumed, cfg.batch_size)
@@ -118,20 +128,34 @@ def build_train_loader(
     )
 
 
+def feature_dataset(cfg: DataSection, split: str, crop_mode: Literal["random", "center"], seed: int) -> FeatureDataset:
+    """The ``data.features`` directory's ``split`` (caption embeddings included when it holds them)."""
+    assert cfg.features is not None
+    index = read_index(cfg.features)
+    has_emb = index["captions"]["embedding"] is not None
+    return FeatureDataset(cfg.features, split, cfg.crop_seconds, crop_mode, seed, embeddings=has_emb, index=index)
+
+
 def build_valid_loader(cfg: DataSection, rank: int, world: int, collate: Collate = collate_audio) -> DataLoader[Any] | None:
     """Deterministic (centre-crop) validation loader over ``valid_batches`` batches, or None."""
     manifests = cfg.valid_manifest or cfg.train_manifest
-    try:
-        ds = ManifestDataset(
-            manifests,
-            split=cfg.valid_split,
-            crop_seconds=cfg.crop_seconds,
-            crop_mode="center",
-            text_field=cfg.text_field,
-            on_error=cfg.on_error,
-        )
-    except ValueError:
-        return None
+    ds: ManifestDataset | FeatureDataset
+    if cfg.features:
+        if (cfg.valid_split or "valid") not in read_index(cfg.features)["splits"]:
+            return None
+        ds, collate = feature_dataset(cfg, cfg.valid_split or "valid", "center", 0), collate_features
+    else:
+        try:
+            ds = ManifestDataset(
+                manifests,
+                split=cfg.valid_split,
+                crop_seconds=cfg.crop_seconds,
+                crop_mode="center",
+                text_field=cfg.text_field,
+                on_error=cfg.on_error,
+            )
+        except ValueError:
+            return None
     n = min(len(ds), cfg.valid_batches * cfg.batch_size * world)
     indices = list(range(rank, n, world))
     if not indices:

@@ -65,6 +65,9 @@ class DataSection:
     mel_stats: str | None = "compute"  # "compute" (from train data), a JSON path, or null (keep model's)
     mel_stats_files: int = 500
     on_error: Literal["skip", "raise"] = "skip"
+    # A pre-computed feature directory (``entanglecodec data features``): when set, every stage trains
+    # from its uint8 log-mels, F0 targets and caption embeddings instead of decoding the manifests.
+    features: str | None = None
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.crop_seconds <= 0 or self.num_workers < 0:
@@ -118,6 +121,7 @@ class TrainerSection:
     """Lightning Trainer settings, checkpointing and logging cadence (all in optimiser steps)."""
 
     max_steps: int = 1000
+    max_time: str | None = None  # wall-clock budget "DD:HH:MM:SS" (Lightning's Trainer max_time); stops cleanly
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     accelerator: str = "auto"
     devices: int | str = 1

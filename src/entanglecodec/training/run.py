@@ -100,6 +100,11 @@ def prepare_mel_stats(module: CodecModule, recipe: Recipe, run_dir: Path) -> Non
     cache = run_dir / "mel_stats.json"
     if cache.is_file():
         mean, std = load_mel_stats(cache)
+    elif recipe.data.features:  # the statistics the feature directory was built with
+        from ..data.features import feature_stats, read_index
+
+        mean, std = feature_stats(read_index(recipe.data.features))
+        save_mel_stats(cache, mean, std, 0, module.model.config.mel)
     else:
         rows = read_manifests(recipe.data.train_manifest, recipe.data.train_split)
         step = max(1, len(rows) // max(1, recipe.data.mel_stats_files))
@@ -129,6 +134,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, enable_progress_bar: bool = Tru
     ]
     return L.Trainer(
         max_steps=t.max_steps,
+        max_time=t.max_time,
         precision=t.precision,
         accelerator=t.accelerator,
         devices=t.devices,
@@ -198,7 +204,14 @@ def load_run(path: str | Path) -> CodecModule:
     if "recipe" not in hp:
         raise ValueError(f"{ckpt}: not an EntangleCodec training checkpoint (no recipe in hyper-parameters)")
     module = CodecModule(hp["recipe"], hp.get("run_dir", str(ckpt.parent.parent)))
-    module.load_state_dict(CodecModule.migrate_state_dict(state["state_dict"]))
+    sd = CodecModule.migrate_state_dict(state["state_dict"])
+    # A run trained from a feature directory's caption embeddings holds no frozen text backbone; rebuilt
+    # where that directory is absent, the module loads the backbone from its own path instead.
+    frozen = "model.text_encoder.backbone."
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    bad = [k for k in missing if not (k.startswith(frozen) and not any(x.startswith(frozen) for x in sd))]
+    if bad or unexpected:
+        raise ValueError(f"{ckpt}: weights do not match the recipe (missing {bad[:3]}, unexpected {unexpected[:3]})")
     return module
 
 
