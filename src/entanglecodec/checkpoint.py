@@ -189,3 +189,23 @@ def check_state(
         if shape_bad:
             parts.append(f"shape mismatch: {'; '.join(shape_bad[:3])}")
         raise error(f"{where}: weights do not match config.json: " + "; ".join(parts))
+
+
+def convert_weights(directory: str | Path, dtype: torch.dtype, min_numel: int = 1024) -> Path:
+    """Rewrite a checkpoint directory's floating-point weights of at least ``min_numel`` elements in
+    ``dtype`` (e.g. ``torch.float16`` halves a codec for transport); smaller tensors (normalisation
+    statistics, norms, biases, scalars) stay as they are. ``config.json`` gets the new checksum; the
+    safetensors header metadata is kept. Loading casts back to the model's dtype (shapes are what
+    :func:`check_state` compares).
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint`.
+    """
+    from safetensors import safe_open
+
+    d = Path(directory)
+    raw, state = read_checkpoint(d)
+    with safe_open(str(d / WEIGHTS_NAME), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    cast = {k: v.to(dtype) if v.is_floating_point() and v.numel() >= min_numel else v for k, v in state.items()}
+    return save_checkpoint(d, raw, cast, metadata=meta)

@@ -59,12 +59,20 @@ def export(
     run: Path = typer.Argument(..., help="Run folder (uses checkpoints/last.ckpt) or a .ckpt file."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (config.json + model.safetensors)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output directory."),
+    dtype: str = typer.Option(
+        "float32", "--dtype", help="float32, or float16 / bfloat16: weight matrices in 16 bits (half the size)."
+    ),
 ) -> None:
     """Export trained weights (no optimiser state) for EntangleCodec.from_pretrained."""
+    import torch
+
     from ..training.run import export_run
 
+    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        fail(f"--dtype: choose float32, float16 or bfloat16, not {dtype!r}", 2)
     try:
-        d = export_run(run, out, overwrite)
+        d = export_run(run, out, overwrite, dtypes[dtype])
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     typer.echo(f"exported to {d}")

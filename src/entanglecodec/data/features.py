@@ -259,22 +259,23 @@ def write_features(
     if root.exists() and not root.is_dir():
         raise FeatureError(f"{root}: exists and is not a directory")
     offset, scale = quant_grid(mel)
-    stats = None
+    stats: dict[str, Any] | None = None
     if mel_stats is not None:
         mean, std = load_mel_stats(mel_stats)
         if mean.shape != (mel.n_mels,):
             raise FeatureError(f"{mel_stats}: statistics of {mean.shape[0]} bins, the mel config has {mel.n_mels}")
         stats = {"mean": mean.tolist(), "std": std.tolist(), "source": str(mel_stats)}
-    config = {
+    config: dict[str, Any] = {
         "mel": asdict(mel),
         "mel_hash": mel_config_hash(mel),
         "quant": {"dtype": "uint8", "offset": offset.tolist(), "scale": scale.tolist()},
         "f0": F0_TRACKER,
         "captions": caption_spec(codec.text, text_field),
     }
-    plan = {"format": FORMAT, "version": VERSION, "config": config, "splits": _plan(manifests, splits, max_hours, text_field)}
+    chosen = _plan(manifests, splits, max_hours, text_field)
     plan_path = root / PLAN_NAME
-    plan_record = {"format": FORMAT, "plan_hash": _hash(plan), "clips": {s: len(c) for s, c in plan["splits"].items()}}
+    plan_hash = _hash({"format": FORMAT, "version": VERSION, "config": config, "splits": chosen})
+    plan_record = {"format": FORMAT, "plan_hash": plan_hash, "clips": {s: len(c) for s, c in chosen.items()}}
     if root.is_dir() and any(root.iterdir()):
         if resume:
             try:
@@ -301,9 +302,9 @@ def write_features(
         config["captions"]["embedding"]["dim"] = embedder.out_dim
     frame_rate = mel.sample_rate / mel.hop_length
     max_frames = max(1, int(shard_mib * 2**20 / mel.n_mels))
-    todo = {s: _shards(cl, max_frames, frame_rate) for s, cl in plan["splits"].items()}
+    todo = {s: _shards(cl, max_frames, frame_rate) for s, cl in chosen.items()}
     if on_start is not None:
-        on_start(sum(len(cl) for cl in plan["splits"].values()))
+        on_start(sum(len(cl) for cl in chosen.values()))
     splits_out: dict[str, Any] = {}
     for split, shards in todo.items():
         names, n_frames, seconds = [], 0, 0.0
@@ -320,7 +321,7 @@ def write_features(
             meta.pop("computed", None)
             n_frames += meta["frames"]
             seconds += meta["seconds"]
-        splits_out[split] = {"clips": len(plan["splits"][split]), "frames": n_frames,
+        splits_out[split] = {"clips": len(chosen[split]), "frames": n_frames,
                              "hours": round(seconds / 3600.0, 4), "shards": names}
     if stats is None:
         stats = _stats_from_shards(root, splits_out.get("train") or next(iter(splits_out.values())), offset, scale)

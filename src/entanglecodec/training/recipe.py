@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -121,7 +122,9 @@ class TrainerSection:
     """Lightning Trainer settings, checkpointing and logging cadence (all in optimiser steps)."""
 
     max_steps: int = 1000
-    max_time: str | None = None  # wall-clock budget "DD:HH:MM:SS" (Lightning's Trainer max_time); stops cleanly
+    # Training-time budget "DD:HH:MM:SS" (Lightning's Trainer max_time): the run stops cleanly (last.ckpt)
+    # when it is spent. It counts the whole run: Lightning checkpoints its timer, so resumed segments add up.
+    max_time: str | None = None
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     accelerator: str = "auto"
     devices: int | str = 1
@@ -142,6 +145,8 @@ class TrainerSection:
         for k in ("max_steps", "log_every", "val_every", "ckpt_every", "plot_every"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"trainer.{k} must be >= 1")
+        if self.max_time is not None and not re.fullmatch(r"\d+:\d+:\d+:\d+", str(self.max_time)):
+            raise ConfigError(f"trainer.max_time must look like DD:HH:MM:SS, got {self.max_time!r}")
 
 
 @dataclass

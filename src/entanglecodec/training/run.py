@@ -215,9 +215,18 @@ def load_run(path: str | Path) -> CodecModule:
     return module
 
 
-def export_run(path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Export a run's latest weights to a ``save_pretrained`` directory (no optimiser state)."""
+def export_run(path: str | Path, out_dir: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+    """Export a run's latest weights to a ``save_pretrained`` directory (no optimiser state).
+
+    ``dtype`` (e.g. ``torch.float16``): store the weight matrices in it (see
+    :func:`~entanglecodec.checkpoint.convert_weights`), half the size for transport.
+    """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite)")
-    return load_run(path).export(out)
+    d = load_run(path).export(out)
+    if dtype is not None:
+        from ..checkpoint import convert_weights
+
+        convert_weights(d, dtype)
+    return d
