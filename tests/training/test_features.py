@@ -110,6 +110,13 @@ def test_stage1_trains_from_features_without_audio(features, tmp_path):
     assert torch.equal(small.frontend.mel_mean, model.frontend.mel_mean)
     w, w16 = model.state_dict(), small.state_dict()
     assert max(float((w[k] - w16[k]).abs().max()) for k in w if w[k].is_floating_point()) < 1e-2
+    # the discriminator and stage 2 read the same features (frozen front end: the checkpoint's statistics)
+    feats = [f"data.features={features}", "trainer.max_steps=2", "trainer.val_every=100"]
+    run_training(load_recipe(REPO / "configs" / "tiny-disc.yaml", [*feats, f"init_from={full}"]), tmp_path / "d")
+    disc = export_run(tmp_path / "d", tmp_path / "disc")
+    run_training(load_recipe(REPO / "configs" / "tiny-stage2.yaml", [*feats, f"init_from={full}", f"discriminator={disc}"]),
+                 tmp_path / "s2", enable_progress_bar=False)
+    assert "train/adv" in (tmp_path / "s2" / "logs" / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_other_mel_config_is_a_one_line_error(features, tmp_path):
