@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from entanglecodec import EntangleCodec, EntangleCodecConfig
@@ -193,3 +194,10 @@ def test_pretrained_caption_embeddings_are_stored_and_used(corpus, tmp_path):
     module = run_training(load_recipe(TINY, [*sets, f"data.features={out}"]), tmp_path / "run", enable_progress_bar=False)
     assert module.model.text_encoder is not None and module.model.text_encoder.backbone is None
     assert "train/contrast" in (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    # exported where the features are gone: the tower is rebuilt with its backbone, same saved weights
+    a = export_run(tmp_path / "run", tmp_path / "a")
+    for f in out.iterdir():
+        f.unlink()
+    b = export_run(tmp_path / "run", tmp_path / "b")
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -208,8 +208,9 @@ def load_run(path: str | Path) -> CodecModule:
     # A run trained from a feature directory's caption embeddings holds no frozen text backbone; rebuilt
     # where that directory is absent, the module loads the backbone from its own path instead.
     frozen = "model.text_encoder.backbone."
+    saved_backbone = any(k.startswith(frozen) for k in sd)
     missing, unexpected = module.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if not (k.startswith(frozen) and not any(x.startswith(frozen) for x in sd))]
+    bad = [k for k in missing if saved_backbone or not k.startswith(frozen)]
     if bad or unexpected:
         raise ValueError(f"{ckpt}: weights do not match the recipe (missing {bad[:3]}, unexpected {unexpected[:3]})")
     return module
