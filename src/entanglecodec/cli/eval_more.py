@@ -287,7 +287,7 @@ def bench_rss(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Codec directory (default: bundled)."),
 ) -> None:
     """Peak RSS of the encode CLI on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
-    from ..eval.bench_rss import rss_markdown, run_rss
+    from ..eval.bench.rss import rss_markdown, run_rss
     from ..fileio import atomic_write_text
 
     try:
