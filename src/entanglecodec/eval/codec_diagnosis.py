@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import load_audio
 from ..codec.model import EntangleCodec
 from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
+from .load import load_codec
 from .report import report_paths, write_report
 
 
@@ -45,24 +45,23 @@ def speech_clips(
     manifest: str | Path, split: str, recorded_only: bool = True, max_clips: int = 24, max_seconds: float = 8.0
 ) -> list[Clip]:
     """Speech clips of ``split`` (recorded people only, by default), at most ``max_seconds`` each."""
-    from ..data.manifest import iter_manifest_lines
+    from ..data.manifest import read_manifest
+    from .load import load_clip
 
-    rows = [r for _, _, r in iter_manifest_lines(manifest)]
+    rows = read_manifest(manifest, split, allow_empty=True)
     out: list[Clip] = []
     for r in rows:
-        if r.get("split") != split or r.get("domain") != "speech":
+        if r["domain"] != "speech":
             continue
-        spk = (r.get("attributes") or {}).get("speaker") or {}
+        row: dict[str, Any] = dict(r)
+        spk = (row.get("attributes") or {}).get("speaker") or {}
         kind = spk.get("kind") if isinstance(spk, dict) else None
         if recorded_only and kind not in (None, "recorded", "real"):
             continue
-        audio = Path(r["audio"])
-        if not audio.is_absolute():
-            audio = Path(manifest).parent / audio
-        wav, _ = load_audio(audio, 24000)
-        speaker = r.get("speaker") or (spk.get("id") if isinstance(spk, dict) else None) or "?"
-        caption = r.get("caption")
-        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(speaker), str(caption) if caption else None))
+        wav = load_clip(row["audio"], max_seconds)
+        speaker = row.get("speaker") or (spk.get("id") if isinstance(spk, dict) else None) or "?"
+        caption = row.get("caption")
+        out.append(Clip(str(row["id"]), wav, str(speaker), str(caption) if caption else None))
         if len(out) >= max_clips:
             break
     if not out:
@@ -249,7 +248,7 @@ def write_diagnosis(
 
     Returns the markdown path.
     """
-    model = EntangleCodec.from_pretrained(checkpoint)
+    model = load_codec(checkpoint).model
     clips = speech_clips(manifest, split, max_clips=max_clips)
     batch = clips[:8]
     captions = [c.caption for c in batch]

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import MelFrontend, load_audio
+from ..audio import MelFrontend
 from ..config import MelConfig
 from ..vocoder.load import MelVocoder, copy_synthesis
+from .load import load_clip
 from .report import report_paths, write_report
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,8 @@ def evaluate(
             chosen.append(r)
     results: dict[str, list[ClipScores]] = {name: [] for name in vocoders}
     for k, row in enumerate(chosen):
-        wav, sr = load_audio(row["audio"], cfg.sample_rate)
-        wav = wav[: int(max_seconds * sr)]
+        sr = cfg.sample_rate
+        wav = load_clip(row["audio"], max_seconds, sr)
         ref = torch.from_numpy(wav)
         speech = row["domain"] == "speech"
         for name, voc in vocoders.items():
@@ -308,8 +309,7 @@ def run_report(
     speech = [r for r in read_manifest(manifest, split) if r["domain"] == "speech"]
     figures = {}
     if speech:
-        wav, sr = load_audio(speech[0]["audio"], cfg.sample_rate)
-        wav = wav[: 4 * sr]
+        wav = load_clip(speech[0]["audio"], 4.0, cfg.sample_rate)
         fe = MelFrontend(cfg)
         ests = {n: copy_synthesis(v, torch.from_numpy(wav), fe).numpy() for n, v in systems.items()}
         figures["plot"] = lambda path: spectrogram_figure(path, wav, ests, cfg)

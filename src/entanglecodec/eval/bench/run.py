@@ -69,39 +69,19 @@ def load_bench_model(
     checkpoint: str | Path | None, preset: str, notes: list[str], bundled: bool = True
 ) -> tuple[EntangleCodec, dict[str, Any]]:
     """The model to benchmark: ``checkpoint``, else the bundled default (if ``bundled``), else a random ``preset``."""
-    import torch
+    from ..load import load_codec
 
-    from ...codec.model import CheckpointError, EntangleCodec
-    from ...config import EntangleCodecConfig
-
-    if checkpoint is not None:
-        model = EntangleCodec.from_pretrained(checkpoint, build_text_encoder=False)
-        info: dict[str, Any] = {
-            "source": f"checkpoint {checkpoint}",
-            "weights": "trained",
-            "preset": model.config.name,
-        }
-    else:
-        why = "the bundled model was not requested"
-        loaded: EntangleCodec | None = None
-        if bundled:
-            try:
-                loaded = EntangleCodec.from_pretrained(None, build_text_encoder=False)
-                info = {"source": "bundled default model", "weights": "trained", "preset": loaded.config.name}
-            except CheckpointError as e:
-                why = f"no bundled model ({str(e).split(':')[0]})"
-        if loaded is None:
-            torch.manual_seed(0)
-            loaded = EntangleCodec(EntangleCodecConfig.preset(preset), build_text_encoder=False).eval()
-            info = {
-                "source": f"randomly initialised `{preset}` preset",
-                "weights": "random",
-                "preset": preset,
-            }
-            notes.append(
-                f"{why}: benchmarked a randomly initialised `{preset}` preset; speed and memory do not depend on the weights"
-            )
-        model = loaded
+    loaded = load_codec(checkpoint, preset, seed=0, bundled=bundled, text_encoder=False)
+    model = loaded.model
+    info: dict[str, Any] = {
+        "source": loaded.source,
+        "weights": "trained" if loaded.trained else "random",
+        "preset": model.config.name if loaded.trained else preset,
+    }
+    if not loaded.trained:
+        notes.append(
+            f"{loaded.note}: benchmarked a randomly initialised `{preset}` preset; speed and memory do not depend on the weights"
+        )
     n = model.num_parameters()
     info.update(
         {

@@ -217,15 +217,16 @@ def select_rows(
 
 
 def load_clip(path: str | Path, max_seconds: float | None) -> np.ndarray:
-    """``float32 [S]`` mono waveform at 24 kHz, cropped to its first ``max_seconds`` seconds."""
-    from ...audio import load_audio
+    """``float32 [S]`` mono waveform at 24 kHz, cropped to its first ``max_seconds`` seconds
+    (:func:`entanglecodec.eval.load.load_clip`; an empty clip is a :class:`ProbeError`)."""
+    from .. import load
 
-    wav, _ = load_audio(path, SAMPLE_RATE)
-    if max_seconds is not None:
-        wav = wav[: int(round(max_seconds * SAMPLE_RATE))]
-    if wav.size == 0:
-        raise ProbeError(f"{path}: empty audio")
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    try:
+        return load.load_clip(path, max_seconds, SAMPLE_RATE)
+    except ValueError as e:
+        if "empty audio" in str(e):
+            raise ProbeError(str(e)) from e
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,18 +48,11 @@ class ModelSpec:
     seed: int = 0
 
     def load(self) -> EntangleCodec:
-        import torch
+        from ..load import load_codec
 
-        from ...codec.model import EntangleCodec
-
-        if self.checkpoint is not None:
-            return EntangleCodec.from_pretrained(self.checkpoint)
-        if self.preset is None:
+        if self.checkpoint is None and self.preset is None:
             raise ProbeError(f"model {self.label!r}: neither a checkpoint nor a preset")
-        from ...config import EntangleCodecConfig
-
-        torch.manual_seed(self.seed)
-        return EntangleCodec(EntangleCodecConfig.preset(self.preset)).eval()
+        return load_codec(self.checkpoint, self.preset, self.seed, bundled=False).model
 
 
 @dataclass
