@@ -29,51 +29,8 @@ External codecs run in child processes: their memory is not attributed.
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over ``encode`` of 10 s and over one Euler
 step of the flow decoder (both classifier-free-guidance passes) on 10 s, for every preset, with
 random weights. FFTs (mel analysis, iSTFT, Griffin-Lim) are not counted by the flop counter.
+
+Modules: :mod:`.measure` (peak memory, timed series, flops, memory breakdown, fits), :mod:`.run`
+(:func:`~.run.run_bench` over models, systems, lengths and batches), :mod:`.report` (JSON, markdown,
+figures through :mod:`entanglecodec.eval.report`), :mod:`.rss` (peak RSS of the ``encode`` process).
 """
-
-from __future__ import annotations
-
-from .measure import (
-    DEFAULT_LENGTHS,
-    QUICK_LENGTHS,
-    SAMPLE_RATE,
-    WAVE_MIB_PER_MIN,
-    BenchError,
-    Measurement,
-    PeakMemory,
-    bench_signal,
-    count_flops,
-    encode_memory_breakdown,
-    linear_fit,
-    memory_slope,
-    model_ops,
-    run_series,
-    system_op,
-)
-from .report import markdown_report, plot_bench, results_to_json, write_bench_report
-from .run import BenchResults, load_bench_model, run_bench
-
-__all__ = [
-    "BenchError",
-    "BenchResults",
-    "DEFAULT_LENGTHS",
-    "Measurement",
-    "PeakMemory",
-    "QUICK_LENGTHS",
-    "SAMPLE_RATE",
-    "WAVE_MIB_PER_MIN",
-    "bench_signal",
-    "count_flops",
-    "encode_memory_breakdown",
-    "linear_fit",
-    "load_bench_model",
-    "markdown_report",
-    "memory_slope",
-    "model_ops",
-    "plot_bench",
-    "results_to_json",
-    "run_bench",
-    "run_series",
-    "system_op",
-    "write_bench_report",
-]

@@ -41,67 +41,8 @@ Chance level is the accuracy of always answering the probe-train split's majorit
 Retrieval (:func:`retrieval_metrics`) ranks the test clips' audio embeddings (``embed_audio``)
 against the embeddings of their rich captions (``embed_text``) by cosine similarity and reports
 recall@1/@5 in both directions; clips sharing an identical caption count as correct matches.
+
+Modules: :mod:`.measure` (targets, clip selection, feature sets, probes, retrieval), :mod:`.run`
+(:func:`~.run.run_probes` over every model x feature set x target), :mod:`.report` (JSON, markdown,
+figure through :mod:`entanglecodec.eval.report`).
 """
-
-from __future__ import annotations
-
-from .measure import (
-    BASELINE_FEATURES,
-    DEFAULT_FEATURES,
-    FEATURES,
-    GM_FAMILIES,
-    MODEL_FEATURES,
-    SAMPLE_RATE,
-    TARGETS,
-    KMeansTokenizer,
-    LogMelFeatures,
-    Pooling,
-    ProbeError,
-    Target,
-    TargetPlan,
-    code_histogram,
-    fit_probe,
-    load_clip,
-    model_features,
-    parse_target,
-    plan_target,
-    pool,
-    resolve_targets,
-    retrieval_metrics,
-    select_rows,
-)
-from .report import markdown_report, plot_probes, results_to_json, write_probe_report
-from .run import ModelSpec, ProbeResults, run_probes
-
-__all__ = [
-    "BASELINE_FEATURES",
-    "DEFAULT_FEATURES",
-    "FEATURES",
-    "GM_FAMILIES",
-    "KMeansTokenizer",
-    "LogMelFeatures",
-    "MODEL_FEATURES",
-    "ModelSpec",
-    "Pooling",
-    "ProbeError",
-    "ProbeResults",
-    "SAMPLE_RATE",
-    "TARGETS",
-    "Target",
-    "TargetPlan",
-    "code_histogram",
-    "fit_probe",
-    "load_clip",
-    "markdown_report",
-    "model_features",
-    "parse_target",
-    "plan_target",
-    "plot_probes",
-    "pool",
-    "resolve_targets",
-    "results_to_json",
-    "retrieval_metrics",
-    "run_probes",
-    "select_rows",
-    "write_probe_report",
-]
