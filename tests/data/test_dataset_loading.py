@@ -264,7 +264,7 @@ def test_sampler_forwards_epoch_to_dataset(tmp_path: Path) -> None:
 
 
 def test_datamodule_trains_with_lightning(tmp_path: Path) -> None:
-    from entanglecodec.data.dataset import ManifestDataModule
+    from entanglecodec.training.data import ManifestDataModule
 
     pl = pytest.importorskip("lightning.pytorch")
     specs = [(f"s{i}.flac", "speech") for i in range(6)] + [(f"m{i}.flac", "music") for i in range(2)]

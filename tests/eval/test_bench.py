@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from entanglecodec.eval.bench import (
+from entanglecodec.eval.bench.measure import (
     BenchError,
     Measurement,
     PeakMemory,

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from entanglecodec import EntangleCodec, EntangleCodecConfig
-from entanglecodec.eval.codec_diagnosis import f0_agreement
+from entanglecodec.eval.metrics import compare_f0
 
 
 def _speech_like(path: Path, f0: float, seed: int) -> None:
@@ -25,13 +25,15 @@ def _speech_like(path: Path, f0: float, seed: int) -> None:
     sf.write(path, (0.3 * voiced + noise).astype(np.float32), sr)
 
 
-def test_f0_agreement_known_cases():
+def test_f0_comparison_known_cases():
     ref = np.array([0, 100, 110, 120, 0, 130.0])
-    same = f0_agreement(ref, ref)
-    assert same["vuv_f1"] == 1.0 and same["f0_rmse_cents"] == 0.0 and abs(same["f0_corr"] - 1) < 1e-9
-    up = f0_agreement(ref, ref * 2 ** (1 / 12))
-    assert abs(up["f0_rmse_cents"] - 100) < 1e-6
-    assert f0_agreement(ref, np.zeros(6))["vuv_f1"] == 0.0
+    same = compare_f0(ref, ref)
+    assert same.vuv_f1 == 1.0 and same.rmse_cents == 0.0 and abs(same.correlation - 1) < 1e-9 and same.frames == 4
+    up = compare_f0(ref, ref * 2 ** (1 / 12))
+    assert abs(up.rmse_cents - 100) < 1e-6
+    none = compare_f0(ref, np.zeros(6))
+    assert none.vuv_f1 == 0.0 and none.frames == 0 and np.isnan(none.rmse_cents)
+    assert compare_f0(np.zeros(4), np.zeros(4)).vuv_f1 == 1.0  # both unvoiced everywhere: they agree
 
 
 def test_diagnose_cli_writes_report(tmp_path):

@@ -16,11 +16,9 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from entanglecodec.eval.probe import (
+from entanglecodec.eval.probe.measure import (
     TARGETS,
-    ModelSpec,
     ProbeError,
-    ProbeResults,
     code_histogram,
     model_features,
     parse_target,
@@ -28,10 +26,10 @@ from entanglecodec.eval.probe import (
     pool,
     resolve_targets,
     retrieval_metrics,
-    run_probes,
     select_rows,
-    write_probe_report,
 )
+from entanglecodec.eval.probe.report import write_probe_report
+from entanglecodec.eval.probe.run import ModelSpec, ProbeResults, run_probes
 
 SR = 24000
 PITCHES = {"low": 220.0, "normal": 440.0, "high": 880.0}

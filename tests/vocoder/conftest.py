@@ -44,7 +44,7 @@ def tiny_recipe(tmp_path: Path, tiny_corpus: Path) -> Path:
 
     repo = Path(__file__).resolve().parents[2]
     data = yaml.safe_load((repo / "configs" / "vocoder-tiny.yaml").read_text())
-    data["data"]["manifest"] = str(tiny_corpus)
+    data["data"]["train_manifest"] = str(tiny_corpus)
     out = tmp_path / "vocoder-tiny.yaml"
     out.write_text(yaml.safe_dump(data))
     return out

@@ -10,28 +10,85 @@ import torch
 from typer.testing import CliRunner
 
 from entanglecodec.config import ConfigError
-from entanglecodec.training.vocoder import VocoderRecipe, export_vocoder, lr_lambda, train_vocoder
+from entanglecodec.training.vocoder_recipe import VocoderRecipe, lr_lambda, migrate_legacy_recipe
+from entanglecodec.training.vocoder_run import export_vocoder, train_vocoder
 from entanglecodec.vocoder.model import Vocoder
 
 
 def _metric(run: Path, key: str) -> list[tuple[int, float]]:
-    rows = [r for f in sorted((run / "logs").glob("version_*/metrics.csv")) for r in csv.DictReader(f.open())]
+    rows = [r for f in sorted((run / "logs").glob("**/metrics.csv")) for r in csv.DictReader(f.open())]
     return [(int(float(r["train/step"])), float(r[key])) for r in rows if r.get(key) not in (None, "")]
 
 
 def test_recipe_parsing(tiny_recipe: Path, tmp_path: Path) -> None:
     r = VocoderRecipe.from_yaml(tiny_recipe)
-    assert r.model.dim == 32 and r.train.max_steps == 12
+    assert r.model_config.dim == 32 and r.trainer.max_steps == 12
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: {max_stepz: 3}\n")
+    bad.write_text("trainer: {max_stepz: 3}\n")
     with pytest.raises(ConfigError, match="max_stepz"):
+        VocoderRecipe.from_yaml(bad)
+    bad.write_text("model: {preset: tiny, overrides: {dimm: 3}}\n")
+    with pytest.raises(ConfigError, match="model.overrides.dimm"):
+        VocoderRecipe.from_yaml(bad)
+    bad.write_text("trainer: {ckpt_every: 4, val_every: 6}\n")
+    with pytest.raises(ConfigError, match="multiple of trainer.ckpt_every"):
         VocoderRecipe.from_yaml(bad)
     with pytest.raises(ConfigError, match="not found"):
         VocoderRecipe.from_yaml(tmp_path / "none.yaml")
-    tc = r.train
-    tc.schedule, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio = "cosine", 10, 110, 0.1
-    assert lr_lambda(0, tc) == pytest.approx(0.1) and lr_lambda(10, tc) == pytest.approx(1.0)
-    assert lr_lambda(110, tc) == pytest.approx(0.1)
+    # the codec recipes' loader: base: chains and --set overrides with the same key names
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {tiny_recipe}\ntrainer: {{max_steps: 5}}\n")
+    r2 = VocoderRecipe.from_yaml(child, ["optim.lr=0.5"])
+    assert r2.trainer.max_steps == 5 and r2.optim.lr == 0.5 and r2.model_config.dim == 32
+    oc = r.optim
+    oc.schedule, oc.warmup_steps, oc.min_lr_ratio = "cosine", 10, 0.1
+    assert lr_lambda(0, oc, 110) == pytest.approx(0.1) and lr_lambda(10, oc, 110) == pytest.approx(1.0)
+    assert lr_lambda(110, oc, 110) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "old", "new"),
+    [
+        ("train: {max_steps: 3}", "train.max_steps", "trainer.max_steps"),
+        ("train: {lambda_mel: 3.0}", "train.lambda_mel", "loss.mel"),
+        ("train: {lr_disc: 0.1}", "train.lr_disc", "optim.discriminator_lr"),
+        ("data: {manifest: m.jsonl}", "data.manifest", "data.train_manifest"),
+        ("model: {preset: tiny, n_fft: 960}", "model.n_fft", "model.overrides.n_fft"),
+    ],
+)
+def test_old_recipe_keys_are_refused_naming_the_new_key(tmp_path: Path, text: str, old: str, new: str) -> None:
+    p = tmp_path / "old.yaml"
+    p.write_text(text + "\n")
+    with pytest.raises(ConfigError) as e:
+        VocoderRecipe.from_yaml(p)
+    msg = str(e.value)
+    assert "\n" not in msg and f"'{old}' is now '{new}'" in msg and str(p) in msg
+
+
+def test_recipes_of_old_checkpoints_are_migrated() -> None:
+    """The recipe dict stored in a pre-layout checkpoint (every old key) builds the same recipe."""
+    old = {
+        "name": "vocoder-tiny",
+        "model": {**VocoderRecipe().model_config.to_dict(), "dim": 48},
+        "data": {"manifest": "m.jsonl", "valid_manifest": None, "train_split": "train", "valid_split": "valid",
+                 "crop_seconds": 0.2, "valid_crop_seconds": 0.5, "batch_size": 4, "num_workers": 0,
+                 "domain_weights": None, "seed": 3},
+        "train": {"max_steps": 12, "lr": 3e-3, "lr_disc": 1e-3, "betas": [0.8, 0.9], "weight_decay": 0.01,
+                  "warmup_steps": 0, "schedule": "constant", "min_lr_ratio": 0.1, "gan_start_step": 8,
+                  "lambda_mel": 45.0, "lambda_stft": 0.0, "lambda_adv": 1.0, "lambda_fm": 2.0, "mrd_weight": 1.0,
+                  "gan_batch_size": 2, "grad_clip": 10.0, "steps_per_epoch": 4, "val_every_epochs": 2,
+                  "val_batches": 1, "sample_every_steps": 8, "num_samples": 1, "init_from": None,
+                  "log_every_steps": 2, "precision": "32-true", "threads": None, "accelerator": "cpu",
+                  "devices": 1, "strategy": "auto", "num_nodes": 1, "keep_checkpoints": 2},
+        "discriminator": {"periods": [2, 3], "mpd_channels": [4, 8], "mrd_resolutions": [[256, 64]], "mrd_channels": 4},
+    }
+    new, renamed = migrate_legacy_recipe(old)
+    assert renamed
+    r = VocoderRecipe.from_dict(new)
+    assert r.model_config.dim == 48 and r.data.train_manifest == ["m.jsonl"] and r.trainer.seed == 3
+    assert r.trainer.ckpt_every == 4 and r.trainer.val_every == 8 and r.data.valid_batches == 1
+    assert r.optim.discriminator_lr == 1e-3 and r.loss.gan_start_step == 8 and r.trainer.plot_every == 8
+    assert migrate_legacy_recipe(r.to_dict()) == (r.to_dict(), [])
 
 
 @pytest.mark.slow
@@ -55,6 +112,8 @@ def test_train_resume_export(tiny_recipe: Path, tmp_path: Path) -> None:
     train_vocoder(tiny_recipe, run_dir=part, max_steps=8)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train_vocoder(tiny_recipe, run_dir=tmp_path / "nothing", resume=True)
+    with pytest.raises(FileExistsError, match="--resume"):  # a fresh start never overwrites a run
+        train_vocoder(tiny_recipe, run_dir=part)
     train_vocoder(tiny_recipe, run_dir=part, resume=True)
     assert _metric(part, "train/mel_loss")[-1][0] == 12
     a = export_vocoder(full / "checkpoints" / "last.ckpt", tmp_path / "export-a")
@@ -87,7 +146,7 @@ def test_cli_train_and_export_errors(tmp_path: Path) -> None:
 
 
 def test_warm_start_copies_matching_tensors_only(tmp_path: Path) -> None:
-    from entanglecodec.training.vocoder import warm_start
+    from entanglecodec.training.vocoder_run import warm_start
     from entanglecodec.vocoder.config import VocoderConfig
 
     torch.manual_seed(0)

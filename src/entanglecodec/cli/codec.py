@@ -142,7 +142,6 @@ def decode(
     skip_errors: bool = SkipErrorsOpt,
 ) -> None:
     """Decode token files back to 24 kHz audio."""
-    from ..audio import save_audio
     from ..codec.model import check_sampling
     from ..codec.tokens import load_tokens
 
@@ -152,26 +151,14 @@ def decode(
     good, n_bad = check_files(files, load_tokens, skip_errors)
     model = load_model(checkpoint, vocoder)
     accepted = [x for x in (model.fingerprint(), model.legacy_fingerprint()) if x]
-    done = 0
-    with _progress() as prog:
-        task = prog.add_task("decoding", total=len(good))
-        for i in good:
-            f, o = files[i], outs[i]
-            try:
-                tf = load_tokens(f)
-                tf.check_compatible(accepted, model.codebook_size, f)
-                audio = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
-            except ValueError as e:
-                if not skip_errors:
-                    raise ValueError(f"{f}: {e}" if str(f) not in str(e) else str(e)) from e
-                n_bad += 1
-                console.print(f"[bold yellow]skipped:[/] {f}: {error_message(e)}", highlight=False)
-                prog.advance(task)
-                continue
-            save_audio(o, audio.wav[0, : int(audio.lengths[0])], audio.sample_rate)
-            done += 1
-            prog.advance(task)
-    finish(done, n_bad, "file(s)", outs[0].parent)
+
+    def one(f: Path) -> Any:
+        tf = load_tokens(f)
+        tf.check_compatible(accepted, model.codebook_size, f)
+        return model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
+
+    done, skipped = _write_each(files, outs, good, "decoding", skip_errors, one)
+    finish(done, n_bad + skipped, "file(s)", outs[0].parent)
 
 
 @app.command()
@@ -189,7 +176,7 @@ def reconstruct(
     """Encode then decode audio (24 kHz output, trimmed to the input length)."""
     import torch
 
-    from ..audio import audio_info, load_audio, save_audio
+    from ..audio import audio_info, load_audio
     from ..codec.model import check_sampling
 
     check_sampling(steps, guidance)
@@ -197,25 +184,43 @@ def reconstruct(
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, audio_info, skip_errors)
     model = load_model(checkpoint, vocoder)
-    done = 0
+
+    def one(f: Path) -> Any:
+        wav, sr = load_audio(f, model.sample_rate)
+        return model.reconstruct(torch.from_numpy(wav), sr, steps=steps, guidance=guidance)
+
+    done, skipped = _write_each(files, outs, good, "reconstructing", skip_errors, one)
+    finish(done, n_bad + skipped, "file(s)", outs[0].parent)
+
+
+def _write_each(
+    files: list[Path], outs: list[Path], good: list[int], label: str, skip_errors: bool, make: Callable[[Path], Any]
+) -> tuple[int, int]:
+    """``make(file) -> Audio`` for each input in ``good``, saved (trimmed to its length) to its output.
+
+    A ``ValueError`` names the file; with ``skip_errors`` it is printed and the file skipped.
+    Returns ``(written, skipped)``.
+    """
+    from ..audio import save_audio
+
+    done = skipped = 0
     with _progress() as prog:
-        task = prog.add_task("reconstructing", total=len(good))
+        task = prog.add_task(label, total=len(good))
         for i in good:
-            f, o = files[i], outs[i]
+            f = files[i]
             try:
-                wav, sr = load_audio(f, model.sample_rate)
-                audio = model.reconstruct(torch.from_numpy(wav), sr, steps=steps, guidance=guidance)
+                audio = make(f)
             except ValueError as e:
+                msg = str(e) if str(f) in str(e) else f"{f}: {error_message(e)}"
                 if not skip_errors:
-                    raise
-                n_bad += 1
-                console.print(f"[bold yellow]skipped:[/] {error_message(e)}", highlight=False)
-                prog.advance(task)
-                continue
-            save_audio(o, audio.wav[0, : int(audio.lengths[0])], audio.sample_rate)
-            done += 1
+                    raise ValueError(msg) from e
+                skipped += 1
+                console.print(f"[bold yellow]skipped:[/] {msg}", highlight=False)
+            else:
+                save_audio(outs[i], audio.wav[0, : int(audio.lengths[0])], audio.sample_rate)
+                done += 1
             prog.advance(task)
-    finish(done, n_bad, "file(s)", outs[0].parent)
+    return done, skipped
 
 
 @app.command()

@@ -149,59 +149,49 @@ def shard(
         f"skipped {len(index['skipped'])} unreadable"
     )
 
-@app.command("import-librispeech")
-def import_librispeech_cmd(
-    root: Annotated[Path, typer.Argument(help="LibriSpeech directory (or one subset inside it).")],
-    out: _Out,
-    captioner_cmd: _CaptionerCmd = None,
-    workers: _Workers = 1,
-    seed: _Seed = 0,
-    valid_fraction: _ValidFrac = 0.02,
-    test_fraction: _TestFrac = 0.02,
-    overwrite: _Overwrite = False,
-) -> None:
-    """Import LibriSpeech (transcripts from *.trans.txt, gender from SPEAKERS.TXT)."""
-    from ..data.importers import import_librispeech
+def _read_speech_command(name: str, importer: str, root_help: str, doc: str) -> None:
+    """Register ``import-NAME ROOT --out MANIFEST``: a read-speech corpus tree (LibriSpeech, LibriTTS)."""
 
-    _run_import(
-        out,
-        overwrite,
-        lambda: import_librispeech(
-            root,
-            captioner=_captioner(captioner_cmd),
-            seed=seed,
-            valid_fraction=valid_fraction,
-            test_fraction=test_fraction,
-            workers=workers,
-        ),
-    )
+    def command(
+        out: _Out,
+        root: Path = typer.Argument(..., help=root_help),
+        captioner_cmd: _CaptionerCmd = None,
+        workers: _Workers = 1,
+        seed: _Seed = 0,
+        valid_fraction: _ValidFrac = 0.02,
+        test_fraction: _TestFrac = 0.02,
+        overwrite: _Overwrite = False,
+    ) -> None:
+        from ..data import importers
 
-@app.command("import-libritts")
-def import_libritts_cmd(
-    root: Annotated[Path, typer.Argument(help="LibriTTS / LibriTTS-R directory (or one subset).")],
-    out: _Out,
-    captioner_cmd: _CaptionerCmd = None,
-    workers: _Workers = 1,
-    seed: _Seed = 0,
-    valid_fraction: _ValidFrac = 0.02,
-    test_fraction: _TestFrac = 0.02,
-    overwrite: _Overwrite = False,
-) -> None:
-    """Import LibriTTS (transcripts from *.normalized.txt / *.trans.tsv, gender from speakers.tsv)."""
-    from ..data.importers import import_libritts
+        run = getattr(importers, importer)
+        _run_import(
+            out,
+            overwrite,
+            lambda: run(
+                root,
+                captioner=_captioner(captioner_cmd),
+                seed=seed,
+                valid_fraction=valid_fraction,
+                test_fraction=test_fraction,
+                workers=workers,
+            ),
+        )
 
-    _run_import(
-        out,
-        overwrite,
-        lambda: import_libritts(
-            root,
-            captioner=_captioner(captioner_cmd),
-            seed=seed,
-            valid_fraction=valid_fraction,
-            test_fraction=test_fraction,
-            workers=workers,
-        ),
-    )
+    command.__doc__ = doc
+    command.__name__ = f"{importer}_cmd"
+    app.command(name)(command)
+
+
+_read_speech_command(
+    "import-librispeech", "import_librispeech", "LibriSpeech directory (or one subset inside it).",
+    "Import LibriSpeech (transcripts from *.trans.txt, gender from SPEAKERS.TXT).",
+)
+_read_speech_command(
+    "import-libritts", "import_libritts", "LibriTTS / LibriTTS-R directory (or one subset).",
+    "Import LibriTTS (transcripts from *.normalized.txt / *.trans.tsv, gender from speakers.tsv).",
+)
+
 
 @app.command("import-audiocaps")
 def import_audiocaps_cmd(
@@ -317,13 +307,13 @@ def validate_cmd(
     Exits with status 1 if the manifest is malformed or any file is missing/unreadable.
     """
     _setup_logging()
-    from ..data.manifest import read_manifest, summarize
+    from ..data.manifest import check_files, read_manifest, summarize
 
     try:
         rows = read_manifest(manifest, split)
     except _expected_errors() as e:
         fail(str(e))
-    checked, bad, mismatched = _check_files(rows, quick, workers)
+    checked, bad, mismatched = check_files(rows, decode=not quick, workers=workers)
     summary = summarize(checked)
     summary["manifest"] = str(manifest)
     summary["bad_files"] = [{"id": i, "audio": a, "error": r} for i, a, r in bad]
@@ -334,57 +324,6 @@ def validate_cmd(
         typer.echo(_format_summary(summary, len(rows)))
     if bad:
         raise typer.Exit(code=1)
-
-
-
-def _check_files(
-    rows: list[Any], quick: bool, workers: int
-) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]], int]:
-    """Decode every file; return rows with measured durations, bad files and duration mismatches."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-    import soundfile as sf
-
-    def check(path: str) -> tuple[float | None, str | None]:
-        try:
-            with sf.SoundFile(path) as f:
-                n, sr = f.frames, f.samplerate
-                if n <= 0:
-                    return None, "contains no samples (zero-length audio)"
-                if not quick:
-                    got = 0
-                    for block in f.blocks(blocksize=1 << 20, dtype="float32", always_2d=True):
-                        if not np.isfinite(block).all():
-                            return None, "contains NaN or Inf samples"
-                        got += block.shape[0]
-                    if got == 0:
-                        return None, "decodes to zero samples"
-                    n = got
-                return n / sr, None
-        except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as e:
-            if not Path(path).exists():
-                return None, "file not found"
-            return None, f"cannot be decoded ({e})"
-
-    paths = [r["audio"] for r in rows]
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            res = list(pool.map(check, paths))
-    else:
-        res = [check(p) for p in paths]
-    checked: list[dict[str, Any]] = []
-    bad: list[tuple[str, str, str]] = []
-    mismatched = 0
-    for r, (dur, err) in zip(rows, res, strict=True):
-        if err is not None:
-            bad.append((r["id"], r["audio"], err))
-            continue
-        declared = r.get("duration")
-        if declared is not None and dur is not None and abs(declared - dur) > 0.1:
-            mismatched += 1
-        checked.append({**r, "duration": dur})
-    return checked, bad, mismatched
 
 
 def _format_summary(s: dict[str, Any], n_rows: int) -> str:

@@ -95,16 +95,9 @@ def probe(
     """Linear probes on frozen features (tokens, pre-quantisation, log-mel, k-means) + retrieval R@k."""
     from rich.console import Console
 
-    from ..eval.probe import (
-        MODEL_FEATURES,
-        TARGETS,
-        ModelSpec,
-        Pooling,
-        ProbeError,
-        resolve_targets,
-        run_probes,
-        write_probe_report,
-    )
+    from ..eval.probe.measure import MODEL_FEATURES, TARGETS, Pooling, ProbeError, resolve_targets
+    from ..eval.probe.report import write_probe_report
+    from ..eval.probe.run import ModelSpec, run_probes
 
     err = Console(stderr=True, soft_wrap=True)
     if list_targets:
@@ -234,7 +227,9 @@ def bench(
     """Speed and scaling: RTF and peak memory vs length for batch 1/8, baselines, tokens/s, FLOPs per preset."""
     from rich.console import Console
 
-    from ..eval.bench import DEFAULT_LENGTHS, QUICK_LENGTHS, BenchError, run_bench, write_bench_report
+    from ..eval.bench.measure import DEFAULT_LENGTHS, QUICK_LENGTHS, BenchError
+    from ..eval.bench.report import write_bench_report
+    from ..eval.bench.run import run_bench
 
     err = Console(stderr=True, soft_wrap=True)
     if max_seconds <= 0:
@@ -287,7 +282,7 @@ def bench_rss(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Codec directory (default: bundled)."),
 ) -> None:
     """Peak RSS of the encode CLI on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
-    from ..eval.bench_rss import rss_markdown, run_rss
+    from ..eval.bench.rss import rss_markdown, run_rss
     from ..fileio import atomic_write_text
 
     try:

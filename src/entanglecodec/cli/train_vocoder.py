@@ -11,17 +11,16 @@ from .common import fail
 app = typer.Typer()
 
 
-
 @app.command("vocoder")
 def vocoder(
     config: Path = typer.Option(..., "--config", "-c", help="vocoder recipe YAML (configs/vocoder-*.yaml)"),
     resume: bool = typer.Option(False, "--resume", help="continue from RUN_DIR/checkpoints/last.ckpt"),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="resume from this .ckpt instead"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="output directory (default runs/<name>)"),
-    manifest: str | None = typer.Option(None, "--manifest", help="override data.manifest"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="override train.max_steps"),
+    manifest: str | None = typer.Option(None, "--manifest", help="override data.train_manifest"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="override trainer.max_steps"),
     init_from: str | None = typer.Option(
-        None, "--init-from", help="warm start from a trained vocoder (tensors with matching shapes); override train.init_from"
+        None, "--init-from", help="warm start from a trained vocoder (tensors with matching shapes); override init_from"
     ),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a recipe value: key.sub=value (repeatable)."),
 ) -> None:
@@ -29,7 +28,7 @@ def vocoder(
     import logging
 
     from ..config import ConfigError
-    from ..training.vocoder import train_vocoder
+    from ..training.vocoder_run import train_vocoder
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -37,9 +36,10 @@ def vocoder(
             config, resume=checkpoint if checkpoint is not None else resume, run_dir=run_dir,
             manifest=manifest, max_steps=max_steps, init_from=init_from, overrides=set_,
         )
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError) as e:
         fail(f"{e}")
     typer.echo(str(out))
+
 
 @app.command("vocoder-export")
 def vocoder_export(
@@ -49,7 +49,7 @@ def vocoder_export(
 ) -> None:
     """Write a trained vocoder as config.json + model.safetensors (e.g. checkpoints/vocoder-small)."""
     from ..config import ConfigError
-    from ..training.vocoder import export_vocoder
+    from ..training.vocoder_run import export_vocoder
     from ..vocoder.model import VocoderLoadError
 
     try:

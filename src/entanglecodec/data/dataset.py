@@ -1,13 +1,13 @@
 """Loading a manifest for training: cropping, resampling, padding, domain-weighted sampling.
 
-Public names (stable; the training code and the vocoder trainer use them):
+Public names (stable; the training code and the vocoder trainer use them; the Lightning data
+modules built from them live in :mod:`entanglecodec.training.data`, so ``data/`` never imports
+Lightning):
 
 * :class:`ManifestDataset` -- map-style dataset over one or more manifests; items are dicts
   ``{id, wav, length, caption, rich_caption, asr_caption, text, domain, split, attributes, offset}``.
 * :func:`collate_audio` -- pads a list of items into ``wav [B, S]``, ``lengths [B]``, ``mask [B, S]``.
 * :class:`DomainWeightedSampler` -- seeded, epoch-aware, DDP-sharded sampler with per-domain weights.
-* :class:`ManifestDataModule` -- the Lightning data module built from the above (resolved lazily, so
-  this module imports without Lightning).
 * :func:`load_clip` / :func:`crop_rng` / :func:`make_item` -- the shared decoding path, also used by
   :mod:`entanglecodec.data.shards`.
 
@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
@@ -36,9 +36,6 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from ..audio import AudioError, resample
 from .manifest import DOMAINS, ManifestRow, normalize_row, read_manifests, validate_row
-
-if TYPE_CHECKING:
-    import lightning.pytorch as _pl
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +413,8 @@ def ignore_termination(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _dist_world() -> tuple[int, int]:
+def dist_world() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialised ``torch.distributed`` group, else ``(1, 0)``."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
     return 1, 0
@@ -461,7 +459,7 @@ class DomainWeightedSampler(DistributedSampler):
         domains = list(data) if isinstance(data, Sequence) and not hasattr(data, "domains") else list(data.domains)
         if not domains:
             raise ValueError("cannot sample from an empty dataset")
-        world, r = _dist_world()
+        world, r = dist_world()
         num_replicas = world if num_replicas is None else int(num_replicas)
         rank = r if rank is None else int(rank)
         if num_replicas < 1 or not 0 <= rank < num_replicas:
@@ -542,206 +540,3 @@ class DomainWeightedSampler(DistributedSampler):
         self.epoch = int(epoch)
         if self.data is not None:
             self.data.set_epoch(int(epoch))
-
-
-# ---------------------------------------------------------------------------------------------
-# Lightning data module (built lazily so that this module imports without Lightning)
-# ---------------------------------------------------------------------------------------------
-def _lightning() -> Any:
-    import importlib
-
-    for name in ("lightning.pytorch", "pytorch_lightning"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ImportError("ManifestDataModule needs Lightning: pip install 'entanglecodec[train]'")
-
-
-def _build_datamodule_class() -> type:
-    pl = _lightning()
-
-    class ManifestDataModule(pl.LightningDataModule):  # type: ignore[misc, name-defined]
-        """Lightning data module over manifests (train: random crops + domain weights; valid: centre crops).
-
-        Args:
-            train_manifest: manifest path(s) for training.
-            valid_manifest: manifest path(s) for validation, filtered by ``valid_split`` (``None``:
-                all their rows); ``None`` uses the ``valid_split`` rows of ``train_manifest`` when
-                there are any (else no validation loader).
-            batch_size: clips per batch (per rank).
-            num_workers: DataLoader worker processes (persistent when > 0).
-            crop_seconds: crop length (paper: 10 s); ``None`` loads whole clips.
-            domain_weights: e.g. ``{"speech": 0.5, "music": 0.25, "sound": 0.25}``; ``None`` shuffles
-                all clips uniformly.
-            text_field: ``"caption"`` or ``"asr_caption"`` (w/o-rich-caption ablation), see
-                :class:`ManifestDataset`.
-            seed: seed of sampling and crops.
-            train_split, valid_split: manifest splits used for training / validation.
-            epoch_size: training draws per epoch over all ranks (default: number of clips).
-            valid_crop_seconds: crop for validation (centre crop); defaults to ``crop_seconds``.
-            on_error: ``"skip"`` or ``"raise"`` for unreadable files.
-            sample_rate: output rate in Hz.
-            pad_to_multiple: see :func:`collate_audio`.
-        """
-
-        def __init__(
-            self,
-            train_manifest: str | Path | Sequence[str | Path],
-            valid_manifest: str | Path | Sequence[str | Path] | None = None,
-            batch_size: int = 8,
-            num_workers: int = 0,
-            crop_seconds: float | None = 10.0,
-            domain_weights: Mapping[str, float] | None = None,
-            text_field: str = "caption",
-            seed: int = 0,
-            train_split: str | None = "train",
-            valid_split: str | None = "valid",
-            epoch_size: int | None = None,
-            valid_crop_seconds: float | None = None,
-            on_error: Literal["skip", "raise"] = "skip",
-            sample_rate: int = 24000,
-            pad_to_multiple: int = 1,
-        ) -> None:
-            super().__init__()
-            if batch_size < 1:
-                raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-            self.train_manifest = train_manifest
-            self.valid_manifest = valid_manifest
-            self.batch_size = int(batch_size)
-            self.num_workers = int(num_workers)
-            self.crop_seconds = crop_seconds
-            self.domain_weights = dict(domain_weights) if domain_weights is not None else None
-            self.text_field = check_text_field(text_field)
-            self.seed = int(seed)
-            self.train_split = train_split
-            self.valid_split = valid_split
-            self.epoch_size = epoch_size
-            self.valid_crop_seconds = crop_seconds if valid_crop_seconds is None else valid_crop_seconds
-            self.on_error: Literal["skip", "raise"] = on_error
-            self.sample_rate = int(sample_rate)
-            self.pad_to_multiple = int(pad_to_multiple)
-            self.train_dataset: ManifestDataset | None = None
-            self.valid_dataset: ManifestDataset | None = None
-
-        def setup(self, stage: str | None = None) -> None:
-            if self.train_dataset is None:
-                self.train_dataset = ManifestDataset(
-                    self.train_manifest,
-                    split=self.train_split,
-                    crop_seconds=self.crop_seconds,
-                    sample_rate=self.sample_rate,
-                    crop_mode="random",
-                    seed=self.seed,
-                    text_field=self.text_field,
-                    on_error=self.on_error,
-                )
-            if self.valid_dataset is None:
-                rows = None
-                if self.valid_manifest is not None:
-                    rows = read_manifests(self.valid_manifest, self.valid_split)
-                elif self.valid_split is not None:
-                    rows = read_manifests(self.train_manifest, None)
-                    rows = [r for r in rows if r["split"] == self.valid_split] or None
-                if rows:
-                    self.valid_dataset = ManifestDataset(
-                        rows=rows,
-                        crop_seconds=self.valid_crop_seconds,
-                        sample_rate=self.sample_rate,
-                        crop_mode="center",
-                        seed=self.seed,
-                        text_field=self.text_field,
-                        on_error=self.on_error,
-                    )
-
-        def _world(self) -> tuple[int, int]:
-            trainer = getattr(self, "trainer", None)
-            if trainer is not None:
-                return int(trainer.world_size), int(trainer.global_rank)
-            return _dist_world()
-
-        def _collate(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-            return collate_audio(batch, self.pad_to_multiple)
-
-        def train_dataloader(self) -> torch.utils.data.DataLoader:
-            self.setup("fit")
-            assert self.train_dataset is not None
-            world, rank = self._world()
-            sampler = DomainWeightedSampler(
-                self.train_dataset,
-                self.domain_weights,
-                epoch_size=self.epoch_size,
-                seed=self.seed,
-                num_replicas=world,
-                rank=rank,
-            )
-            return torch.utils.data.DataLoader(
-                self.train_dataset,
-                batch_size=self.batch_size,
-                sampler=sampler,
-                num_workers=self.num_workers,
-                collate_fn=self._collate,
-                drop_last=True,
-                persistent_workers=self.num_workers > 0,
-                worker_init_fn=ignore_termination,
-            )
-
-        def val_dataloader(self) -> Any:
-            self.setup("validate")
-            if self.valid_dataset is None:
-                return []
-            return torch.utils.data.DataLoader(
-                self.valid_dataset,
-                batch_size=self.batch_size,
-                shuffle=False,
-                num_workers=self.num_workers,
-                collate_fn=self._collate,
-                drop_last=False,
-                persistent_workers=self.num_workers > 0,
-                worker_init_fn=ignore_termination,
-            )
-
-    ManifestDataModule.__module__ = __name__
-    ManifestDataModule.__qualname__ = "ManifestDataModule"
-    return ManifestDataModule
-
-
-_DATAMODULE: type | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """Resolve :class:`ManifestDataModule` on first use (it subclasses Lightning's data module)."""
-    global _DATAMODULE
-    if name == "ManifestDataModule":
-        if _DATAMODULE is None:
-            _DATAMODULE = _build_datamodule_class()
-        return _DATAMODULE
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if TYPE_CHECKING:
-
-    class ManifestDataModule(_pl.LightningDataModule):
-        """See :func:`_build_datamodule_class` (resolved lazily at run time)."""
-
-        train_dataset: ManifestDataset | None
-        valid_dataset: ManifestDataset | None
-
-        def __init__(
-            self,
-            train_manifest: str | Path | Sequence[str | Path],
-            valid_manifest: str | Path | Sequence[str | Path] | None = None,
-            batch_size: int = 8,
-            num_workers: int = 0,
-            crop_seconds: float | None = 10.0,
-            domain_weights: Mapping[str, float] | None = None,
-            text_field: str = "caption",
-            seed: int = 0,
-            train_split: str | None = "train",
-            valid_split: str | None = "valid",
-            epoch_size: int | None = None,
-            valid_crop_seconds: float | None = None,
-            on_error: Literal["skip", "raise"] = "skip",
-            sample_rate: int = 24000,
-            pad_to_multiple: int = 1,
-        ) -> None: ...

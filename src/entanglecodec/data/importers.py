@@ -36,10 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import soundfile as sf
-
 from .dataset import stable_hash
-from .manifest import SPLITS, write_manifest
+from .manifest import SPLITS, check_audio_file, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -211,17 +209,6 @@ def default_asr_caption() -> Callable[[dict[str, Any]], str]:
     return captions.asr_caption  # type: ignore[no-any-return]
 
 
-def _audio_info(path: str) -> tuple[float | None, str | None]:
-    """``(duration in seconds, None)`` or ``(None, reason)`` for an unusable file."""
-    try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        return None, f"cannot be read as audio ({e})"
-    if info.frames <= 0 or info.samplerate <= 0:
-        return None, "contains no samples (zero-length audio)"
-    return info.frames / info.samplerate, None
-
-
 def _contains_text(caption: str, text: str) -> bool:
     def norm(s: str) -> str:
         return " ".join(re.sub(r"[^\w\s]", " ", s.lower()).split())
@@ -258,7 +245,7 @@ def _finish(
     def work(c: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
         if not os.path.isfile(c["audio"]):
             return "missing", None, None
-        dur, reason = _audio_info(c["audio"])
+        dur, reason = check_audio_file(c["audio"], decode=False)
         if reason is not None:
             return "unreadable", None, reason
         row = {
@@ -361,6 +348,31 @@ def _check_file(path: str | Path, what: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # LibriSpeech / LibriTTS
 # ---------------------------------------------------------------------------------------------
+def _read_speech_row(
+    dataset: str,
+    utt: str,
+    audio: Path,
+    speaker: str,
+    chapter: str,
+    subset: str | None,
+    speakers: Mapping[str, Mapping[str, str]],
+    text: str,
+    split: str,
+) -> dict[str, Any]:
+    """The candidate row of one utterance of a read-speech corpus (LibriSpeech, LibriTTS)."""
+    attrs: dict[str, Any] = {
+        "dataset": dataset,
+        "speaker": {"id": speaker, "language": "en", "kind": "recorded", "style": "read"},
+        "chapter_id": chapter,
+    }
+    if subset:
+        attrs["subset"] = subset
+    if "gender" in speakers.get(speaker, {}):
+        attrs["speaker"]["gender"] = speakers[speaker]["gender"]
+    return {"id": f"{dataset}/{utt}", "audio": str(audio), "domain": "speech", "split": split, "text": text,
+            "attributes": attrs}
+
+
 def read_librispeech_speakers(path: str | Path) -> dict[str, dict[str, str]]:
     """Parse LibriSpeech ``SPEAKERS.TXT`` (``ID | SEX | SUBSET | MINUTES | NAME``, ``;`` comments)."""
     out: dict[str, dict[str, str]] = {}
@@ -441,25 +453,8 @@ def import_librispeech(
             audio = tf.parent / f"{utt}.flac"
             if not audio.exists() and (tf.parent / f"{utt}.wav").exists():
                 audio = tf.parent / f"{utt}.wav"
-            attrs: dict[str, Any] = {
-                "dataset": "librispeech",
-                "speaker": {"id": speaker, "language": "en", "kind": "recorded", "style": "read"},
-                "chapter_id": chapter,
-            }
-            if subset:
-                attrs["subset"] = subset
-            if "gender" in speakers.get(speaker, {}):
-                attrs["speaker"]["gender"] = speakers[speaker]["gender"]
-            cands.append(
-                {
-                    "id": f"librispeech/{utt}",
-                    "audio": str(audio),
-                    "domain": "speech",
-                    "split": _split_for_subset(subset, speaker, seed, valid_fraction, test_fraction),
-                    "text": text.strip(),
-                    "attributes": attrs,
-                }
-            )
+            split = _split_for_subset(subset, speaker, seed, valid_fraction, test_fraction)
+            cands.append(_read_speech_row("librispeech", utt, audio, speaker, chapter, subset, speakers, text.strip(), split))
     return _finish("librispeech", cands, captioner, asr, workers, append_transcript)
 
 
@@ -520,25 +515,8 @@ def import_libritts(
             raise DatasetImportError(f"{wav}: utterance id {utt!r} is not SPEAKER_CHAPTER_...")
         speaker, chapter = ids[0], ids[1]
         subset = _subset_of(wav.parent, base)
-        attrs: dict[str, Any] = {
-            "dataset": "libritts",
-            "speaker": {"id": speaker, "language": "en", "kind": "recorded", "style": "read"},
-            "chapter_id": chapter,
-        }
-        if subset:
-            attrs["subset"] = subset
-        if "gender" in speakers.get(speaker, {}):
-            attrs["speaker"]["gender"] = speakers[speaker]["gender"]
-        cands.append(
-            {
-                "id": f"libritts/{utt}",
-                "audio": str(wav),
-                "domain": "speech",
-                "split": _split_for_subset(subset, speaker, seed, valid_fraction, test_fraction),
-                "text": text,
-                "attributes": attrs,
-            }
-        )
+        split = _split_for_subset(subset, speaker, seed, valid_fraction, test_fraction)
+        cands.append(_read_speech_row("libritts", utt, wav, speaker, chapter, subset, speakers, text, split))
     return _finish("libritts", cands, captioner, asr, workers, append_transcript)
 
 

@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..audio import AudioError
-from .dataset import LOAD_ERRORS, _dist_world, check_text_field, crop_length, crop_rng, load_clip, make_item
+from .dataset import LOAD_ERRORS, check_text_field, crop_length, crop_rng, dist_world, load_clip, make_item
 from .manifest import DOMAINS, SPLITS, ManifestRow, normalize_row, read_manifests, validate_row
 
 logger = logging.getLogger(__name__)
@@ -445,7 +445,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.domains = set(domains) if domains is not None else None
         self.shuffle = shuffle
         self.shuffle_buffer = int(shuffle_buffer)
-        world, r = _dist_world()
+        world, r = dist_world()
         self.num_replicas = world if num_replicas is None else int(num_replicas)
         self.rank = r if rank is None else int(rank)
         if not 0 <= self.rank < self.num_replicas:

@@ -8,8 +8,9 @@ For one codec checkpoint and a set of speech clips:
 * :func:`pitch_probes` — linear and small-MLP probes of voicing and log-F0 (WORLD DIO + StoneMask on
   the clip) on the encoder output ``H``, on ``h~``, on the code vectors ``Z_q`` of the tokens, and on
   the input mel itself (the ceiling);
-* :func:`decode_pitch` — F0 accuracy, voicing F1 and log-mel L1 of the decoded mel (through the
-  vocoder) for N Euler steps and guidance values at the same checkpoint.
+* :func:`decode_pitch` — F0 accuracy (:func:`~entanglecodec.eval.metrics.pitch_accuracy`: pYIN, F0
+  RMSE in cents, as in the real-speech evaluation report), voicing F1 and log-mel L1 of the decoded
+  mel (through the vocoder) for N Euler steps and guidance values at the same checkpoint.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import load_audio
 from ..codec.model import EntangleCodec
 from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
+from .load import load_codec
 from .report import report_paths, write_report
 
 
@@ -44,24 +45,23 @@ def speech_clips(
     manifest: str | Path, split: str, recorded_only: bool = True, max_clips: int = 24, max_seconds: float = 8.0
 ) -> list[Clip]:
     """Speech clips of ``split`` (recorded people only, by default), at most ``max_seconds`` each."""
-    from ..data.manifest import iter_manifest_lines
+    from ..data.manifest import read_manifest
+    from .load import load_clip
 
-    rows = [r for _, _, r in iter_manifest_lines(manifest)]
+    rows = read_manifest(manifest, split, allow_empty=True)
     out: list[Clip] = []
     for r in rows:
-        if r.get("split") != split or r.get("domain") != "speech":
+        if r["domain"] != "speech":
             continue
-        spk = (r.get("attributes") or {}).get("speaker") or {}
+        row: dict[str, Any] = dict(r)
+        spk = (row.get("attributes") or {}).get("speaker") or {}
         kind = spk.get("kind") if isinstance(spk, dict) else None
         if recorded_only and kind not in (None, "recorded", "real"):
             continue
-        audio = Path(r["audio"])
-        if not audio.is_absolute():
-            audio = Path(manifest).parent / audio
-        wav, _ = load_audio(audio, 24000)
-        speaker = r.get("speaker") or (spk.get("id") if isinstance(spk, dict) else None) or "?"
-        caption = r.get("caption")
-        out.append(Clip(str(r["id"]), wav[: int(max_seconds * 24000)], str(speaker), str(caption) if caption else None))
+        wav = load_clip(row["audio"], max_seconds)
+        speaker = row.get("speaker") or (spk.get("id") if isinstance(spk, dict) else None) or "?"
+        caption = row.get("caption")
+        out.append(Clip(str(row["id"]), wav, str(speaker), str(caption) if caption else None))
         if len(out) >= max_clips:
             break
     if not out:
@@ -183,23 +183,6 @@ def pitch_probes(model: EntangleCodec, clips: Sequence[Clip], seed: int = 0) -> 
     return out
 
 
-def f0_agreement(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
-    """V/UV F1, F0 RMSE (cents, frames voiced in both) and F0 correlation of two frame-F0 tracks."""
-    n = min(ref.size, est.size)
-    r, e = ref[:n], est[:n]
-    vr, ve = r > 0, e > 0
-    tp = float((vr & ve).sum())
-    f1 = 2 * tp / max(float(vr.sum() + ve.sum()), 1.0)
-    both = vr & ve
-    if both.sum() >= 2:
-        cents = 1200 * np.log2(e[both] / r[both])
-        rmse = float(np.sqrt(np.mean(cents**2)))
-        corr = float(np.corrcoef(np.log2(r[both]), np.log2(e[both]))[0, 1]) if np.std(e[both]) > 0 else 0.0
-    else:
-        rmse, corr = float("nan"), float("nan")
-    return {"vuv_f1": f1, "f0_rmse_cents": rmse, "f0_corr": corr, "voiced_both": float(both.sum())}
-
-
 @torch.no_grad()
 def _reconstruct_continuous(model: EntangleCodec, wav: np.ndarray, steps: int, guidance: float, seed: int) -> np.ndarray:
     """Decode from the continuous ``h~`` instead of the tokens (the ``quantizer.bypass`` control), one window."""
@@ -218,7 +201,7 @@ def decode_pitch(model: EntangleCodec, clips: Sequence[Clip], settings: Sequence
     The reconstruction is decoded to a waveform with the model's vocoder; F0 is tracked on both
     waveforms. ``continuous`` decodes from ``h~`` (bypass control; clips must fit one window).
     """
-    from .metrics import log_mel_l1, stoi
+    from .metrics import log_mel_l1, pitch_accuracy, stoi
 
     m = model.eval()
     out: dict[str, dict[str, float]] = {}
@@ -232,8 +215,9 @@ def decode_pitch(model: EntangleCodec, clips: Sequence[Clip], settings: Sequence
                 tokens = m.encode(torch.from_numpy(c.wav), 24000)
                 rec = m.decode(tokens, steps=steps, guidance=guidance).wav[0].numpy()
             n = min(rec.size, c.wav.size)
-            nf = n // 480
-            st = f0_agreement(frame_f0(c.wav[:n], 24000, 480, nf), frame_f0(rec[:n], 24000, 480, nf))
+            pitch = pitch_accuracy(c.wav[:n], rec[:n], 24000, min_frames=0)
+            st = {"vuv_f1": pitch.vuv_f1, "f0_rmse_cents": pitch.rmse_cents, "f0_corr": pitch.correlation,
+                  "voiced_both": float(pitch.frames)}
             st["mel_l1"] = log_mel_l1(c.wav[:n], rec[:n], 24000)
             st["stoi"] = stoi(c.wav[:n], rec[:n], 24000)
             rows.append(st)
@@ -264,7 +248,7 @@ def write_diagnosis(
 
     Returns the markdown path.
     """
-    model = EntangleCodec.from_pretrained(checkpoint)
+    model = load_codec(checkpoint).model
     clips = speech_clips(manifest, split, max_clips=max_clips)
     batch = clips[:8]
     captions = [c.caption for c in batch]

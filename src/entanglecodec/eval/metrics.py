@@ -10,7 +10,8 @@ function                        what it measures                            unit
 :func:`pesq_wb`                 wideband PESQ (ITU-T P.862.2), MOS-LQO      1.02..4.64 (higher)
 :func:`vuv_f1`                  voiced/unvoiced frame F1 (paper's "F1")     0..1 (higher)
 :func:`pitch_accuracy`          F0 RMSE and F0 correlation on frames        cents >= 0 (lower); -1..1 (higher)
-                                voiced in both signals
+                                voiced in both signals (pYIN; the F0
+                                comparison itself is :func:`compare_f0`)
 :func:`speaker_similarity`      resemblyzer d-vector cosine                 -1..1, same voice ~0.9 (higher)
 :func:`asr_errors`              Whisper (default) or pocketsphinx           WER / CER / insertion rate,
                                 transcript vs. reference text               0..inf (lower)
@@ -408,18 +409,60 @@ F0_MIN_FRAMES = 10
 
 @dataclass(frozen=True)
 class PitchResult:
-    """F0 agreement of an estimate with its reference, on frames voiced in both.
+    """F0 agreement of an estimate with its reference (:func:`compare_f0`).
 
     Attributes:
-        rmse_cents: ``sqrt(mean((1200 log2(f_est / f_ref))^2))``, cents (100 cents = one semitone).
+        rmse_cents: ``sqrt(mean((1200 log2(f_est / f_ref))^2))`` over frames voiced in both, in
+            cents (100 cents = one semitone, 1200 = one octave); NaN with fewer than 2 such frames.
         correlation: Pearson correlation of the two F0 contours in cents (log frequency), -1..1;
-            NaN when either contour is constant.
+            NaN when either contour is constant or fewer than 2 frames are voiced in both.
         frames: number of frames voiced in both signals.
+        vuv_f1: voiced/unvoiced F1 of the two tracks (see :func:`vuv_agreement`), 0..1.
     """
 
     rmse_cents: float
     correlation: float
     frames: int
+    vuv_f1: float = math.nan
+
+
+def vuv_agreement(v_ref: np.ndarray, v_est: np.ndarray) -> float:
+    """Voiced/unvoiced F1 of two ``bool [T]`` decisions (the reference's voiced frames are the positives).
+
+    ``F1 = 2 TP / (2 TP + FP + FN)``, 0..1; 1.0 when neither has a voiced frame (they agree everywhere).
+    Tracks of different lengths are compared over the shorter one.
+    """
+    n = min(v_ref.size, v_est.size)
+    r, e = v_ref[:n].astype(bool), v_est[:n].astype(bool)
+    tp, fp, fn = int(np.sum(r & e)), int(np.sum(~r & e)), int(np.sum(r & ~e))
+    if tp + fp + fn == 0:
+        return 1.0
+    return 2.0 * tp / (2.0 * tp + fp + fn)
+
+
+def compare_f0(f_ref: np.ndarray, f_est: np.ndarray) -> PitchResult:
+    """F0 RMSE (cents), F0 correlation and V/UV F1 of two frame F0 tracks in Hz (0 = unvoiced).
+
+    The one F0 comparison of the package (:func:`pitch_accuracy` on waveforms, the codec
+    diagnosis on decoded audio). Only frames voiced in both count for RMSE and correlation, so
+    voicing errors are the F1's business. Tracks of different lengths are compared over the
+    shorter one. An identical track gives 0 cents and correlation 1; one a semitone higher gives
+    100 cents and correlation 1.
+    """
+    n = min(f_ref.size, f_est.size)
+    r, e = np.asarray(f_ref[:n], dtype=np.float64), np.asarray(f_est[:n], dtype=np.float64)
+    both = (r > 0) & (e > 0)
+    frames = int(both.sum())
+    f1 = vuv_agreement(r > 0, e > 0)
+    if frames < 2:
+        return PitchResult(math.nan, math.nan, frames, f1)
+    c_ref, c_est = 1200.0 * np.log2(r[both]), 1200.0 * np.log2(e[both])
+    rmse = float(np.sqrt(np.mean((c_est - c_ref) ** 2)))
+    if np.std(c_ref) == 0 or np.std(c_est) == 0:
+        corr = math.nan
+    else:
+        corr = float(np.clip(np.corrcoef(c_ref, c_est)[0, 1], -1.0, 1.0))
+    return PitchResult(rmse, corr, frames, f1)
 
 
 def pitch_accuracy(
@@ -428,37 +471,27 @@ def pitch_accuracy(
     sample_rate: Any,
     method: F0Method = "pyin",
     frame_period_ms: float = 10.0,
+    min_frames: int = F0_MIN_FRAMES,
 ) -> PitchResult:
-    """F0 RMSE (cents) and F0 correlation of ``estimate`` against ``reference`` (see :class:`PitchResult`).
+    """F0 RMSE (cents), F0 correlation and V/UV F1 of ``estimate`` against ``reference`` (see :class:`PitchResult`).
 
-    Both signals are tracked with the same tracker (default pYIN: WORLD DIO, :func:`vuv_f1`'s
-    default, often locks onto the second harmonic of band-limited codecs such as Codec2, which
-    would read as a one-octave error); only frames voiced in both count, so the voicing errors
-    themselves are :func:`vuv_f1`'s business. An identical copy gives 0 cents and correlation 1; a
-    copy one semitone higher gives about 100 cents and correlation about 1.
+    Both signals are tracked with the same tracker (default pYIN, as the real-speech evaluation
+    report uses: WORLD DIO, :func:`vuv_f1`'s default, often locks onto the second harmonic of
+    band-limited codecs such as Codec2, which would read as a one-octave error), then compared by
+    :func:`compare_f0`. An identical copy gives 0 cents and correlation 1; a copy one semitone
+    higher gives about 100 cents and correlation about 1.
 
     Raises:
-        MetricError: fewer than :data:`F0_MIN_FRAMES` frames are voiced in both signals.
+        MetricError: fewer than ``min_frames`` frames are voiced in both signals (``min_frames=0``:
+            never; the RMSE and correlation are then NaN below 2 frames).
     """
     ref, est, sr = check_pair(reference, estimate, sample_rate)
-    f_ref = f0_track(ref, sr, method, frame_period_ms)
-    f_est = f0_track(est, sr, method, frame_period_ms)
-    n = min(f_ref.size, f_est.size)
-    f_ref, f_est = f_ref[:n], f_est[:n]
-    both = (f_ref > 0) & (f_est > 0)
-    frames = int(both.sum())
-    if frames < F0_MIN_FRAMES:
+    res = compare_f0(f0_track(ref, sr, method, frame_period_ms), f0_track(est, sr, method, frame_period_ms))
+    if res.frames < min_frames:
         raise MetricError(
-            f"F0 accuracy needs at least {F0_MIN_FRAMES} frames voiced in both signals, found {frames}"
+            f"F0 accuracy needs at least {min_frames} frames voiced in both signals, found {res.frames}"
         )
-    c_ref = 1200.0 * np.log2(f_ref[both])
-    c_est = 1200.0 * np.log2(f_est[both])
-    rmse = float(np.sqrt(np.mean((c_est - c_ref) ** 2)))
-    if np.std(c_ref) == 0 or np.std(c_est) == 0:
-        corr = math.nan
-    else:
-        corr = float(np.clip(np.corrcoef(c_ref, c_est)[0, 1], -1.0, 1.0))
-    return PitchResult(rmse, corr, frames)
+    return res
 
 
 def vuv_f1(
@@ -470,20 +503,11 @@ def vuv_f1(
 ) -> float:
     """Voiced/unvoiced F1: frames voiced in the reference are the positives, the estimate predicts.
 
-    ``F1 = 2 TP / (2 TP + FP + FN)`` over frames of :func:`voicing`. Range 0..1. When neither signal
-    has a voiced frame the decisions agree everywhere and the score is 1.0.
+    ``F1 = 2 TP / (2 TP + FP + FN)`` over frames of :func:`voicing` (:func:`vuv_agreement`). Range
+    0..1. When neither signal has a voiced frame the decisions agree everywhere and the score is 1.0.
     """
     ref, est, sr = check_pair(reference, estimate, sample_rate)
-    v_ref = voicing(ref, sr, method, frame_period_ms)
-    v_est = voicing(est, sr, method, frame_period_ms)
-    n = min(v_ref.size, v_est.size)
-    v_ref, v_est = v_ref[:n], v_est[:n]
-    tp = int(np.sum(v_ref & v_est))
-    fp = int(np.sum(~v_ref & v_est))
-    fn = int(np.sum(v_ref & ~v_est))
-    if tp + fp + fn == 0:
-        return 1.0
-    return 2.0 * tp / (2.0 * tp + fp + fn)
+    return vuv_agreement(voicing(ref, sr, method, frame_period_ms), voicing(est, sr, method, frame_period_ms))
 
 
 @functools.lru_cache(maxsize=1)

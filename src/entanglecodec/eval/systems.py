@@ -341,14 +341,14 @@ class EntangleCodecSystem(System):
 
     def __init__(self, checkpoint: str | Path | Any, name: str | None = None) -> None:
         if isinstance(checkpoint, str | Path):
-            from ..codec.model import EntangleCodec
+            from .load import load_codec
 
             path = Path(checkpoint)
             if not path.is_dir():
                 raise CodecSystemError(
                     f"checkpoint {path} is not a directory (expected config.json + model.safetensors)"
                 )
-            self.model = EntangleCodec.from_pretrained(path)
+            self.model = load_codec(path).model
             self.name = name or path.resolve().name
         else:
             self.model = checkpoint

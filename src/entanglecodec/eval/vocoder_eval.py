@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import MelFrontend, load_audio
+from ..audio import MelFrontend
 from ..config import MelConfig
 from ..vocoder.load import MelVocoder, copy_synthesis
+from .load import load_clip
+from .report import report_paths, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +106,8 @@ def evaluate(
             chosen.append(r)
     results: dict[str, list[ClipScores]] = {name: [] for name in vocoders}
     for k, row in enumerate(chosen):
-        wav, sr = load_audio(row["audio"], cfg.sample_rate)
-        wav = wav[: int(max_seconds * sr)]
+        sr = cfg.sample_rate
+        wav = load_clip(row["audio"], max_seconds, sr)
         ref = torch.from_numpy(wav)
         speech = row["domain"] == "speech"
         for name, voc in vocoders.items():
@@ -301,18 +303,16 @@ def run_report(
     results = evaluate(manifest, systems, split=split, max_clips_per_domain=max_clips_per_domain)
     summary = summarize(results)
     rtf = {name: measure_rtf(v) for name, v in systems.items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = out.with_suffix(".png")
+    paths = report_paths(out, {"markdown": ".md", "json": ".json", "plot": ".png"})
     from ..data.manifest import read_manifest
 
     speech = [r for r in read_manifest(manifest, split) if r["domain"] == "speech"]
+    figures = {}
     if speech:
-        wav, sr = load_audio(speech[0]["audio"], cfg.sample_rate)
-        wav = wav[: 4 * sr]
+        wav = load_clip(speech[0]["audio"], 4.0, cfg.sample_rate)
         fe = MelFrontend(cfg)
         ests = {n: copy_synthesis(v, torch.from_numpy(wav), fe).numpy() for n, v in systems.items()}
-        spectrogram_figure(png, wav, ests, cfg)
+        figures["plot"] = lambda path: spectrogram_figure(path, wav, ests, cfg)
     notes = []
     if any("mel-consistency" in n for n in systems):
         notes.append(
@@ -322,9 +322,15 @@ def run_report(
             "vocoder's config.json, `--consistency-passes` on `entanglecodec vocode`). The 'network only' row "
             "is the same checkpoint without it."
         )
-    text = render_report(summary, rtf, command, manifest, split, png.name if speech else None, notes)
-    out.write_text(text)
-    return out
+    doc = {"command": command, "manifest": str(manifest), "split": split, "summary": summary, "rtf": rtf}
+    plot_name = paths["plot"].name if speech else None
+    write_report(
+        {k: v for k, v in paths.items() if k != "plot" or speech},
+        lambda: render_report(summary, rtf, command, manifest, split, plot_name, notes),
+        doc,
+        figures,
+    )
+    return paths["markdown"]
 
 
 def speed_report(
@@ -371,7 +377,10 @@ def speed_report(
     ]
     for name, n, r in rows:
         lines.append(f"| {name} | {n} | " + " | ".join(f"{r[b]:.0f}x" for b in batch_sizes) + " |")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    paths = report_paths(out, {"markdown": ".md", "json": ".json"})
+    doc = {
+        "command": command, "seconds": seconds, "load_average_1min": [load_before[0], load_after[0]],
+        "rtf": [{"vocoder": name, "threads": n, "batch": {str(b): r[b] for b in batch_sizes}} for name, n, r in rows],
+    }
+    write_report(paths, lambda: "\n".join(lines) + "\n", doc)
+    return paths["markdown"]

@@ -1,6 +1,11 @@
-"""Data loaders for the codec recipes, with exact resume.
+"""Training data: the Lightning data modules and loaders of the codec and vocoder recipes.
 
-The training sampler is the corpus' :class:`~entanglecodec.data.dataset.DomainWeightedSampler`
+:class:`CodecDataModule` (codec recipes) and :class:`ManifestDataModule` (vocoder recipes, and any
+caller that wants crops from manifests) are the only Lightning data modules of the package; the
+datasets and samplers they use live in :mod:`entanglecodec.data.dataset`, which has no Lightning
+dependency.
+
+Codec loaders resume exactly at any step: the training sampler is the corpus' :class:`~entanglecodec.data.dataset.DomainWeightedSampler`
 (seeded per epoch, domain weights, sharded over ranks) wrapped in :class:`ResumableSampler`,
 which starts at any position of any epoch. The position is read from the trainer's count of
 completed batches each time an epoch's iterator is created (not counted by the sampler itself),
@@ -19,15 +24,26 @@ stream, which is saved in the checkpoint and restored on resume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
+import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.dataset import DomainWeightedSampler, ManifestDataset, collate_audio, ignore_termination
+from ..data.dataset import (
+    DomainWeightedSampler,
+    ManifestDataset,
+    check_text_field,
+    collate_audio,
+    dist_world,
+    ignore_termination,
+)
 from ..data.features import FeatureDataset, collate_features, read_index
-from .recipe import DataSection
+from ..data.manifest import read_manifests
+from .aux_losses import PitchCollate
+from .recipe import DataSection, Recipe
 
 
 class ResumableSampler(Sampler[int]):
@@ -169,3 +185,183 @@ def build_valid_loader(cfg: DataSection, rank: int, world: int, collate: Collate
         worker_init_fn=ignore_termination,
         generator=loader_generator(0, 0x5EED + rank),
     )
+
+
+class CodecDataModule(pl.LightningDataModule):
+    """Train/validation loaders of a codec recipe; the train loader resumes at the restored step."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__()
+        self.recipe = recipe
+
+    def _collate(self) -> Any:
+        """Batches carry per-frame F0 targets when the primitive loss is on."""
+        if self.recipe.stage == "stage1" and self.recipe.loss.primitives > 0:
+            mel = self.recipe.model.build().mel
+            return PitchCollate(mel.sample_rate, mel.hop_length)
+        return collate_audio
+
+    def train_dataloader(self) -> Any:
+        t = self.trainer
+        assert t is not None
+        consumed = int(t.global_step) * self.recipe.optim.accumulate
+        return build_train_loader(
+            self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed,
+            lambda: batches_done(t), self._collate(),
+        )
+
+    def val_dataloader(self) -> Any:
+        t = self.trainer
+        assert t is not None
+        loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size, self._collate())
+        return loader if loader is not None else []
+
+
+def batches_done(trainer: pl.Trainer) -> int:
+    """Training batches this rank has completed since the run began (restored on resume)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+
+
+class ManifestDataModule(pl.LightningDataModule):
+    """Lightning data module over manifests (train: random crops + domain weights; valid: centre crops).
+
+    The training sampler is a :class:`DomainWeightedSampler` whose epoch (``epoch_size`` draws) is
+    a function of ``(seed, epoch)``: with one Lightning epoch per sampler epoch (the vocoder
+    recipes), a run resumed at an epoch end continues with exactly the data it would have seen.
+
+    Args:
+        train_manifest: manifest path(s) for training.
+        valid_manifest: manifest path(s) for validation, filtered by ``valid_split`` (``None``:
+            all their rows); ``None`` uses the ``valid_split`` rows of ``train_manifest`` when
+            there are any (else no validation loader).
+        batch_size: clips per batch (per rank).
+        num_workers: DataLoader worker processes (persistent when > 0).
+        crop_seconds: crop length (paper: 10 s); ``None`` loads whole clips.
+        domain_weights: e.g. ``{"speech": 0.5, "music": 0.25, "sound": 0.25}``; ``None`` shuffles
+            all clips uniformly.
+        text_field: ``"caption"`` or ``"asr_caption"`` (w/o-rich-caption ablation), see
+            :class:`ManifestDataset`.
+        seed: seed of sampling and crops.
+        train_split, valid_split: manifest splits used for training / validation.
+        epoch_size: training draws per epoch over all ranks (default: number of clips).
+        valid_crop_seconds: crop for validation (centre crop); defaults to ``crop_seconds``.
+        on_error: ``"skip"`` or ``"raise"`` for unreadable files.
+        sample_rate: output rate in Hz.
+        pad_to_multiple: see :func:`collate_audio`.
+    """
+
+    def __init__(
+        self,
+        train_manifest: str | Path | Sequence[str | Path],
+        valid_manifest: str | Path | Sequence[str | Path] | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        crop_seconds: float | None = 10.0,
+        domain_weights: Mapping[str, float] | None = None,
+        text_field: str = "caption",
+        seed: int = 0,
+        train_split: str | None = "train",
+        valid_split: str | None = "valid",
+        epoch_size: int | None = None,
+        valid_crop_seconds: float | None = None,
+        on_error: Literal["skip", "raise"] = "skip",
+        sample_rate: int = 24000,
+        pad_to_multiple: int = 1,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.train_manifest = train_manifest
+        self.valid_manifest = valid_manifest
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.crop_seconds = crop_seconds
+        self.domain_weights = dict(domain_weights) if domain_weights is not None else None
+        self.text_field = check_text_field(text_field)
+        self.seed = int(seed)
+        self.train_split = train_split
+        self.valid_split = valid_split
+        self.epoch_size = epoch_size
+        self.valid_crop_seconds = crop_seconds if valid_crop_seconds is None else valid_crop_seconds
+        self.on_error: Literal["skip", "raise"] = on_error
+        self.sample_rate = int(sample_rate)
+        self.pad_to_multiple = int(pad_to_multiple)
+        self.train_dataset: ManifestDataset | None = None
+        self.valid_dataset: ManifestDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None:
+            self.train_dataset = ManifestDataset(
+                self.train_manifest,
+                split=self.train_split,
+                crop_seconds=self.crop_seconds,
+                sample_rate=self.sample_rate,
+                crop_mode="random",
+                seed=self.seed,
+                text_field=self.text_field,
+                on_error=self.on_error,
+            )
+        if self.valid_dataset is None:
+            rows = None
+            if self.valid_manifest is not None:
+                rows = read_manifests(self.valid_manifest, self.valid_split)
+            elif self.valid_split is not None:
+                rows = read_manifests(self.train_manifest, None)
+                rows = [r for r in rows if r["split"] == self.valid_split] or None
+            if rows:
+                self.valid_dataset = ManifestDataset(
+                    rows=rows,
+                    crop_seconds=self.valid_crop_seconds,
+                    sample_rate=self.sample_rate,
+                    crop_mode="center",
+                    seed=self.seed,
+                    text_field=self.text_field,
+                    on_error=self.on_error,
+                )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        return dist_world()
+
+    def _collate(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return collate_audio(batch, self.pad_to_multiple)
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        self.setup("fit")
+        assert self.train_dataset is not None
+        world, rank = self._world()
+        sampler = DomainWeightedSampler(
+            self.train_dataset,
+            self.domain_weights,
+            epoch_size=self.epoch_size,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self._collate,
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=ignore_termination,
+        )
+
+    def val_dataloader(self) -> Any:
+        self.setup("validate")
+        if self.valid_dataset is None:
+            return []
+        return DataLoader(
+            self.valid_dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=self._collate,
+            drop_last=False,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=ignore_termination,
+        )

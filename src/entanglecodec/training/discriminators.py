@@ -130,6 +130,31 @@ def _check_wav(wav: Tensor) -> Tensor:
     return wav
 
 
+def _conv_stack(convs: nn.ModuleList, out: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The waveform critics' trunk: leaky-ReLU convolutions, then the output convolution.
+
+    Returns ``(logits [B, N], feature maps)`` (every activation, the output's included, for the
+    feature-matching loss).
+    """
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), _SLOPE)
+        feats.append(x)
+    x = out(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
+def _run_all(critics: nn.ModuleList, wav: Tensor) -> DiscriminatorOutput:
+    """Every critic of a set on ``wav [B, S]``: (list of logits, list of feature-map lists)."""
+    logits, feats = [], []
+    for d in critics:
+        lg, ft = d(wav)
+        logits.append(lg)
+        feats.append(ft)
+    return logits, feats
+
+
 class PeriodDiscriminator(nn.Module):
     """One period of the multi-period discriminator.
 
@@ -158,13 +183,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-s) % self.period
         x = F.pad(wav, (0, pad), mode="reflect" if pad < s else "constant")
         x = x.reshape(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), _SLOPE)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.out, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -176,13 +195,7 @@ class MultiPeriodDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         """``wav [B, S]`` -> (list of logits ``[B, N_k]``, list of feature-map lists)."""
-        wav = _check_wav(wav)
-        logits, feats = [], []
-        for d in self.discriminators:
-            lg, ft = d(wav)
-            logits.append(lg)
-            feats.append(ft)
-        return logits, feats
+        return _run_all(self.discriminators, _check_wav(wav))
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -220,13 +233,7 @@ class ResolutionDiscriminator(nn.Module):
                 wav.float(), self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True
             ).abs()
         x = spec.transpose(1, 2).unsqueeze(1)  # [B, 1, frames, freq]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), _SLOPE)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.out, x)
 
 
 class MultiResolutionDiscriminator(nn.Module):
@@ -240,10 +247,4 @@ class MultiResolutionDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         """``wav [B, S]`` -> (list of logits ``[B, N_k]``, list of feature-map lists)."""
-        wav = _check_wav(wav)
-        logits, feats = [], []
-        for d in self.discriminators:
-            lg, ft = d(wav)
-            logits.append(lg)
-            feats.append(ft)
-        return logits, feats
+        return _run_all(self.discriminators, _check_wav(wav))

@@ -26,6 +26,24 @@ from ..config import ConfigError, EntangleCodecConfig, _from_dict
 Stage = Literal["stage1", "stage2", "disc"]
 
 
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any], where: str = "model.overrides") -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``; a key that ``base`` lacks is a ``ConfigError``
+    naming it (``where.key``). Used by the codec and the vocoder recipes' ``model`` sections."""
+    out = copy.deepcopy(base)
+
+    def merge(dst: dict[str, Any], src: dict[str, Any], prefix: str) -> None:
+        for k, v in src.items():
+            if k not in dst:
+                raise ConfigError(f"unknown config key {where}.{prefix}{k}")
+            if isinstance(v, dict) and isinstance(dst[k], dict):
+                merge(dst[k], v, f"{prefix}{k}.")
+            else:
+                dst[k] = v
+
+    merge(out, copy.deepcopy(overrides), "")
+    return out
+
+
 @dataclass
 class ModelSection:
     """``preset`` (paper/small/tiny) deep-merged with ``overrides`` (any EntangleCodecConfig keys)."""
@@ -34,19 +52,7 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> EntangleCodecConfig:
-        base = EntangleCodecConfig.preset(self.preset).to_dict()
-
-        def merge(dst: dict[str, Any], src: dict[str, Any], prefix: str) -> None:
-            for k, v in src.items():
-                if k not in dst:
-                    raise ConfigError(f"unknown config key model.overrides.{prefix}{k}")
-                if isinstance(v, dict) and isinstance(dst[k], dict):
-                    merge(dst[k], v, f"{prefix}{k}.")
-                else:
-                    dst[k] = v
-
-        merge(base, copy.deepcopy(self.overrides), "")
-        return EntangleCodecConfig.from_dict(base)
+        return EntangleCodecConfig.from_dict(merge_overrides(EntangleCodecConfig.preset(self.preset).to_dict(), self.overrides))
 
 
 @dataclass
@@ -117,29 +123,29 @@ class LossSection:
     mel_regression: float = 0.0
 
 
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
+
+
 @dataclass
-class TrainerSection:
-    """Lightning Trainer settings, checkpointing and logging cadence (all in optimiser steps)."""
+class TrainerBase:
+    """The ``trainer`` keys of every recipe (codec and vocoder): Lightning Trainer settings,
+    checkpointing, validation, plotting and logging cadence, all counted in (generator) steps."""
 
     max_steps: int = 1000
     # Training-time budget "DD:HH:MM:SS" (Lightning's Trainer max_time): the run stops cleanly (last.ckpt)
     # when it is spent. It counts the whole run: Lightning checkpoints its timer, so resumed segments add up.
     max_time: str | None = None
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    precision: Precision = "32-true"
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp | deepspeed ... (any Lightning strategy name)
-    sync_codebook: bool | None = None  # None: on when world size > 1
     seed: int = 0
     log_every: int = 10
     val_every: int = 200
     ckpt_every: int = 200
     plot_every: int = 500
     threads: int | None = None  # torch.set_num_threads for CPU runs
-    nan_policy: Literal["stop", "skip"] = "stop"
-    max_nan_skips: int = 10
-    gradient_checkpointing: bool = False
 
     def validate(self) -> None:
         for k in ("max_steps", "log_every", "val_every", "ckpt_every", "plot_every"):
@@ -147,6 +153,16 @@ class TrainerSection:
                 raise ConfigError(f"trainer.{k} must be >= 1")
         if self.max_time is not None and not re.fullmatch(r"\d+:\d+:\d+:\d+", str(self.max_time)):
             raise ConfigError(f"trainer.max_time must look like DD:HH:MM:SS, got {self.max_time!r}")
+
+
+@dataclass
+class TrainerSection(TrainerBase):
+    """Codec ``trainer`` keys: :class:`TrainerBase` plus codebook sync, NaN policy, checkpointing."""
+
+    sync_codebook: bool | None = None  # None: on when world size > 1
+    nan_policy: Literal["stop", "skip"] = "stop"
+    max_nan_skips: int = 10
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -240,7 +256,3 @@ def read_recipe_dict(path: str | Path, overrides: list[str] | None = None) -> di
                 raise ConfigError(f"override {ov!r}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(val)
     return data
-
-
-def save_recipe(recipe: Recipe, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -1,6 +1,12 @@
-"""Build the Lightning Trainer for a recipe, run it, resume it, export it.
+"""Run folders: start, resume and export a training run (codec recipes; the vocoder recipes
+use the same helpers from :mod:`entanglecodec.training.vocoder_run`).
 
-Run folder layout (keep it outside the repository)::
+Shared by both: :func:`resume_checkpoint` (the one resume policy: ``--resume`` needs a
+``last.ckpt``, a fresh start never overwrites one), :func:`read_training_checkpoint` (a run folder
+or ``.ckpt`` -> its state and recipe), :func:`check_export_dir` (exports never overwrite unless
+asked), :func:`save_recipe_dict` and the callbacks of :mod:`entanglecodec.training.callbacks`.
+
+Codec run folder layout (keep it outside the repository)::
 
     RUN_DIR/recipe.yaml               the recipe this run uses
     RUN_DIR/checkpoints/last.ckpt     latest full state (model, optimiser, plateau scheduler, step)
@@ -22,66 +28,16 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..data.dataset import collate_audio
-from .aux_losses import PitchCollate
+from ..fileio import atomic_write_text
+from .callbacks import SaveOnInterrupt, log_version, run_loggers
 from .codec_module import CodecModule
-from .data import build_train_loader, build_valid_loader
-from .recipe import Recipe, save_recipe
+from .data import CodecDataModule
+from .recipe import Recipe
 
 log = logging.getLogger(__name__)
-
-
-class CodecDataModule(L.LightningDataModule):
-    """Train/validation loaders of a recipe; the train loader resumes at the restored step."""
-
-    def __init__(self, recipe: Recipe) -> None:
-        super().__init__()
-        self.recipe = recipe
-
-    def _collate(self) -> Any:
-        """Batches carry per-frame F0 targets when the primitive loss is on."""
-        if self.recipe.stage == "stage1" and self.recipe.loss.primitives > 0:
-            mel = self.recipe.model.build().mel
-            return PitchCollate(mel.sample_rate, mel.hop_length)
-        return collate_audio
-
-    def train_dataloader(self) -> Any:
-        t = self.trainer
-        assert t is not None
-        consumed = int(t.global_step) * self.recipe.optim.accumulate
-        return build_train_loader(
-            self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed,
-            lambda: batches_done(t), self._collate(),
-        )
-
-    def val_dataloader(self) -> Any:
-        t = self.trainer
-        assert t is not None
-        loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size, self._collate())
-        return loader if loader is not None else []
-
-
-def batches_done(trainer: L.Trainer) -> int:
-    """Training batches this rank has completed since the run began (restored on resume)."""
-    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
-
-
-class SaveOnSigterm(Callback):
-    """On SIGTERM (Lightning stops at the next batch) write ``last.ckpt`` before exiting."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # Lightning raises SIGTERMException at the next batch; any other exception after a SIGTERM
-        # (e.g. a data worker killed by the same signal) must still leave the exit checkpoint.
-        if isinstance(exception, SIGTERMException) or getattr(trainer, "received_sigterm", False):
-            trainer.save_checkpoint(self.path)
-            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
 
 def prepare_mel_stats(module: CodecModule, recipe: Recipe, run_dir: Path) -> None:
@@ -114,6 +70,60 @@ def prepare_mel_stats(module: CodecModule, recipe: Recipe, run_dir: Path) -> Non
     fe.set_stats(mean, std)
 
 
+def resume_checkpoint(run_dir: Path, resume: bool | str | Path | None) -> Path | None:
+    """The checkpoint a run starts from (``None``: a fresh run), after the one resume policy.
+
+    ``resume`` is ``True`` (``run_dir/checkpoints/last.ckpt``), a ``.ckpt`` file or a run folder
+    (its ``last.ckpt``), or falsy for a fresh run.
+
+    Raises:
+        FileNotFoundError: there is nothing to resume from.
+        FileExistsError: a fresh run is asked for in a folder that already holds one.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not resume:
+        if last.is_file():
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+        return None
+    ckpt = last if resume is True else Path(resume)
+    if ckpt.is_dir():
+        ckpt = ckpt / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: nothing to resume (no checkpoint there; start without --resume first)")
+    return ckpt
+
+
+def read_training_checkpoint(path: str | Path, what: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(ckpt, state, recipe)`` of a Lightning checkpoint: a ``.ckpt`` file or a run folder's ``last.ckpt``.
+
+    ``what`` names the expected kind in the error (``"EntangleCodec"``, ``"vocoder"``).
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: the file holds no recipe (not a training checkpoint of this package).
+    """
+    p = Path(path)
+    ckpt = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
+    state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    recipe = state.get("hyper_parameters", {}).get("recipe") if isinstance(state, dict) else None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{ckpt}: not an {what} training checkpoint (no recipe in hyper-parameters)")
+    return ckpt, state, recipe
+
+
+def check_export_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to export into a non-empty folder unless ``overwrite`` (``--overwrite``)."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite)")
+
+
+def save_recipe_dict(recipe: dict[str, Any], path: Path) -> None:
+    """Write the recipe a run uses (atomically) as YAML."""
+    atomic_write_text(path, yaml.safe_dump(recipe, sort_keys=False))
+
+
 def build_trainer(recipe: Recipe, run_dir: Path, enable_progress_bar: bool = True, log_version: str = "") -> L.Trainer:
     t = recipe.trainer
     ckpt_dir = run_dir / "checkpoints"
@@ -126,11 +136,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, enable_progress_bar: bool = Tru
             save_top_k=1,
             auto_insert_metric_name=False,
         ),
-        SaveOnSigterm(ckpt_dir / "last.ckpt"),
-    ]
-    loggers = [
-        CSVLogger(str(run_dir), name="logs", version=log_version, flush_logs_every_n_steps=t.log_every),
-        TensorBoardLogger(str(run_dir), name="tb", version=log_version),
+        SaveOnInterrupt(ckpt_dir / "last.ckpt"),
     ]
     return L.Trainer(
         max_steps=t.max_steps,
@@ -148,7 +154,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, enable_progress_bar: bool = Tru
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
         callbacks=callbacks,
-        logger=loggers,
+        logger=run_loggers(run_dir, log_version, t.log_every),
         use_distributed_sampler=False,
         enable_progress_bar=enable_progress_bar,
         default_root_dir=str(run_dir),
@@ -167,27 +173,17 @@ def run_training(
     """
     run = Path(run_dir)
     last = run / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"{last}: nothing to resume (no last.ckpt in the run folder)")
-    if not resume and last.is_file():
-        raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another --run-dir")
+    start = resume_checkpoint(run, resume)
     run.mkdir(parents=True, exist_ok=True)
     if recipe.trainer.threads:
         torch.set_num_threads(recipe.trainer.threads)
     L.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
-    save_recipe(recipe, run / ("recipe.resumed.yaml" if resume else "recipe.yaml"))
+    save_recipe_dict(recipe.to_dict(), run / ("recipe.resumed.yaml" if resume else "recipe.yaml"))
     module = CodecModule(recipe.to_dict(), str(run))
     if recipe.stage == "stage1" and not resume:
         prepare_mel_stats(module, recipe, run)
-    # Each resumed segment logs to its own folder (logs/resume-N/metrics.csv): nothing is overwritten.
-    version = ""
-    if resume:
-        k = 1
-        while (run / "logs" / f"resume-{k}").exists():
-            k += 1
-        version = f"resume-{k}"
-    trainer = build_trainer(recipe, run, enable_progress_bar, version)
-    trainer.fit(module, datamodule=CodecDataModule(recipe), ckpt_path=str(last) if resume else None)
+    trainer = build_trainer(recipe, run, enable_progress_bar, log_version(run, resume))
+    trainer.fit(module, datamodule=CodecDataModule(recipe), ckpt_path=str(start) if start else None)
     if not trainer.interrupted:
         trainer.save_checkpoint(last)
     return module
@@ -195,15 +191,8 @@ def run_training(
 
 def load_run(path: str | Path) -> CodecModule:
     """Rebuild a module from a run folder (its ``last.ckpt``) or a ``.ckpt`` file."""
-    p = Path(path)
-    ckpt = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-    hp = state.get("hyper_parameters", {})
-    if "recipe" not in hp:
-        raise ValueError(f"{ckpt}: not an EntangleCodec training checkpoint (no recipe in hyper-parameters)")
-    module = CodecModule(hp["recipe"], hp.get("run_dir", str(ckpt.parent.parent)))
+    ckpt, state, recipe = read_training_checkpoint(path, "EntangleCodec")
+    module = CodecModule(recipe, state["hyper_parameters"].get("run_dir", str(ckpt.parent.parent)))
     sd = CodecModule.migrate_state_dict(state["state_dict"])
     # A run trained from a feature directory's caption embeddings holds no frozen text backbone; rebuilt
     # where that directory is absent, the module loads the backbone from its own path instead.
@@ -223,8 +212,7 @@ def export_run(path: str | Path, out_dir: str | Path, overwrite: bool = False, d
     :func:`~entanglecodec.checkpoint.convert_weights`), half the size for transport.
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite)")
+    check_export_dir(out, overwrite)
     d = load_run(path).export(out)
     if dtype is not None:
         from ..checkpoint import convert_weights

@@ -1,66 +1,22 @@
-"""Understanding probes and audio<->caption retrieval on frozen features (paper Table 2 axis).
-
-A *probe* is a linear classifier (standardised features -> multinomial logistic regression,
-fixed seed) trained on clip-level features of the ``train`` split and scored on the ``test``
-split. It measures what a downstream model could read *linearly* from each representation.
-
-Feature sets (:data:`FEATURES`; every frame-level representation is pooled over the clip's valid
-frames with the same pooling, mean and standard deviation by default):
-
-============  ===========================================================================  ====
-name          what                                                                         ckpt
-============  ===========================================================================  ====
-``tokens``    codebook embeddings of the tokens, ``codes_to_embeddings(encode().codes)``   yes
-              (what a token LM sees), pooled -> ``2 x D_quant``
-``tokens-hist``  bag of token ids: normalised histogram over the codebook (``K`` dims)     yes
-``prequant``  pre-quantisation features ``h~`` (``encode_features()['pre_quant']``)       yes
-``frames``    encoder output frames ``H`` (``encode_features()['frames']``), ``2 x D_enc``  yes
-``logmel``    the codec's log-mel (``MelFrontend.log_mel``), pooled -> ``2 x 128``          no
-``kmeans``    a k-means tokenizer of mel frames with the model's codebook size ``K``:      no
-              ``MiniBatchKMeans`` fitted on per-bin standardised log-mel frames of the
-              train split, each clip -> normalised bag-of-codes histogram (``K`` dims)
-============  ===========================================================================  ====
-
-Targets (:data:`TARGETS`) are read from each row's ``attributes`` (the synthetic corpus schema,
-see ``entanglecodec.data.synth``); rows without the attribute are left out of that probe. Extra
-targets can be given as ``NAME=dotted.path`` into ``attributes`` (:func:`parse_target`).
-
-Protocol per target (:func:`plan_target`):
-
-* ``held-out``: train on the train split, test on the test split rows whose class occurs in the
-  train split (the others are counted as ``dropped``). Used when at least ``min_shared`` (50 %)
-  of the labelled test rows have a class seen in training.
-* ``within-test``: the corpus holds classes out of the train split on purpose (voices,
-  instruments), so e.g. speaker identity has no class in common between splits. Then the probe
-  is trained and scored inside the test split with a seeded, stratified 50/50 clip-level split:
-  it measures how well the representation separates *unseen* classes.
-* ``skipped``: fewer than 2 classes or too few clips; the reason is recorded.
-
-Chance level is the accuracy of always answering the probe-train split's majority class.
-
-Retrieval (:func:`retrieval_metrics`) ranks the test clips' audio embeddings (``embed_audio``)
-against the embeddings of their rich captions (``embed_text``) by cosine similarity and reports
-recall@1/@5 in both directions; clips sharing an identical caption count as correct matches.
-"""
+"""Probe measurements: targets read from manifest attributes, clip selection, frozen
+feature sets (tokens, pre-quantisation, frames, log-mel, k-means), linear probes and retrieval."""
 
 from __future__ import annotations
 
 import math
 import random
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .report import json_safe, report_paths, write_report
-
 if TYPE_CHECKING:
-    from ..codec.model import EntangleCodec
+    from ...codec.model import EntangleCodec
+
 
 SAMPLE_RATE = 24000
 """Rate (Hz) at which every clip is loaded."""
@@ -261,15 +217,16 @@ def select_rows(
 
 
 def load_clip(path: str | Path, max_seconds: float | None) -> np.ndarray:
-    """``float32 [S]`` mono waveform at 24 kHz, cropped to its first ``max_seconds`` seconds."""
-    from ..audio import load_audio
+    """``float32 [S]`` mono waveform at 24 kHz, cropped to its first ``max_seconds`` seconds
+    (:func:`entanglecodec.eval.load.load_clip`; an empty clip is a :class:`ProbeError`)."""
+    from .. import load
 
-    wav, _ = load_audio(path, SAMPLE_RATE)
-    if max_seconds is not None:
-        wav = wav[: int(round(max_seconds * SAMPLE_RATE))]
-    if wav.size == 0:
-        raise ProbeError(f"{path}: empty audio")
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    try:
+        return load.load_clip(path, max_seconds, SAMPLE_RATE)
+    except ValueError as e:
+        if "empty audio" in str(e):
+            raise ProbeError(str(e)) from e
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,8 +256,8 @@ class LogMelFeatures:
     """Per-clip log-mel ``[F, 128]`` with the codec's front end (natural log of power mel)."""
 
     def __init__(self) -> None:
-        from ..audio import MelFrontend
-        from ..config import MelConfig
+        from ...audio import MelFrontend
+        from ...config import MelConfig
 
         self.frontend = MelFrontend(MelConfig()).eval()
 
@@ -404,7 +361,7 @@ def model_features(
     """
     import torch
 
-    from ..audio import pad_batch
+    from ...audio import pad_batch
 
     bad = [f for f in features if f not in MODEL_FEATURES]
     if bad:
@@ -622,380 +579,3 @@ def retrieval_metrics(
         for k in ks:
             out[f"{name}_r{k}"] = float(np.mean(rank < k))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Whole evaluation
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class ModelSpec:
-    """A model row: a checkpoint directory or a randomly initialised preset (clearly labelled)."""
-
-    label: str
-    checkpoint: str | None = None
-    preset: str | None = None
-    seed: int = 0
-
-    def load(self) -> EntangleCodec:
-        import torch
-
-        from ..codec.model import EntangleCodec
-
-        if self.checkpoint is not None:
-            return EntangleCodec.from_pretrained(self.checkpoint)
-        if self.preset is None:
-            raise ProbeError(f"model {self.label!r}: neither a checkpoint nor a preset")
-        from ..config import EntangleCodecConfig
-
-        torch.manual_seed(self.seed)
-        return EntangleCodec(EntangleCodecConfig.preset(self.preset)).eval()
-
-
-@dataclass
-class ProbeResults:
-    """Everything :func:`run_probes` measured (JSON-serialisable with :func:`results_to_json`)."""
-
-    manifest: str
-    split_train: str
-    split_test: str
-    clips: dict[str, int]
-    feature_rows: list[str]
-    plans: list[TargetPlan]
-    scores: dict[str, dict[str, dict[str, float]]]  # row -> target -> metrics
-    retrieval: dict[str, dict[str, float]]
-    settings: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-
-
-def run_probes(
-    manifest: str | Path,
-    models: Sequence[ModelSpec] = (),
-    features: Sequence[str] = DEFAULT_FEATURES,
-    targets: Sequence[Target] | None = None,
-    split_train: str = "train",
-    split_test: str = "test",
-    max_clips: int | None = None,
-    max_seconds: float | None = 30.0,
-    kmeans_k: int | None = None,
-    pooling: Pooling = "meanstd",
-    c: float = 1.0,
-    seed: int = 0,
-    retrieval: bool = True,
-    batch_size: int = 8,
-    progress: Callable[[str], None] | None = None,
-) -> ProbeResults:
-    """Probe every feature set (and every model) on every target; audio<->caption retrieval.
-
-    Args:
-        manifest: JSONL corpus manifest with ``attributes``.
-        models: checkpoints / random presets providing the model feature sets.
-        features: names from :data:`FEATURES`.
-        targets: probed attributes (default: all of :data:`TARGETS`).
-        split_train, split_test: probe-training and evaluation splits.
-        max_clips: at most this many clips per split (domain round-robin, seeded).
-        max_seconds: crop each clip to its first ``max_seconds`` (``None``: whole clips).
-        kmeans_k: clusters of the k-means tokenizer (default: first model's codebook size, else
-            8192, the paper-sized codebook), lowered to the available frame count with a note.
-        pooling: ``meanstd`` or ``mean`` for frame-level features.
-        c: inverse L2 regularisation strength of the logistic regression.
-        seed: seed of clip selection, k-means, the within-test split and the probes.
-        retrieval: also compute audio<->caption retrieval for each model with a caption tower.
-        batch_size: clips per model batch.
-        progress: receives short status strings.
-
-    Raises:
-        ProbeError: unknown feature names, model features without a model, unusable manifest.
-    """
-    from ..data.manifest import read_manifest
-
-    say = progress or (lambda _m: None)
-    feats = list(dict.fromkeys(features))
-    unknown = [f for f in feats if f not in FEATURES]
-    if unknown:
-        raise ProbeError(f"unknown feature set(s) {unknown}: choose from {', '.join(FEATURES)}")
-    model_feats = [f for f in feats if f in MODEL_FEATURES]
-    if model_feats and not models:
-        raise ProbeError(f"feature set(s) {model_feats} need a model: give --checkpoint (or --random-preset)")
-    if split_train == split_test:
-        raise ProbeError(f"train and test splits must differ, both are {split_train!r}")
-    tgts = list(targets) if targets is not None else list(TARGETS.values())
-    notes: list[str] = []
-
-    rows: list[Mapping[str, Any]] = []
-    clips: dict[str, int] = {}
-    for split in (split_train, split_test):
-        part = select_rows(read_manifest(manifest, split=split), max_clips, seed)
-        clips[split] = len(part)
-        rows.extend(part)
-    say(f"loading {len(rows)} clips")
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    wavs = [load_clip(r["audio"], max_seconds) for r in rows]
-    timings["load audio"] = time.perf_counter() - t0
-
-    plans = [plan_target(t, rows, split_train, split_test, seed=seed) for t in tgts]
-    matrices: dict[str, np.ndarray] = {}
-    embeddings: dict[str, np.ndarray] = {}
-    retrieval_models: dict[str, Any] = {}
-    first_k: int | None = None
-    for spec in models:
-        say(f"model {spec.label}: loading")
-        t0 = time.perf_counter()
-        model = spec.load()
-        first_k = first_k or int(model.codebook_size)
-        want_emb = retrieval and model.text_encoder is not None
-        if retrieval and not want_emb:
-            notes.append(f"retrieval skipped for {spec.label}: checkpoint has no caption encoder")
-        res = model_features(
-            model, wavs, model_feats, pooling, batch_size, with_audio_embedding=want_emb,
-            progress=lambda n, lab=spec.label: say(f"model {lab}: {n}/{len(wavs)} clips"),  # type: ignore[misc]
-        )  # fmt: skip
-        for f in model_feats:
-            matrices[f"{f} · {spec.label}"] = res[f]
-        timings[f"features · {spec.label}"] = time.perf_counter() - t0
-        if want_emb:
-            embeddings[spec.label] = res["audio_embedding"]
-            retrieval_models[spec.label] = model
-        else:
-            del model
-
-    if "logmel" in feats or "kmeans" in feats:
-        say("log-mel features")
-        t0 = time.perf_counter()
-        melfe = LogMelFeatures()
-        mels = [melfe(w) for w in wavs]
-        timings["log-mel"] = time.perf_counter() - t0
-        if "logmel" in feats:
-            matrices["logmel"] = np.stack([pool(m, pooling) for m in mels])
-        if "kmeans" in feats:
-            k = kmeans_k or first_k or 8192
-            train_mels = [m for m, r in zip(mels, rows, strict=True) if r.get("split") == split_train]
-            n_frames = sum(m.shape[0] for m in train_mels)
-            if n_frames < k:
-                notes.append(
-                    f"k-means tokenizer: only {n_frames} {split_train} frames, K lowered from {k} to {n_frames // 4}"
-                )
-                k = max(2, n_frames // 4)
-            say(f"k-means tokenizer: fitting K={k} on {n_frames} frames")
-            t0 = time.perf_counter()
-            tok = KMeansTokenizer(k, seed).fit(train_mels)
-            timings["k-means fit"] = time.perf_counter() - t0
-            notes.append(
-                f"k-means baseline: K={k} fitted on {tok.n_frames} standardised {split_train} log-mel frames "
-                f"({tok.n_steps} mini-batch steps, random init); clip feature = normalised histogram of its codes"
-            )
-            say(f"k-means tokenizer: fitted in {timings['k-means fit']:.0f} s; tokenising")
-            t0 = time.perf_counter()
-            matrices[f"kmeans (K={k})"] = np.stack([code_histogram(tok.tokenize(m), k) for m in mels])
-            timings["k-means tokenise"] = time.perf_counter() - t0
-            del mels
-
-    scores: dict[str, dict[str, dict[str, float]]] = {}
-    for name, x in matrices.items():
-        say(f"probing {name}")
-        t0 = time.perf_counter()
-        scores[name] = {}
-        for p in plans:
-            if p.protocol == "skipped":
-                continue
-            y_tr = [str(p.labels[i]) for i in p.train]
-            y_te = [str(p.labels[i]) for i in p.test]
-            s = fit_probe(x[p.train], y_tr, x[p.test], y_te, c=c, seed=seed)
-            s["chance"] = p.chance
-            s["balanced_chance"] = p.balanced_chance
-            scores[name][p.target] = s
-            if not s["converged"]:
-                notes.append(f"probe {name} / {p.target}: logistic regression hit max_iter (not converged)")
-        timings[f"probes · {name}"] = time.perf_counter() - t0
-
-    ret: dict[str, dict[str, float]] = {}
-    test_idx = [i for i, r in enumerate(rows) if r.get("split") == split_test]
-    for label, model in retrieval_models.items():
-        caps = [str(rows[i].get("caption") or "") for i in test_idx]
-        keep = [j for j, cap in enumerate(caps) if cap.strip()]
-        if len(keep) < 2:
-            notes.append(f"retrieval skipped for {label}: fewer than 2 {split_test} clips with captions")
-            continue
-        say(f"retrieval {label}: embedding {len(keep)} captions")
-        import torch
-
-        with torch.no_grad():
-            txt = np.concatenate(
-                [
-                    model.embed_text([caps[j] for j in keep[s : s + 64]]).double().numpy()
-                    for s in range(0, len(keep), 64)
-                ]
-            )
-        aud = embeddings[label][[test_idx[j] for j in keep]]
-        ret[label] = retrieval_metrics(aud, txt, [caps[j] for j in keep])
-        n = len({caps[j] for j in keep})
-        ret[label]["chance_r1"] = 1.0 / n
-        ret[label]["chance_r5"] = min(1.0, 5.0 / n)
-
-    settings = {
-        "features": feats, "models": [asdict(m) for m in models], "pooling": pooling, "C": c, "seed": seed,
-        "max_clips_per_split": max_clips, "max_seconds": max_seconds, "targets": [t.name for t in tgts],
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
-    }  # fmt: skip
-    return ProbeResults(
-        str(manifest), split_train, split_test, clips, list(matrices), plans, scores, ret, settings, notes
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
-def results_to_json(res: ProbeResults) -> dict[str, Any]:
-    """A JSON-serialisable summary (NaN -> ``None``)."""
-
-    targets = {
-        p.target: {
-            "protocol": p.protocol, "reason": p.reason, "n_train": len(p.train), "n_test": len(p.test),
-            "classes": p.classes, "dropped": p.dropped, "chance": p.chance, "balanced_chance": p.balanced_chance,
-            "description": p.description,
-        }
-        for p in res.plans
-    }  # fmt: skip
-    doc = {
-        "manifest": res.manifest, "split_train": res.split_train, "split_test": res.split_test,
-        "clips": res.clips, "settings": res.settings, "targets": targets, "scores": res.scores,
-        "retrieval": res.retrieval, "notes": res.notes,
-    }  # fmt: skip
-    return dict(json_safe(doc))
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
-
-
-def markdown_report(res: ProbeResults, command: str | None = None, plot_name: str | None = None) -> str:
-    """The probe report: accuracy table (rows: feature sets, columns: targets), chance, protocols, retrieval."""
-    active = [p for p in res.plans if p.protocol != "skipped"]
-    head = ["features"] + [p.target for p in active]
-    lines = [
-        "# Understanding probes and retrieval",
-        "",
-        f"Manifest `{res.manifest}`: {res.clips.get(res.split_train, 0)} `{res.split_train}` clips, "
-        f"{res.clips.get(res.split_test, 0)} `{res.split_test}` clips.",
-    ]
-    if command:
-        lines += ["", f"Command: `{command}`"]
-    lines += [
-        "",
-        f"Linear probes: standardised features -> logistic regression (C = {res.settings['C']}, seed "
-        f"{res.settings['seed']}), frame features pooled by `{res.settings['pooling']}` over each clip. "
-        "Cells are test accuracy in %; `chance` answers the probe-training majority class.",
-        "",
-        "## Probe accuracy (%)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * len(active)) + "|",
-    ]
-    for name in res.feature_rows:
-        cells = [_fmt(res.scores[name].get(p.target, {}).get("accuracy")) for p in active]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| *chance* | " + " | ".join(_fmt(p.chance) for p in active) + " |")
-    lines += ["", "Balanced accuracy (%) in the same layout:", "", "| " + " | ".join(head) + " |"]
-    lines.append("|" + "|".join(["---"] + ["---:"] * len(active)) + "|")
-    for name in res.feature_rows:
-        cells = [_fmt(res.scores[name].get(p.target, {}).get("balanced_accuracy")) for p in active]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| *chance* | " + " | ".join(_fmt(p.balanced_chance) for p in active) + " |")
-    lines += [
-        "",
-        "Accuracy favours the majority class of imbalanced targets (e.g. most speech is English); balanced "
-        "accuracy (mean per-class recall) does not, its chance level is 1 / number of classes.",
-        "",
-        "## Targets and protocols",
-        "",
-        "| target | source | protocol | probe-train clips | eval clips | classes | dropped | reason |",
-        "|---|---|---|---:|---:|---:|---:|---|",
-    ]
-    for p in res.plans:
-        lines.append(
-            f"| {p.target} | {p.description} | {p.protocol} | {len(p.train)} | {len(p.test)} | {len(p.classes)} | "
-            f"{p.dropped} | {p.reason} |"
-        )
-    lines += [
-        "",
-        "`held-out`: trained on the train split, scored on test clips whose class occurs in training. "
-        "`within-test`: the class sets of the two splits barely overlap (the corpus holds voices and "
-        "instruments out of training), so the probe is trained and scored on a seeded stratified 50/50 "
-        "clip split of the test split: it measures separability of classes the model never saw.",
-        "",
-        "## Audio <-> caption retrieval (test split, rich captions)",
-        "",
-    ]
-    if res.retrieval:
-        lines += [
-            "| model | clips | audio->text R@1 | R@5 | text->audio R@1 | R@5 | chance R@1 | chance R@5 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for label, r in res.retrieval.items():
-            lines.append(
-                f"| {label} | {int(r['n'])} | {_fmt(r['a2t_r1'])} | {_fmt(r['a2t_r5'])} | {_fmt(r['t2a_r1'])} | "
-                f"{_fmt(r['t2a_r5'])} | {_fmt(r['chance_r1'])} | {_fmt(r['chance_r5'])} |"
-            )
-        lines += [
-            "",
-            "Recall in %; cosine similarity of `embed_audio` and `embed_text`; identical captions count as matches.",
-        ]
-    else:
-        lines.append("No retrieval row (no model with a caption encoder was given).")
-    if plot_name:
-        lines += ["", f"![probe accuracy]({plot_name})"]
-    timings = res.settings.get("timings_s") or {}
-    if timings:
-        lines += ["", "Compute time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "."]
-    if res.notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in res.notes]
-    return "\n".join(lines) + "\n"
-
-
-def plot_probes(res: ProbeResults, path: str | Path) -> None:
-    """Grouped bars, one group per target and one bar per feature set, chance as a black line:
-    accuracy (top) and balanced accuracy (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    active = [p for p in res.plans if p.protocol != "skipped"]
-    n_rows = max(1, len(res.feature_rows))
-    width = 0.8 / n_rows
-    xs = np.arange(len(active))
-    fig, axes = plt.subplots(
-        2, 1, figsize=(min(16.0, 2.5 + 0.3 * len(active) * (n_rows + 1)), 7.5), sharex=True
-    )
-    for ax, metric, chance_of in (
-        (axes[0], "accuracy", lambda p: p.chance),
-        (axes[1], "balanced_accuracy", lambda p: p.balanced_chance),
-    ):
-        for j, name in enumerate(res.feature_rows):
-            vals = [100 * res.scores[name].get(p.target, {}).get(metric, math.nan) for p in active]
-            ax.bar(xs - 0.4 + (j + 0.5) * width, vals, width, label=name, color=f"C{j % 10}")
-        for x, p in zip(xs, active, strict=True):
-            ax.hlines(100 * chance_of(p), x - 0.42, x + 0.42, colors="black", linewidth=1.5,
-                      label="chance" if x == 0 else "_nolegend_")  # fmt: skip
-        ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_title("Linear probes on frozen features")
-    axes[1].set_xticks(xs, [f"{p.target}\n({p.protocol})" for p in active], fontsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, ncol=min(3, len(labels)), loc="lower center")
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 3), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_probe_report(res: ProbeResults, out: str | Path, command: str | None = None) -> dict[str, Path]:
-    """Write ``OUT.md``, ``OUT.json`` and ``OUT.png``; returns their paths."""
-    paths = report_paths(out, {"markdown": ".md", "json": ".json", "plot": ".png"})
-    doc = {**results_to_json(res), "command": command}
-    return write_report(
-        paths,
-        lambda: markdown_report(res, command, paths["plot"].name),
-        doc,
-        figures={"plot": lambda p: plot_probes(res, p)},
-    )
