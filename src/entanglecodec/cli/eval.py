@@ -53,6 +53,17 @@ def reconstruct(
         bool,
         typer.Option(help="Include the bundled default model when no --checkpoint is given (if installed)."),
     ] = True,
+    steps: Annotated[
+        int, typer.Option(min=1, help="Euler steps of the codec decoder (the paper: 1).")
+    ] = 1,
+    guidance: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--guidance",
+            help="Classifier-free guidance γ of the codec decoder (Eq. 12; the paper: 1). Repeatable: one row "
+            "per checkpoint and value.",
+        ),
+    ] = None,
     split: Annotated[
         str, typer.Option(help="Manifest split to evaluate (train, valid, test or all).")
     ] = "test",
@@ -144,7 +155,17 @@ def reconstruct(
             same_name = sum(Path(o).resolve().name == resolved.name for o in ckpts) > 1
             # runs/a/final and runs/b/final: label them a/final and b/final
             name = f"{resolved.parent.name}/{resolved.name}" if same_name else None
-            systems.append(EntangleCodecSystem(c, name=name))
+            for g in guidance or [1.0]:
+                from ..codec.model import check_sampling
+
+                try:
+                    check_sampling(steps, g)
+                except ValueError as e:
+                    fail(str(e), 2)
+                label = name or resolved.name
+                if guidance or steps != 1:
+                    label = f"{label} (steps {steps}, γ {g:g})"
+                systems.append(EntangleCodecSystem(c, name=label, steps=steps, guidance=g))
         for spec in system or []:
             systems.append(parse_system_spec(spec, timeout=timeout))
         if baselines:

@@ -337,9 +337,13 @@ class EntangleCodecSystem(System):
     Args:
         checkpoint: a directory written by ``save_pretrained``, or an ``EntangleCodec`` instance.
         name: label for reports (default: the directory name, or ``"entanglecodec"``).
+        steps, guidance: the decoder's Euler steps and classifier-free guidance (Eq. 12).
     """
 
-    def __init__(self, checkpoint: str | Path | Any, name: str | None = None) -> None:
+    def __init__(
+        self, checkpoint: str | Path | Any, name: str | None = None, steps: int = 1, guidance: float = 1.0
+    ) -> None:
+        self.steps, self.guidance = steps, guidance
         if isinstance(checkpoint, str | Path):
             from .load import load_codec
 
@@ -361,7 +365,9 @@ class EntangleCodecSystem(System):
 
         x = _check_input(wav)
         with torch.no_grad():
-            audio = self.model.reconstruct(torch.from_numpy(x)[None], SAMPLE_RATE)
+            audio = self.model.reconstruct(
+                torch.from_numpy(x)[None], SAMPLE_RATE, steps=self.steps, guidance=self.guidance
+            )
         if int(audio.sample_rate) != SAMPLE_RATE:
             raise CodecSystemError(
                 f"{self.name}: model returned {audio.sample_rate} Hz audio, expected {SAMPLE_RATE}"
