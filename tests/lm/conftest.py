@@ -58,16 +58,22 @@ def make_lm_corpus(root: Path, n: int = 30, seconds: float = 0.5, seed: int = 0)
     return m
 
 
-def make_tiny_codec(path: Path) -> Path:
+def make_tiny_codec(path: Path, seed: int = 0) -> Path:
     """A tiny random EntangleCodec with the Griffin-Lim vocoder, saved with save_pretrained."""
     from entanglecodec import EntangleCodec, EntangleCodecConfig
 
     cfg = EntangleCodecConfig.preset("tiny")
     cfg.vocoder = "griffin-lim"
     cfg.griffin_lim_iters = 2
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = EntangleCodec(cfg, build_text_encoder=False).eval()
     return model.save_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def other_codec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another tiny codec (other weights, same codebook size): a different token space."""
+    return make_tiny_codec(tmp_path_factory.mktemp("codec") / "other", seed=1)
 
 
 @pytest.fixture(scope="session")

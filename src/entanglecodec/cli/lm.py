@@ -133,8 +133,8 @@ def _load(lm: Path, codec: Path | None, vocoder: str | None = None) -> Any:
 
 
 def _generate(task: str, text: str, out: Path, lm: Path, codec: Path | None, style: str | None, temperature: float,
-              top_k: int, top_p: float, max_seconds: float, seed: int, guidance: float, overwrite: bool,
-              vocoder: str | None) -> None:  # fmt: skip
+              top_k: int, top_p: float, max_seconds: float, min_seconds: float, seed: int, guidance: float,
+              overwrite: bool, vocoder: str | None) -> None:  # fmt: skip
     from ..audio import save_audio
     from ..lm.generate import Sampling
 
@@ -142,11 +142,13 @@ def _generate(task: str, text: str, out: Path, lm: Path, codec: Path | None, sty
     def run() -> None:
         if not text.strip():
             raise ValueError(f"the {'text' if task == 'tts' else 'caption'} is empty")
-        if max_seconds <= 0:
-            raise ValueError(f"--max-seconds must be > 0, got {max_seconds}")
+        if not 0 <= min_seconds <= max_seconds or max_seconds <= 0:
+            raise ValueError(f"need 0 <= --min-seconds <= --max-seconds and --max-seconds > 0, got {min_seconds}, {max_seconds}")
         _check_output(out, [], overwrite)
         model = _load(lm, codec, vocoder)
-        s = Sampling(temperature, top_k, top_p, max(1, int(round(max_seconds * model.vocab.frame_rate))), seed, guidance).check()
+        rate = model.vocab.frame_rate
+        s = Sampling(temperature, top_k, top_p, max(1, int(round(max_seconds * rate))), seed, guidance,
+                     max(1, int(round(min_seconds * rate)))).check()  # fmt: skip
         with _bar(f"{task}: audio tokens") as update:
             wav, _ = model.synthesize(task, text, s, style, update)
         save_audio(out, wav, model.tok.sample_rate)
@@ -159,6 +161,7 @@ TempOpt = typer.Option(1.0, help="Sampling temperature (0 = greedy).")
 TopKOpt = typer.Option(0, help="Sample from the k most likely tokens (0 = off).")
 TopPOpt = typer.Option(1.0, help="Nucleus sampling mass in (0, 1] (1 = off).")
 MaxSecOpt = typer.Option(10.0, help="Maximum audio length in seconds (generation stops there with a warning).")
+MinSecOpt = typer.Option(0.0, help="Minimum audio length in seconds (the closing token is refused before; at least 1 token).")
 SeedOpt = typer.Option(0, help="Sampling and decoder seed.")
 CfgOpt = typer.Option(
     1.0, "--guidance", help="Classifier-free guidance gamma over the null prompt (1 = none, the paper's value; 0-10)."
@@ -173,11 +176,12 @@ def tts(
     out: Path = OutOpt, lm: Path = LMOpt, codec: Path | None = CodecOpt,
     style: str | None = typer.Option(None, help="Optional speaker/style caption (e.g. 'a woman speaks slowly')."),
     temperature: float = TempOpt, top_k: int = TopKOpt, top_p: float = TopPOpt, max_seconds: float = MaxSecOpt,
-    seed: int = SeedOpt, guidance: float = CfgOpt, overwrite: bool = typer.Option(False, help="Replace --out."),
+    min_seconds: float = MinSecOpt, seed: int = SeedOpt, guidance: float = CfgOpt, overwrite: bool = typer.Option(False, help="Replace --out."),
     vocoder: str | None = VocoderOpt,
 ) -> None:  # fmt: skip
     """Text-to-speech: transcript (+ style caption) -> speech tokens -> codec decoder -> vocoder."""
-    _generate("tts", text, out, lm, codec, style, temperature, top_k, top_p, max_seconds, seed, guidance, overwrite, vocoder)
+    _generate("tts", text, out, lm, codec, style, temperature, top_k, top_p, max_seconds, min_seconds, seed, guidance,
+              overwrite, vocoder)
 
 
 @app.command()
@@ -185,11 +189,12 @@ def tta(
     caption: str = typer.Argument(..., help="Description of the sound or music."),
     out: Path = OutOpt, lm: Path = LMOpt, codec: Path | None = CodecOpt,
     temperature: float = TempOpt, top_k: int = TopKOpt, top_p: float = TopPOpt, max_seconds: float = MaxSecOpt,
-    seed: int = SeedOpt, guidance: float = CfgOpt, overwrite: bool = typer.Option(False, help="Replace --out."),
+    min_seconds: float = MinSecOpt, seed: int = SeedOpt, guidance: float = CfgOpt, overwrite: bool = typer.Option(False, help="Replace --out."),
     vocoder: str | None = VocoderOpt,
 ) -> None:  # fmt: skip
     """Text-to-audio: caption -> audio tokens -> codec decoder -> vocoder."""
-    _generate("tta", caption, out, lm, codec, None, temperature, top_k, top_p, max_seconds, seed, guidance, overwrite, vocoder)
+    _generate("tta", caption, out, lm, codec, None, temperature, top_k, top_p, max_seconds, min_seconds, seed, guidance,
+              overwrite, vocoder)
 
 
 def _understand(task: str, audio: Path, lm: Path, codec: Path | None, question: str | None, max_tokens: int) -> None:
@@ -266,7 +271,7 @@ def compare(
     def run() -> None:
         cfg = load_compare_config(config, set_)
         paths = run_comparison(cfg, work_dir, out, command=f"entanglecodec lm compare -c {config}")
-        console.print(f"wrote {paths['md']}", highlight=False)
+        console.print(f"wrote {paths['markdown']}", highlight=False)
 
     run()
 

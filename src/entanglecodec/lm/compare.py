@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -98,7 +99,8 @@ class CompareConfig:
     kmeans_clips: int = 2000
     eval: EvalSection = field(default_factory=EvalSection)
 
-    def validate(self) -> None:
+    def check(self) -> None:
+        """Checks that need the tokenizer list (parsed after the scalar keys)."""
         if not self.tokenizers:
             raise ConfigError("tokenizers: list at least one tokenizer")
         names = [t.name for t in self.tokenizers]
@@ -117,7 +119,7 @@ def load_compare_config(path: str | Path, overrides: list[str] | None = None) ->
     try:
         cfg = _from_dict(CompareConfig, data)
         cfg.tokenizers = [_from_dict(TokenizerSpec, t, prefix=f"tokenizers[{i}].") for i, t in enumerate(toks)]
-        cfg.validate()
+        cfg.check()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
     return cfg
@@ -159,6 +161,8 @@ def evaluate_lm(
     from .tasks import TaskError
 
     lm = AudioLM(lm_dir, tok)
+    for sub in ("tts", "tta"):
+        (audio_dir / sub).mkdir(parents=True, exist_ok=True)
     codes = {r["id"]: lm.encode_audio(_load_wavs([r])[0]) for r in rows}
     res: dict[str, Any] = {}
     # AQA
@@ -197,22 +201,31 @@ def evaluate_lm(
                 and str(TARGETS["language"].extract(r) or "en").startswith("en")][: cfg.tts_clips]  # fmt: skip
     res["tts"] = []
     for r in tts_rows:
-        wav, truncated = lm.synthesize("tts", str(r["text"]), s)
+        try:
+            wav, truncated = lm.synthesize("tts", str(r["text"]), s)
+        except TaskError:  # closed the audio span at once: nothing intelligible
+            res["tts"].append({"id": r["id"], "truncated": False, "wer": 1.0, "hypothesis": "", "speaker_sim": None})
+            continue
         save_audio(audio_dir / "tts" / f"{_safe(r['id'])}.wav", wav, tok.sample_rate)
         res["tts"].append({"id": r["id"], "truncated": truncated, **_tts_scores(wav, r, tok.sample_rate, cfg)})
     # TTA judged by the independent classifier
     tta_rows = [r for r in rows if r["domain"] in tta_domains and str(r.get("caption") or "").strip()][: cfg.tta_clips]
-    gen = []
+    gen: list[np.ndarray | None] = []
     for r in tta_rows:
-        wav, _ = lm.synthesize("tta", str(r["caption"]), s)
+        try:
+            wav, _ = lm.synthesize("tta", str(r["caption"]), s)
+        except TaskError:  # no audio generated: judged wrong
+            gen.append(None)
+            continue
         save_audio(audio_dir / "tta" / f"{_safe(r['id'])}.wav", wav, tok.sample_rate)
         gen.append(wav)
     res["tta"] = {}
     for t in judge.models:
         keep = [i for i, r in enumerate(tta_rows) if TARGETS[t].extract(r) is not None]
+        audible = [i for i in keep if gen[i] is not None]
+        judged = dict(zip(audible, judge.predict(t, [gen[i] for i in audible]) if audible else [], strict=True))
         if keep:
-            judged = judge.predict(t, [gen[i] for i in keep])
-            res["tta"][t] = [{"label": TARGETS[t].extract(tta_rows[i]), "pred": p} for i, p in zip(keep, judged, strict=True)]
+            res["tta"][t] = [{"label": TARGETS[t].extract(tta_rows[i]), "pred": judged.get(i, "(no audio)")} for i in keep]
     return res
 
 
@@ -284,16 +297,22 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
             data["trainer"] = {**base.get("trainer", {}), "seed": seed}
             data["model"] = {**base.get("model", {}), "seed": seed}
             recipe = LMRecipe.from_dict(data)
-            t0 = time.monotonic()
             if not (run / "lm" / "entanglecodec_lm.json").is_file():
                 say(f"{spec.name} seed {seed}: training")
+                t0 = time.monotonic()
                 run_lm_training(recipe, run, resume=(run / "recipe.yaml").is_file(), progress=False)
-            budget.setdefault("train_seconds", {})[f"{spec.name}/seed{seed}"] = round(time.monotonic() - t0, 1)
+                (run / "train_seconds.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
+            spent = run / "train_seconds.txt"
+            budget.setdefault("train_seconds", {})[f"{spec.name}/seed{seed}"] = (
+                float(spent.read_text()) if spent.is_file() else None
+            )
             budget["phases"] = [asdict(p) for p in recipe.all_phases()]
             budget["batch_size"] = recipe.data.batch_size
             say(f"{spec.name} seed {seed}: evaluating")
-            results[spec.name][seed] = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
-                                                   w / "audio" / _safe(spec.name) / f"seed{seed}", seed)  # fmt: skip
+            with warnings.catch_warnings():  # answers/audio cut at the maximum length are counted, not shouted
+                warnings.filterwarnings("ignore", message=".*maximum length")
+                results[spec.name][seed] = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
+                                                       w / "audio" / _safe(spec.name) / f"seed{seed}", seed)  # fmt: skip
     doc = {"command": command, "config": asdict(cfg), "budget": budget, "judge_ceiling": ceiling,
            "test_clips": len(test), "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
     paths = report_paths(out, {"markdown": ".md", "json": ".json"})
@@ -340,6 +359,7 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
             d, lo, hi = diff_interval(sum(i["correct"] for i in a), len(a), sum(i["correct"] for i in o), len(o))
             lines.append(f"| {names[0]} - {name} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
     lines += ["", "### Per question type (pooled seeds)", "",
+              "Chance: mean over the type's questions of 1/options (multiple choice) or 1/labels (open).", "",
               "| type | chance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
     for qt in QUESTION_TYPES:
         per = {n: [i for i in pooled[n] if i["type"] == qt] for n in names}

@@ -42,6 +42,7 @@ class Sampling:
     max_new_tokens: int = 500
     seed: int = 0
     guidance: float = 1.0
+    min_new_tokens: int = 1
 
     def check(self) -> Sampling:
         if not np.isfinite(self.temperature) or self.temperature < 0:
@@ -52,6 +53,8 @@ class Sampling:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={self.max_new_tokens}], got {self.min_new_tokens}")
         if not np.isfinite(self.guidance) or not 0.0 <= self.guidance <= 10.0:
             raise ValueError(f"guidance must lie in [0, 10] (1 = no guidance), got {self.guidance}")
         return self
@@ -108,7 +111,7 @@ def sample(
     """Sample after ``prompt`` until a ``stop`` id or ``s.max_new_tokens``.
 
     Args:
-        allowed: ``bool [V]``, the ids that may be drawn.
+        allowed: ``bool [V]``, the ids that may be drawn (``stop`` ids only after ``s.min_new_tokens``).
         null_prompt: the unconditional prompt for guidance (used when ``s.guidance != 1``).
     """
     s.check()
@@ -116,11 +119,14 @@ def sample(
     cond = _Stream(model, prompt)
     null = _Stream(model, null_prompt) if null_prompt is not None and s.guidance != 1.0 else None
     out: list[int] = []
+    early = allowed.clone()
+    early[sorted(stop)] = False
     for step in range(s.max_new_tokens):
         logits = cond.logits
         if null is not None:
             logits = null.logits + s.guidance * (logits - null.logits)
-        logits = logits.masked_fill(~allowed[: logits.numel()], float("-inf"))
+        ok = early if step < s.min_new_tokens else allowed
+        logits = logits.masked_fill(~ok[: logits.numel()], float("-inf"))
         if s.temperature == 0:
             tok = int(torch.argmax(logits))
         else:
@@ -172,7 +178,9 @@ class AudioLM:
         """TTS/TTA: ``(codes int64 [F], truncated)``; warns when ``max_new_tokens`` was reached."""
         prompt = generation_prompt(task, self.vocab, self.tokenizer, text, style)
         check_context(len(prompt), self.max_len, self.vocab.frame_rate, "the text")
-        s = Sampling(**{**s.__dict__, "max_new_tokens": min(s.max_new_tokens, self.max_len - len(prompt))})
+        room = self.max_len - len(prompt)
+        s = Sampling(**{**s.__dict__, "max_new_tokens": min(s.max_new_tokens, room),
+                        "min_new_tokens": min(s.min_new_tokens, s.max_new_tokens, room)})  # fmt: skip
         null = generation_prompt(task, self.vocab, self.tokenizer, None)
         stop = {self.vocab.special[AUDIO_END], self.vocab.eos_id}
         gen = sample(self.model, prompt, self.audio_allowed, stop, s, null, progress)
@@ -204,7 +212,7 @@ class AudioLM:
         """Greedy answer of ``aqa`` / ``caption`` / ``asr`` about ``codes``: ``(text, truncated)``."""
         prompt = understanding_prompt(task, self.vocab, self.tokenizer, codes, question)
         check_context(len(prompt), self.max_len, self.vocab.frame_rate, f"the audio ({codes.size} tokens)")
-        s = Sampling(temperature=0.0, max_new_tokens=max(1, min(max_new_tokens, self.max_len - len(prompt))))
+        s = Sampling(temperature=0.0, max_new_tokens=max(1, min(max_new_tokens, self.max_len - len(prompt))), min_new_tokens=0)
         gen = sample(self.model, prompt, self.text_allowed, {self.vocab.eos_id}, s, None, progress)
         if gen.truncated:
             warnings.warn(f"answer stopped at the maximum length ({s.max_new_tokens} tokens)", UserWarning, stacklevel=2)
