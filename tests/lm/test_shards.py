@@ -87,3 +87,34 @@ def test_torchrun_two_processes_match_one(lm_corpus: Path, tiny_codec: Path, tok
     assert res.returncode == 0, res.stderr[-2000:]
     assert _files(out) == _files(tokens) and (out / "index.json").is_file()
     shutil.rmtree(out)
+
+
+def _tokenize_child(manifest: Path, out: Path, codec: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    tokenize_manifest(manifest, out, load_audio_tokenizer(codec), batch_size=1, shard_size=1)
+
+
+def test_resumes_after_a_real_kill(lm_corpus: Path, tiny_codec: Path, tmp_path: Path) -> None:
+    """SIGKILL a tokenising process once a shard is done; tokenising again finishes the job."""
+    import multiprocessing as mp
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    proc = mp.get_context("fork").Process(target=_tokenize_child, args=(lm_corpus, out, tiny_codec))
+    proc.start()
+    deadline = time.monotonic() + 120
+    while proc.is_alive() and time.monotonic() < deadline and not list((out / "shards").glob("[0-9]*.json")):
+        time.sleep(0.005)
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=30)
+    if proc.exitcode == -signal.SIGKILL:  # killed mid-way: unfinished; every finished index has its tokens
+        assert not (out / "index.json").is_file()
+        assert all(j.with_suffix(".bin").is_file() for j in (out / "shards").glob("[0-9]*.json"))
+    tokenize_manifest(lm_corpus, out, load_audio_tokenizer(tiny_codec), batch_size=3, shard_size=1)
+    fresh = tmp_path / "fresh"
+    tokenize_manifest(lm_corpus, fresh, load_audio_tokenizer(tiny_codec), batch_size=3, shard_size=1)
+    assert _files(out) == _files(fresh) and (out / "index.json").is_file()  # temporary files of the killed run removed

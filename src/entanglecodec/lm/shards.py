@@ -126,6 +126,9 @@ def tokenize_manifest(
             "num_shards": n_shards, "dtype": _dtype(tokenizer.codebook_size), "tokenizer": tokenizer_meta(tokenizer)}  # fmt: skip
     if (d / META).is_file():
         _check_meta(json.loads((d / META).read_text()), want, d)
+        if rank == 0:  # temporary files of a killed run (no rank writes before the barrier below)
+            for tmp in (d / SHARDS).glob(".*.tmp*"):
+                tmp.unlink(missing_ok=True)
     elif rank == 0:
         (d / SHARDS).mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / META, json.dumps(want, indent=2) + "\n")
