@@ -222,8 +222,8 @@ def evaluate_lm(
     res["tta"] = {}
     for t in judge.models:
         keep = [i for i, r in enumerate(tta_rows) if TARGETS[t].extract(r) is not None]
-        audible = [i for i in keep if gen[i] is not None]
-        judged = dict(zip(audible, judge.predict(t, [gen[i] for i in audible]) if audible else [], strict=True))
+        audible = {i: w for i in keep if (w := gen[i]) is not None}
+        judged = dict(zip(audible, judge.predict(t, list(audible.values())) if audible else [], strict=True))
         if keep:
             res["tta"][t] = [{"label": TARGETS[t].extract(tta_rows[i]), "pred": judged.get(i, "(no audio)")} for i in keep]
     return res
