@@ -77,7 +77,7 @@ def tokenize(
 
     from ..fileio import prepare_output_dir
     from ..lm.audio_tokenizer import load_audio_tokenizer
-    from ..lm.shards import META, OWNED, tokenize_manifest
+    from ..lm.shards import META, OWNED, barrier, tokenize_manifest
 
     @user_errors
     def run() -> None:
@@ -85,13 +85,14 @@ def tokenize(
 
         if threads:
             torch.set_num_threads(threads)
-        rank = int(os.environ.get("RANK", "0"))
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest}: manifest not found")
-        if rank == 0 and out.is_dir() and any(out.iterdir()) and not (out / META).is_file() and not overwrite:
+        if out.is_dir() and any(out.iterdir()) and not (out / META).is_file() and not overwrite:
             raise FileExistsError(f"{out}: exists, is not empty and is not a token directory (choose another -o)")
-        if rank == 0 and overwrite:
-            err = prepare_output_dir(out, True, OWNED, "tokens")
+        if overwrite:
+            err = prepare_output_dir(out, True, OWNED, "tokens") if rank == 0 else None
+            barrier(world)  # the other ranks look at the directory only once it is cleared
             if err:
                 raise ValueError(err)
         tok = load_audio_tokenizer(codec)

@@ -63,7 +63,8 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _barrier(world: int) -> None:
+def barrier(world: int) -> None:
+    """Wait for every rank (gloo process group, created on first use); no-op for one process."""
     if world <= 1:
         return
     import torch.distributed as dist
@@ -124,15 +125,15 @@ def tokenize_manifest(
     want = {"format": FORMAT, "version": VERSION, "manifest": str(mpath.resolve()),
             "manifest_sha256": file_sha256(mpath), "shard_size": shard_size, "num_rows": len(rows),
             "num_shards": n_shards, "dtype": _dtype(tokenizer.codebook_size), "tokenizer": tokenizer_meta(tokenizer)}  # fmt: skip
-    if (d / META).is_file():
+    if (d / META).is_file():  # every rank checks (the same files: all fail alike, none waits alone)
         _check_meta(json.loads((d / META).read_text()), want, d)
-        if rank == 0:  # temporary files of a killed run (no rank writes before the barrier below)
+        if rank == 0:  # temporary files of a killed run; nobody writes before the barrier below
             for tmp in (d / SHARDS).glob(".*.tmp*"):
                 tmp.unlink(missing_ok=True)
     elif rank == 0:
         (d / SHARDS).mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / META, json.dumps(want, indent=2) + "\n")
-    _barrier(world)
+    barrier(world)
     mine = [j for j in range(n_shards) if j % world == rank]
     total = sum(min(shard_size, len(rows) - j * shard_size) for j in mine)
     done = 0
@@ -183,7 +184,7 @@ def tokenize_manifest(
 
         atomic_write(stem.with_suffix(".bin"), write_bin)
         atomic_write_text(stem.with_suffix(".json"), json.dumps({"items": items, "failed": failed}) + "\n")
-    _barrier(world)
+    barrier(world)
     if rank == 0:
         return write_index(d)
     return {}
