@@ -1,0 +1,409 @@
+"""The codec-controlled comparison (paper Sec. 4.1.3, Tables 2-3): identical LMs on each tokenizer.
+
+``entanglecodec lm compare -c configs/lm-compare.yaml`` runs, for every tokenizer of the config
+(EntangleCodec checkpoints such as the bundled one and its ablations, and the k-means-of-mel
+baseline fitted here at the first codec's codebook size and the same 50 Hz rate):
+
+1. tokenisation of the corpus (:mod:`.shards`, resumed when already done);
+2. the *same* LM recipe (size, phases, steps, batch) for every tokenizer and seed
+   (:mod:`.train`, resumed when already done);
+3. evaluation on the test split (held-out clips, held-out question templates):
+
+   * **AQA** accuracy per question type: multiple choice by the LM's likelihood of each option
+     (mean log-probability of its tokens), open questions by exact match of the greedy answer;
+     chance level, Wilson 95 % intervals, and the difference to the first tokenizer with
+     Newcombe's 95 % interval (pooled over seeds);
+   * **captioning**: audio->caption retrieval R@1 among ``retrieval_clips`` test clips scored by
+     the LM's own likelihood of each caption, and attribute accuracy of the greedy caption (it
+     names the clip's labels: gender, language, key, mode, event...);
+   * **TTS**: Whisper WER of the generated speech (:func:`entanglecodec.eval.metrics.transcribe`)
+     and speaker similarity to the reference clip (Resemblyzer);
+   * **TTA**: the independent judge (:class:`~.judge.AudioJudge`, trained on ground-truth audio)
+     classifies the generated audio; accuracy per target and per class, with the judge's accuracy
+     on the real test clips as the ceiling.
+
+Everything lands in ``WORK/`` (tokens, runs, generated audio); the report is ``OUT.md`` + ``.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError, _from_dict
+from ..eval.probe.measure import TARGETS
+from ..training.recipe import read_recipe_dict
+from .aqa import QUESTION_TYPES, label_sets, make_questions
+from .audio_tokenizer import KMeansMelTokenizer, load_audio_tokenizer
+from .judge import AudioJudge, diff_interval, wilson
+from .tasks import understanding_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerSpec:
+    """A row of the comparison: ``path`` to a codec / k-means directory, or ``kmeans: true`` to fit one."""
+
+    name: str = ""
+    path: str | None = None
+    kmeans: bool = False
+    k: int | None = None
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("tokenizers: every entry needs a name")
+        if self.kmeans == (self.path is not None):
+            raise ConfigError(f"tokenizer {self.name}: give either path (a checkpoint directory) or kmeans: true")
+
+
+@dataclass
+class EvalSection:
+    """Evaluation sizes and generation settings (identical for every tokenizer)."""
+
+    max_test_clips: int = 200
+    retrieval_clips: int = 30
+    tts_clips: int = 20
+    tta_clips: int = 20
+    mc_fraction: float = 0.75
+    asr: str = "whisper"
+    speaker_similarity: bool = True
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    guidance: float = 1.0
+    max_seconds: float = 8.0
+    caption_max_tokens: int = 96
+    judge_targets: list[str] = field(default_factory=lambda: ["domain", "event"])
+    judge_clips: int = 1000
+
+
+@dataclass
+class CompareConfig:
+    """``configs/lm-compare.yaml``."""
+
+    manifest: str = ""
+    recipe: str = "configs/lm-small.yaml"
+    recipe_overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    tokenizers: list[TokenizerSpec] = field(default_factory=list)
+    kmeans_clips: int = 2000
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def check(self) -> None:
+        """Checks that need the tokenizer list (parsed after the scalar keys)."""
+        if not self.tokenizers:
+            raise ConfigError("tokenizers: list at least one tokenizer")
+        names = [t.name for t in self.tokenizers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"tokenizers: duplicate names {names}")
+        if not self.seeds:
+            raise ConfigError("seeds: at least one seed")
+
+
+def load_compare_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+    """Read the comparison config (``base:`` / ``--set`` as every recipe; relative paths stay as written)."""
+    data = read_recipe_dict(path, overrides)
+    toks = data.pop("tokenizers", []) or []
+    if not isinstance(toks, list):
+        raise ConfigError(f"{path}: tokenizers must be a list")
+    try:
+        cfg = _from_dict(CompareConfig, data)
+        cfg.tokenizers = [_from_dict(TokenizerSpec, t, prefix=f"tokenizers[{i}].") for i, t in enumerate(toks)]
+        cfg.check()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return cfg
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "tokenizer"
+
+
+def _load_wavs(rows: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+    from ..eval.probe.measure import load_clip
+
+    return [load_clip(r["audio"], None) for r in rows]
+
+
+def fit_kmeans_tokenizer(manifest: str | Path, out: str | Path, k: int | None, codec: str | Path | None,
+                         seed: int = 0, max_clips: int = 2000) -> Path:  # fmt: skip
+    """Fit :class:`~.audio_tokenizer.KMeansMelTokenizer` on the train split (``k``: the codec's size)."""
+    from ..data.manifest import read_manifest
+    from ..eval.probe.measure import select_rows
+
+    if k is None:
+        k = load_audio_tokenizer(codec).codebook_size
+    rows = select_rows(read_manifest(manifest, "train"), max_clips, seed)
+    return KMeansMelTokenizer.fit(_load_wavs(rows), k, seed).save_pretrained(out)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def evaluate_lm(
+    lm_dir: Path, tok: Any, rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], cfg: EvalSection,
+    judge: AudioJudge, tta_domains: Sequence[str], audio_dir: Path, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Every metric of one trained LM on the test ``rows`` (see module docstring)."""
+    from ..audio import save_audio
+    from .generate import AudioLM, Sampling
+    from .tasks import TaskError
+
+    lm = AudioLM(lm_dir, tok)
+    for sub in ("tts", "tta"):
+        (audio_dir / sub).mkdir(parents=True, exist_ok=True)
+    codes = {r["id"]: lm.encode_audio(_load_wavs([r])[0]) for r in rows}
+    res: dict[str, Any] = {}
+    # AQA
+    labels = label_sets(all_rows)
+    items = []
+    for q in make_questions(rows, labels, test=True, seed=0, mc_fraction=cfg.mc_fraction):
+        try:
+            prompt = understanding_prompt("aqa", lm.vocab, lm.tokenizer, codes[q.row_id], q.prompt)
+            if q.options:
+                pred = q.options[int(np.argmax(lm.option_scores(prompt, list(q.options))))]
+                chance = q.chance
+            else:
+                pred, _ = lm.answer("aqa", codes[q.row_id], q.prompt, 16)
+                chance = 1.0 / max(1, len(labels[q.qtype]))
+        except TaskError:
+            continue
+        items.append({"type": q.qtype, "mc": bool(q.options), "correct": _norm(pred) == _norm(q.answer), "chance": chance})
+    res["aqa"] = items
+    # Captioning: retrieval by the LM's likelihood + attributes named by the greedy caption
+    cap_rows = [r for r in rows if str(r.get("caption") or "").strip()][: cfg.retrieval_clips]
+    caps = [str(r["caption"]) for r in cap_rows]
+    hits, attr = [], []
+    for i, r in enumerate(cap_rows):
+        prompt = understanding_prompt("caption", lm.vocab, lm.tokenizer, codes[r["id"]])
+        scores = lm.option_scores(prompt, caps)
+        hits.append(caps[int(np.argmax(scores))] == caps[i])
+        text, _ = lm.answer("caption", codes[r["id"]], None, cfg.caption_max_tokens)
+        for name, qt in QUESTION_TYPES.items():
+            label = qt.extract(r)
+            if label is not None and name not in ("count", "domain"):
+                attr.append({"type": name, "correct": _norm(label) in _norm(text)})
+    res["caption"] = {"retrieval_hits": hits, "attributes": attr}
+    # TTS
+    s = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, int(cfg.max_seconds * lm.vocab.frame_rate), seed, cfg.guidance)
+    tts_rows = [r for r in rows if r["domain"] == "speech" and str(r.get("text") or "").strip()
+                and str(TARGETS["language"].extract(r) or "en").startswith("en")][: cfg.tts_clips]  # fmt: skip
+    res["tts"] = []
+    for r in tts_rows:
+        try:
+            wav, truncated = lm.synthesize("tts", str(r["text"]), s)
+        except TaskError:  # closed the audio span at once: nothing intelligible
+            res["tts"].append({"id": r["id"], "truncated": False, "wer": 1.0, "hypothesis": "", "speaker_sim": None})
+            continue
+        save_audio(audio_dir / "tts" / f"{_safe(r['id'])}.wav", wav, tok.sample_rate)
+        res["tts"].append({"id": r["id"], "truncated": truncated, **_tts_scores(wav, r, tok.sample_rate, cfg)})
+    # TTA judged by the independent classifier
+    tta_rows = [r for r in rows if r["domain"] in tta_domains and str(r.get("caption") or "").strip()][: cfg.tta_clips]
+    gen: list[np.ndarray | None] = []
+    for r in tta_rows:
+        try:
+            wav, _ = lm.synthesize("tta", str(r["caption"]), s)
+        except TaskError:  # no audio generated: judged wrong
+            gen.append(None)
+            continue
+        save_audio(audio_dir / "tta" / f"{_safe(r['id'])}.wav", wav, tok.sample_rate)
+        gen.append(wav)
+    res["tta"] = {}
+    for t in judge.models:
+        keep = [i for i, r in enumerate(tta_rows) if TARGETS[t].extract(r) is not None]
+        audible = {i: w for i in keep if (w := gen[i]) is not None}
+        judged = dict(zip(audible, judge.predict(t, list(audible.values())) if audible else [], strict=True))
+        if keep:
+            res["tta"][t] = [{"label": TARGETS[t].extract(tta_rows[i]), "pred": judged.get(i, "(no audio)")} for i in keep]
+    return res
+
+
+def _tts_scores(wav: np.ndarray, row: Mapping[str, Any], sr: int, cfg: EvalSection) -> dict[str, Any]:
+    from ..eval.metrics import MetricError, score_transcript, speaker_similarity, transcribe
+
+    try:
+        hyp = transcribe(wav, sr, cfg.asr, "en")
+    except MetricError:  # too short for the recogniser: nothing intelligible
+        hyp = ""
+    out: dict[str, Any] = {"wer": score_transcript(str(row["text"]), hyp).wer, "hypothesis": hyp}
+    if cfg.speaker_similarity:
+        ref = _load_wavs([row])[0]
+        try:
+            out["speaker_sim"] = float(speaker_similarity(ref, wav, sr))
+        except (MetricError, ValueError):
+            out["speaker_sim"] = None
+    return out
+
+
+def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, command: str = "",
+                   progress: Callable[[str], None] | None = None) -> dict[str, Path]:  # fmt: skip
+    """Tokenise, train and evaluate every tokenizer x seed; write the report (see module docstring)."""
+    from ..data.manifest import read_manifest
+    from ..eval.probe.measure import select_rows
+    from ..eval.report import report_paths, write_report
+    from .recipe import LMRecipe
+    from .shards import tokenize_manifest
+    from .train import run_lm_training
+
+    say = progress or log.info
+    w = Path(work)
+    rows = [dict(r) for r in read_manifest(cfg.manifest)]
+    test = [dict(r) for r in select_rows([r for r in rows if r["split"] == "test"], cfg.eval.max_test_clips, 0)]
+    if not test:
+        raise ValueError(f"{cfg.manifest}: no test rows to evaluate on")
+    base = read_recipe_dict(cfg.recipe, cfg.recipe_overrides)
+    say("fitting the TTA judge on ground-truth train audio")
+    judge_rows = select_rows([r for r in rows if r["split"] == "train"], cfg.eval.judge_clips, 0)
+    judge = AudioJudge(cfg.eval.judge_targets).fit(judge_rows, _load_wavs(judge_rows))
+    test_wavs = _load_wavs(test)
+    ceiling = {}
+    for t in judge.models:
+        labelled = [i for i, r in enumerate(test) if TARGETS[t].extract(r) is not None]
+        pred = judge.predict(t, [test_wavs[i] for i in labelled]) if labelled else []
+        ceiling[t] = float(np.mean([p == TARGETS[t].extract(test[i]) for p, i in zip(pred, labelled, strict=True)]))
+    first_k: int | None = None
+    results: dict[str, dict[int, Any]] = {}
+    budget: dict[str, Any] = {}
+    for spec in cfg.tokenizers:
+        path = spec.path
+        if spec.kmeans:
+            k = spec.k or first_k or load_audio_tokenizer(None).codebook_size
+            kdir = w / "kmeans" / f"k{k}"
+            if not (kdir / "model.safetensors").is_file():
+                say(f"{spec.name}: fitting k-means-of-mel with {k} clusters")
+                fit_kmeans_tokenizer(cfg.manifest, kdir, k, None, 0, cfg.kmeans_clips)
+            path = str(kdir)
+        tok = load_audio_tokenizer(path)
+        tok.name = spec.name
+        first_k = first_k or tok.codebook_size
+        tdir = w / "tokens" / _safe(spec.name)
+        say(f"{spec.name}: tokenising {len(rows)} clips")
+        tokenize_manifest(cfg.manifest, tdir, tok)
+        results[spec.name] = {}
+        for seed in cfg.seeds:
+            run = w / "runs" / _safe(spec.name) / f"seed{seed}"
+            data = {**base, "codec": path, "data": {**base.get("data", {}), "manifest": cfg.manifest, "tokens": str(tdir)}}
+            data["trainer"] = {**base.get("trainer", {}), "seed": seed}
+            data["model"] = {**base.get("model", {}), "seed": seed}
+            recipe = LMRecipe.from_dict(data)
+            if not (run / "lm" / "entanglecodec_lm.json").is_file():
+                say(f"{spec.name} seed {seed}: training")
+                t0 = time.monotonic()
+                run_lm_training(recipe, run, resume=(run / "recipe.yaml").is_file(), progress=False)
+                (run / "train_seconds.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
+            spent = run / "train_seconds.txt"
+            budget.setdefault("train_seconds", {})[f"{spec.name}/seed{seed}"] = (
+                float(spent.read_text()) if spent.is_file() else None
+            )
+            budget["phases"] = [asdict(p) for p in recipe.all_phases()]
+            budget["batch_size"] = recipe.data.batch_size
+            say(f"{spec.name} seed {seed}: evaluating")
+            with warnings.catch_warnings():  # answers/audio cut at the maximum length are counted, not shouted
+                warnings.filterwarnings("ignore", message=".*maximum length")
+                results[spec.name][seed] = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
+                                                       w / "audio" / _safe(spec.name) / f"seed{seed}", seed)  # fmt: skip
+    doc = {"command": command, "config": asdict(cfg), "budget": budget, "judge_ceiling": ceiling,
+           "test_clips": len(test), "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
+    paths = report_paths(out, {"markdown": ".md", "json": ".json"})
+    return write_report(paths, lambda: markdown(doc, cfg), doc)
+
+
+def _acc(items: Sequence[bool]) -> str:
+    k, n = int(sum(items)), len(items)
+    if n == 0:
+        return "–"
+    lo, hi = wilson(k, n)
+    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})"
+
+
+def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
+    """The report text: AQA, captioning, TTS and TTA tables (see module docstring)."""
+    res: dict[str, dict[str, Any]] = doc["results"]
+    names = list(res)
+    b = doc["budget"]
+    lines = [
+        "# Codec-controlled comparison of audio LMs (paper Tables 2-3)", "",
+        f"Command: `{doc['command']}` (config below; work folder holds tokens, runs and generated audio).", "",
+        f"Identical LM recipe `{cfg.recipe}` {cfg.recipe_overrides or ''} for every tokenizer, seeds {cfg.seeds}; "
+        f"phases {b.get('phases')}, batch {b.get('batch_size')}. Training seconds per run: {b.get('train_seconds')}. "
+        f"Test: {doc['test_clips']} held-out clips, held-out question templates. Intervals: Wilson 95 %; "
+        "differences: Newcombe 95 % (pooled over seeds).", "",
+        "## AQA accuracy (%)", "",
+        "| tokenizer | seed | all questions | multiple choice | chance (MC) |", "|---|---|---|---|---|",
+    ]  # fmt: skip
+    pooled: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for name in names:
+        for seed, r in res[name].items():
+            items = r["aqa"]
+            pooled[name] += items
+            mc = [i for i in items if i["mc"]]
+            chance = 100 * float(np.mean([i["chance"] for i in mc])) if mc else float("nan")
+            lines.append(f"| {name} | {seed} | {_acc([i['correct'] for i in items])} | {_acc([i['correct'] for i in mc])} | {chance:.1f} |")
+    if len(names) > 1:
+        lines += ["", f"Difference to {names[0]} (all AQA questions, pooled seeds):", "",
+                  "| tokenizer | difference [95 % CI] (points) |", "|---|---|"]  # fmt: skip
+        a = pooled[names[0]]
+        for name in names[1:]:
+            o = pooled[name]
+            d, lo, hi = diff_interval(sum(i["correct"] for i in a), len(a), sum(i["correct"] for i in o), len(o))
+            lines.append(f"| {names[0]} - {name} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+    lines += ["", "### Per question type (pooled seeds)", "",
+              "Chance: mean over the type's questions of 1/options (multiple choice) or 1/labels (open).", "",
+              "| type | chance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+    for qt in QUESTION_TYPES:
+        per = {n: [i for i in pooled[n] if i["type"] == qt] for n in names}
+        if not any(per.values()):
+            continue
+        ch = [i["chance"] for n in names for i in per[n]]
+        lines.append(f"| {qt} | {100 * float(np.mean(ch)):.1f} | " + " | ".join(_acc([i["correct"] for i in per[n]]) for n in names) + " |")
+    lines += ["", "## Captioning (%)", "", "Retrieval R@1 ranks the test captions by the LM's likelihood given the audio "
+              "(chance 1/N); attribute accuracy: the greedy caption names the clip's label.", "",
+              "| tokenizer | seed | retrieval R@1 | chance | attributes named |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in names:
+        for seed, r in res[name].items():
+            c = r["caption"]
+            n = len(c["retrieval_hits"])
+            lines.append(f"| {name} | {seed} | {_acc(c['retrieval_hits'])} | {100 / max(n, 1):.1f} | "
+                         f"{_acc([a['correct'] for a in c['attributes']])} |")  # fmt: skip
+    lines += ["", f"## TTS ({cfg.eval.asr} WER of generated speech; speaker similarity to the reference clip)", "",
+              "| tokenizer | seed | clips | mean WER | median WER | truncated | speaker sim |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in names:
+        for seed, r in res[name].items():
+            t = r["tts"]
+            wer = [x["wer"] for x in t]
+            sims = [x["speaker_sim"] for x in t if x.get("speaker_sim") is not None]
+            fmt = (lambda v: f"{100 * v:.1f} %") if wer else (lambda v: "–")  # noqa: E731
+            lines.append(f"| {name} | {seed} | {len(t)} | {fmt(float(np.mean(wer)) if wer else 0)} | "
+                         f"{fmt(float(np.median(wer)) if wer else 0)} | {sum(x['truncated'] for x in t)} | "
+                         f"{(f'{np.mean(sims):.3f}' if sims else '–')} |")  # fmt: skip
+    lines += ["", "## TTA judged by an independent classifier (%)", "",
+              "Log-mel + logistic regression trained on ground-truth train audio (not EntangleCodec's towers). "
+              "Ceiling (judge on the real test clips): " + ", ".join(f"{t} {100 * v:.1f}" for t, v in doc["judge_ceiling"].items()) + ".", "",
+              "| tokenizer | seed | target | accuracy | per class |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in names:
+        for seed, r in res[name].items():
+            for t, items in r["tta"].items():
+                by_class: dict[str, list[bool]] = defaultdict(list)
+                for i in items:
+                    by_class[i["label"]].append(i["pred"] == i["label"])
+                cls = "; ".join(f"{c}: {sum(v)}/{len(v)}" for c, v in sorted(by_class.items()))
+                lines.append(f"| {name} | {seed} | {t} | {_acc([i['pred'] == i['label'] for i in items])} | {cls} |")
+    lines += ["", "## Config", "", "```", _yaml(asdict(cfg)), "```", ""]
+    return "\n".join(lines)
+
+
+def _yaml(d: Mapping[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(dict(d), sort_keys=False)).rstrip()

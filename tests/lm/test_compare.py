@@ -1,0 +1,77 @@
+"""The codec-controlled comparison end to end at toy size, the k-means tokenizer and the statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from entanglecodec.cli import app
+from entanglecodec.lm.judge import diff_interval, wilson
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_wilson_and_difference() -> None:
+    lo, hi = wilson(50, 100)
+    assert lo < 0.5 < hi and math.isclose(0.5 - lo, hi - 0.5, rel_tol=1e-9) and 0.09 < hi - lo < 0.2
+    assert wilson(0, 10)[0] == 0.0 and math.isclose(wilson(10, 10)[1], 1.0) and math.isnan(wilson(0, 0)[0])
+    d, dlo, dhi = diff_interval(80, 100, 50, 100)
+    assert math.isclose(d, 0.3) and 0 < dlo < d < dhi
+    assert diff_interval(50, 100, 50, 100)[1] < 0 < diff_interval(50, 100, 50, 100)[2]
+
+
+@pytest.fixture(scope="module")
+def kmeans_dir(lm_corpus: Path, tiny_codec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("km") / "k64"
+    res = CliRunner().invoke(app, ["lm", "fit-kmeans", str(lm_corpus), "-o", str(out), "--codec", str(tiny_codec)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_kmeans_tokenizer_roundtrip(kmeans_dir: Path) -> None:
+    from entanglecodec.lm.audio_tokenizer import KMeansMelTokenizer, load_audio_tokenizer
+
+    tok = load_audio_tokenizer(kmeans_dir, vocoder="griffin-lim")
+    assert isinstance(tok, KMeansMelTokenizer) and tok.codebook_size == 64 and tok.frame_rate == 50
+    wav = np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1
+    codes = tok.encode([wav])[0]
+    assert codes.shape == (50,) and codes.max() < 64 and tok.accepts_fingerprint(tok.fingerprint())
+    # nearest centre, as MiniBatchKMeans.predict would choose
+    z = (tok._mel(wav) - tok.mean) / tok.std
+    assert np.array_equal(codes, ((z[:, None] - tok.centres[None]) ** 2).sum(-1).argmin(-1).numpy())
+    tok._vocoder = __import__("entanglecodec.vocoder.load", fromlist=["load_vocoder"]).load_vocoder("griffin-lim")
+    tok._vocoder.n_iter = 2
+    assert tok.decode(codes).shape == (50 * 480,)
+    with pytest.raises(ValueError, match="k-means token ids"):
+        tok.decode(np.array([64]))
+
+
+def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "report"
+    shutil.copytree(kmeans_dir, tmp_path / "work" / "kmeans" / "k64")  # the comparison reuses a fitted k-means
+    res = CliRunner().invoke(app, [
+        "lm", "compare", "-c", str(REPO / "configs" / "lm-compare.yaml"), "--work-dir", str(tmp_path / "work"), "-o", str(out),
+        "--set", f"manifest={lm_corpus}", "--set", f"recipe={REPO / 'configs' / 'lm-tiny.yaml'}",
+        "--set", "recipe_overrides=[trainer.max_steps=2]", "--set", "seeds=[0]",
+        "--set", f"tokenizers=[{{name: tiny, path: {tiny_codec}}}, {{name: kmeans-mel, kmeans: true}}]",
+        "--set", "eval.retrieval_clips=2", "--set", "eval.tts_clips=1", "--set", "eval.tta_clips=2",
+        "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
+        "--set", "kmeans_clips=30",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "report.md").read_text()
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert set(doc["results"]) == {"tiny", "kmeans-mel"} and set(doc["results"]["tiny"]) == {"0"}
+    for section in ("## AQA accuracy", "### Per question type", "## Captioning", "## TTS", "## TTA judged", "tiny - kmeans-mel"):
+        assert section in md
+    aqa = doc["results"]["tiny"]["0"]["aqa"]
+    assert aqa and all(0 < q["chance"] <= 0.5 for q in aqa)
+    km = json.loads((tmp_path / "work" / "tokens" / "kmeans-mel" / "meta.json").read_text())
+    assert km["tokenizer"]["codebook_size"] == 64 and km["tokenizer"]["frame_rate"] == 50
