@@ -115,6 +115,46 @@ def test_stage2_changes_only_decoder(corpus, tmp_path):
     full = EntangleCodec.from_pretrained(s2_export)
     assert full.text_encoder is not None and full.embed_text(["a tone"]).shape == (1, 16)
 
+    # loss.adv_critic: joint -- the critic keeps learning; the decoder's terms do not move it, and
+    # the frozen encoder/quantizer stay bit-identical.
+    s2j = tmp_path / "s2_joint"
+    joint = run_training(
+        recipe(corpus, f"init_from={s1_export}", f"discriminator={disc_export}", "loss.adv_critic=joint",
+               "loss.feature_matching=1.0", path=REPO / "configs" / "tiny-stage2.yaml"),
+        s2j, enable_progress_bar=False,
+    )
+    rows = metrics(s2j)
+    assert any(r.get("train/disc") for r in rows) and any(r.get("train/fm") for r in rows)
+    moved = [k for k, v in joint.disc.state_dict().items() if not torch.equal(v, disc_before["state_dict"][f"disc.{k}"])]
+    assert moved, "the joint critic did not learn"
+    after_j = joint.model.state_dict()
+    for k in frozen:
+        assert torch.equal(before[k], after_j[k]), f"{k} changed in joint stage 2"
+
+
+def test_joint_critic_gets_only_its_own_gradient(corpus, tmp_path):
+    """The decoder's adversarial term reaches the decoder, never the critic's weights."""
+    from entanglecodec.training.codec_module import CodecModule
+
+    s1 = tmp_path / "s1"
+    run_training(recipe(corpus, "trainer.max_steps=2"), s1, enable_progress_bar=False)
+    s1_export = export_run(s1, tmp_path / "s1_export")
+    disc_run = tmp_path / "disc"
+    run_training(recipe(corpus, f"init_from={s1_export}", "trainer.max_steps=2",
+                        path=REPO / "configs" / "tiny-disc.yaml"), disc_run, enable_progress_bar=False)
+    disc_export = export_run(disc_run, tmp_path / "disc_export")
+    rec = recipe(corpus, f"init_from={s1_export}", f"discriminator={disc_export}", "loss.adv_critic=joint",
+                 path=REPO / "configs" / "tiny-stage2.yaml")
+    module = CodecModule(rec.to_dict(), str(tmp_path / "m"))
+    real = torch.randn(2, module.model.config.mel.n_mels, 40)
+    fake = torch.randn(2, module.model.config.mel.n_mels, 40, requires_grad=True)
+    out = module._adversarial(real, fake)
+    out["adv"].backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.disc.parameters()), "generator term leaked into the critic"
+    out["disc"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.disc.parameters())
+
 
 def test_nan_loss_stops_with_checkpoint_intact(corpus, tmp_path, monkeypatch):
     import entanglecodec.training.codec_module as codec_module

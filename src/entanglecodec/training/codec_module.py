@@ -29,7 +29,7 @@ from ..data.features import INDEX_NAME, check_index, read_index
 from .aux_losses import MelRegressionHead, PrimitiveHead
 from .codec_losses import LOGIT_SCALE, logit_scale_parameter, stage1_losses
 from .discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
-from .losses import hinge_discriminator_loss, hinge_generator_loss
+from .losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from .recipe import Recipe
 
 
@@ -80,7 +80,9 @@ class CodecModule(L.LightningModule):
                 self.disc = MelDiscriminator(_from_dict(MelDiscriminatorConfig, self.recipe.discriminator_config))
             elif self.recipe.loss.adv > 0:
                 assert self.recipe.discriminator is not None
-                self.disc = freeze(MelDiscriminator.from_pretrained(self.recipe.discriminator))  # type: ignore[assignment]
+                self.disc = MelDiscriminator.from_pretrained(self.recipe.discriminator)
+                if self.recipe.loss.adv_critic == "frozen":
+                    freeze(self.disc)
             if self.recipe.data.features:
                 self._feature_captions_dim(self.model.config)  # same mel config as the features, or a clear error
         self.precomputed_captions = pooled_dim is not None
@@ -129,7 +131,7 @@ class CodecModule(L.LightningModule):
                 part.eval()
             if self.recipe.stage == "disc":
                 self.model.decoder.eval()
-            elif self.disc is not None:
+            elif self.disc is not None and self.recipe.loss.adv_critic == "frozen":
                 self.disc.eval()
         return self
 
@@ -195,12 +197,38 @@ class CodecModule(L.LightningModule):
             loss = loss + w.mel_regression * out["mel_reg"]
         if stage == "stage2" and self.disc is not None and w.adv > 0:
             fake = out["mel_est"] if w.adv_on == "flow_estimate" else self._fake_mel(mel, out["quantized"], mask, generator)
-            fake_logits, _ = self.disc(masked_mel(fake, mask))
-            out["adv"] = hinge_generator_loss(fake_logits)
-            loss = loss + w.adv * out["adv"]
+            out.update(self._adversarial(masked_mel(mel, mask), masked_mel(fake, mask)))
+            loss = loss + w.adv * out["adv"] + w.feature_matching * out["fm"]
+            if "disc" in out:
+                loss = loss + out["disc"]
         out["loss"] = loss
         out["mel"] = mel
         out["mask"] = mask
+        return out
+
+    def _adversarial(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """Stage-2 critic terms for masked mels ``real``/``fake`` ``[B, n_mels, F]``.
+
+        Returns ``adv`` (generator hinge), ``fm`` (feature matching) and, with ``loss.adv_critic:
+        joint``, ``disc`` (the critic's hinge loss on the detached ``fake``; only the critic gets its
+        gradient). The decoder's terms go through the critic with detached weights, so one backward
+        pass updates each side with its own objective.
+        """
+        assert self.disc is not None
+        out: dict[str, Tensor] = {}
+        if self.recipe.loss.adv_critic == "joint":
+            real_logits, real_feats = self.disc(real)
+            fake_d, _ = self.disc(fake.detach())
+            out["disc"] = hinge_discriminator_loss(real_logits, fake_d)
+            weights = {k: v.detach() for k, v in self.disc.named_parameters()}
+            fake_logits, fake_feats = torch.func.functional_call(self.disc, weights, (fake,))
+        else:
+            with torch.no_grad():
+                _, real_feats = self.disc(real)
+            fake_logits, fake_feats = self.disc(fake)
+        out["adv"] = hinge_generator_loss(fake_logits)
+        fm_on = self.recipe.loss.feature_matching > 0
+        out["fm"] = feature_matching_loss(real_feats, fake_feats) if fm_on else fake.new_zeros(())
         return out
 
     def _fake_mel(self, mel: Tensor, zq: Tensor, mask: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -255,8 +283,8 @@ class CodecModule(L.LightningModule):
             self.log("train/grad_norm", torch.stack(grads).norm(2), on_step=True, on_epoch=False)
         warm = self.recipe.optim.warmup_steps
         if warm > 0 and self.global_step < warm:
-            for g in optimizer.param_groups:
-                g["lr"] = self.recipe.optim.lr * (self.global_step + 1) / warm
+            for g in optimizer.param_groups:  # each group's own base rate (the critic's differs)
+                g["lr"] = g.get("base_lr", self.recipe.optim.lr) * (self.global_step + 1) / warm
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ validation
@@ -316,9 +344,16 @@ class CodecModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         o = self.recipe.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        lr = o.discriminator_lr if self.recipe.stage == "disc" else o.lr
-        opt = torch.optim.AdamW(params, lr=lr, betas=(o.betas[0], o.betas[1]), weight_decay=o.weight_decay)
+        critic = {id(p) for p in self.disc.parameters()} if self.disc is not None else set()
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in critic]
+        critic_params = [p for p in self.disc.parameters() if p.requires_grad] if self.disc is not None else []
+        if self.recipe.stage == "disc":
+            groups = [{"params": critic_params, "lr": o.discriminator_lr, "base_lr": o.discriminator_lr}]
+        else:  # stage 2 with a joint critic: its own learning rate, in a second group
+            groups = [{"params": params, "lr": o.lr, "base_lr": o.lr}]
+            if critic_params:
+                groups.append({"params": critic_params, "lr": o.discriminator_lr, "base_lr": o.discriminator_lr})
+        opt = torch.optim.AdamW(groups, betas=(o.betas[0], o.betas[1]), weight_decay=o.weight_decay)
         self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr
         )

@@ -117,6 +117,13 @@ class LossSection:
     # loss's random t (closer to real mels as t -> 1, so a weaker signal for one-step decoding).
     adv_on: Literal["one_step", "flow_estimate"] = "one_step"
     adv_guidance: float = 1.0
+    # Stage 2's critic. "frozen" (the paper, App. B.3): the pre-trained discriminator is a fixed
+    # judge. "joint" (ours): it keeps learning real vs decoded mels at optim.discriminator_lr in the
+    # same step (its hinge loss on detached decoder output; the decoder's terms see it with detached
+    # weights), so it cannot be fooled once and then give no gradient (see reports/codec-diagnosis.md).
+    adv_critic: Literal["frozen", "joint"] = "frozen"
+    # L1 between the critic's feature maps of real and decoded mels (0 = off; not in the paper).
+    feature_matching: float = 0.0
     # Not in the paper (0 = off): training-only signals that reach the encoder directly, see
     # ``training/aux_losses.py``: F0/voicing/energy read from h~, and a frame-wise mel from Z_q.
     primitives: float = 0.0
