@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from entanglecodec import ConfigError, EntangleCodec
-from entanglecodec.training.codec_module import NonFiniteLossError
+from entanglecodec.training.nan_policy import NonFiniteLossError
 from entanglecodec.training.recipe import load_recipe
 from entanglecodec.training.run import export_run, load_run, run_training
 

@@ -5,7 +5,7 @@ The module owns a ``Qwen3ForCausalLM`` loaded from the phase's initial directory
 ``transformers`` (labels ``-100`` outside the targets). AdamW with the codec's optimiser section
 (betas, weight decay, gradient clipping by the trainer), a linear warm-up to the phase's learning
 rate then constant (paper Table 6 gives only the rates). The NaN policy is the codec's:
-``trainer.nan_policy: stop`` raises :class:`~entanglecodec.training.codec_module.NonFiniteLossError`
+``trainer.nan_policy: stop`` raises :class:`~entanglecodec.training.nan_policy.NonFiniteLossError`
 naming the last good checkpoint, ``skip`` drops up to ``trainer.max_nan_skips`` batches (decided on
 every rank together, so DDP replicas never diverge).
 """
@@ -19,8 +19,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ..training.codec_module import NonFiniteLossError
 from ..training.data import batches_done
+from ..training.nan_policy import skip_or_stop
 from .data import train_loader, valid_loader
 from .model import load_lm
 from .recipe import LMRecipe
@@ -63,16 +63,10 @@ class LMModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self(batch)
         if self._nonfinite_everywhere(loss):
-            t = self.recipe.trainer
-            if t.nan_policy == "skip" and self.nan_skips < t.max_nan_skips:
+            if skip_or_stop(self.recipe.trainer, self.nan_skips, self.global_step, self.run_dir, "LM loss"):
                 self.nan_skips += 1
                 self.log("train/nan_skips", float(self.nan_skips))
                 return None
-            raise NonFiniteLossError(
-                f"non-finite LM loss at step {self.global_step}; training stopped. The last good checkpoint in "
-                f"{self.run_dir / 'checkpoints'} is intact: lower the learning rate, check the data, or set "
-                f"trainer.nan_policy: skip (skipped so far: {self.nan_skips})."
-            )
         bs = int(batch["input_ids"].shape[0])
         n_target = (batch["labels"] != -100).sum()
         self.log_dict({"train/loss": loss.detach(), "train/target_tokens": n_target.float()},

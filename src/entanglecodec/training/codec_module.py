@@ -30,6 +30,7 @@ from .aux_losses import MelRegressionHead, PrimitiveHead
 from .codec_losses import LOGIT_SCALE, logit_scale_parameter, stage1_losses
 from .discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
 from .losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
+from .nan_policy import skip_or_stop
 from .recipe import Recipe
 
 
@@ -43,10 +44,6 @@ def _numpy_state_to_tensors() -> dict[str, Any]:
 def _numpy_state_from_tensors(st: dict[str, Any]) -> None:
     keys = st["keys"].numpy().astype(np.uint32)
     np.random.set_state((st["name"], keys, st["pos"], st["has_gauss"], st["cached"]))  # noqa: NPY002
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the loss becomes NaN/Inf and ``trainer.nan_policy`` is ``stop``."""
 
 
 class CodecModule(L.LightningModule):
@@ -254,15 +251,11 @@ class CodecModule(L.LightningModule):
         loss = out["loss"]
         if self._all_ranks_flag(not bool(torch.isfinite(loss.detach()))):
             parts = {k: float(v.detach()) for k, v in out.items() if isinstance(v, Tensor) and v.dim() == 0}
-            if self.recipe.trainer.nan_policy == "skip" and self.nan_skips < self.recipe.trainer.max_nan_skips:
+            detail = f" (components {parts})"
+            if skip_or_stop(self.recipe.trainer, self.nan_skips, self.global_step, self.run_dir, "loss", detail):
                 self.nan_skips += 1
                 self.log("train/nan_skips", float(self.nan_skips))
                 return None
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step} (components {parts}); training stopped. "
-                f"The last good checkpoint in {self.run_dir / 'checkpoints'} is intact: lower optim.lr, check the "
-                f"data, or set trainer.nan_policy: skip (skipped so far: {self.nan_skips})."
-            )
         now = time.perf_counter()
         bs = self._batch_size(batch)
         logs = {f"train/{k}": v.detach() for k, v in out.items() if isinstance(v, Tensor) and v.dim() == 0}
