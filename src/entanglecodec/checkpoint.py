@@ -283,9 +283,9 @@ def resolve_checkpoint(
     Raises:
         CheckpointError: neither an existing path nor a Hub id, or the Hub lookup failed.
     """
-    if isinstance(spec, Path) or Path(spec).expanduser().exists():
+    if Path(spec).expanduser().exists():
         return Path(spec).expanduser()
-    hub = split_repo_id(spec)
+    hub = split_repo_id(str(spec))
     if hub is None:
         raise error(f"{spec}: no such checkpoint directory (nor a Hugging Face repo id 'owner/name')")
     return hub_snapshot(hub[0], hub[1], cache_dir, error)

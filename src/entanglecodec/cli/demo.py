@@ -63,7 +63,7 @@ def run_demo(out: Path, checkpoint: str | Path | None, console: Console, clips: 
                 fmt(sc.get("pesq", math.nan), "pesq"),
                 (f"{rank} of {len(r.ranking)}" if rank else "—") if name == CODEC_NAME else "",
             )
-    Console().print(table)
+    Console(width=max(Console().width, 132)).print(table)
     for n in notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     console.print(f"outputs in {out}/: <clip>-original.wav, <clip>-<system>.wav, <clip>.npz (tokens), "

@@ -115,7 +115,12 @@ def process_clip(model: Any, clip: DemoClip, systems: list[Any], notes: list[str
     t0 = time.perf_counter()
     audio = model.decode(tokens)
     t_dec = time.perf_counter() - t0
-    outputs = {CODEC_NAME: audio.wav[0, : int(audio.lengths[0])].cpu().numpy().astype(np.float32)}
+    rec = audio.wav[0, : int(audio.lengths[0])].cpu().numpy().astype(np.float32)
+    peak = float(np.abs(rec).max()) if rec.size else 0.0
+    if peak > 0.999:  # as save_audio would do, but before scoring, so the WAV is what was scored
+        rec *= 0.999 / peak
+        notes.append(f"{CODEC_NAME} output of clip '{clip.name}' peaked at {peak:.2f}x full scale: scaled down as a whole")
+    outputs = {CODEC_NAME: rec}
     bitrates = {CODEC_NAME: float(model.bitrate)}
     for s in systems:
         try:
