@@ -59,8 +59,10 @@ demo: $(STAMP)
 	$(VENV)/bin/entanglecodec demo --out demo_out
 
 bench: $(STAMP)
+	@$(MAKE) --no-print-directory debian
 	$(VENV)/bin/entanglecodec eval bench --out reports
 	$(VENV)/bin/entanglecodec eval bench-rss --out reports
+	$(VENV)/bin/entanglecodec eval bench-startup --out reports
 
 # Real recorded speech (test split): the bundled codec, Codec2 700C/1200/3200, Opus 6 kbps and the mel
 # oracles in one run, Whisper WER/CER/insertions (originals' floor included), DNSMOS, F0, STOI, PESQ, ...
