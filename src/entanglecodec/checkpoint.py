@@ -287,7 +287,7 @@ def resolve_checkpoint(
         return Path(spec).expanduser()
     hub = split_repo_id(str(spec))
     if hub is None:
-        raise error(f"{spec}: no such checkpoint directory (nor a Hugging Face repo id 'owner/name')")
+        raise error(f"{spec}: checkpoint directory not found (nor a Hugging Face repo id 'owner/name')")
     return hub_snapshot(hub[0], hub[1], cache_dir, error)
 
 

@@ -53,14 +53,22 @@ def test_demo_without_a_model_is_honest_and_writes_every_output(tmp_path, monkey
     assert res["trained"] is False
 
 
-@needs_flite
-def test_demo_with_a_model_ranks_captions_and_runs_the_baselines(tmp_path):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """``entanglecodec demo --clips speech-tts`` with a tiny model (it has a caption tower)."""
+    if shutil.which("flite") is None:
+        pytest.skip("flite (Debian package) is not installed")
+    root = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
-    ck = EntangleCodec(EntangleCodecConfig.preset("tiny")).save_pretrained(tmp_path / "ck")
-    out = tmp_path / "demo"
+    ck = EntangleCodec(EntangleCodecConfig.preset("tiny")).save_pretrained(root / "ck")
+    out = root / "demo"
     r = runner.invoke(app, ["demo", "--out", str(out), "--clips", "speech-tts", "-c", str(ck)])
     assert r.exit_code == 0, r.output
-    res = json.loads((out / "results.json").read_text())
+    return out, json.loads((out / "results.json").read_text()), r.output
+
+
+def test_demo_with_a_model_ranks_captions_and_runs_the_baselines(demo_run):
+    out, res, output = demo_run
     (clip,) = res["clips"]
     n_candidates = 1 + len(C.DISTRACTOR_CAPTIONS)
     assert len(clip["ranking"]) == n_candidates and 1 <= clip["caption_rank"] <= n_candidates
@@ -72,13 +80,26 @@ def test_demo_with_a_model_ranks_captions_and_runs_the_baselines(tmp_path):
             assert name in systems and (out / f"speech-tts-{name.lower()}.wav").is_file()
             assert clip["bitrate_bps"][name] in (700.0, 6000.0)
         else:
-            assert f"{name} left out" in r.output
+            assert f"{name} left out" in output
     assert clip["bitrate_bps"]["EntangleCodec"] == 300.0
-    # speech scores exist for speech; identical audio is never claimed
-    assert all(0.0 < clip["scores"][s]["mel_l1"] for s in systems)
+    assert all(0.0 < clip["scores"][s]["mel_l1"] for s in systems)  # identical audio is never claimed
     page = (out / "index.html").read_text()
     assert len(re.findall(r'<audio controls[^>]*src="data:audio/flac;base64,', page)) == 1 + len(systems)
     assert "src=\"http" not in page  # self-contained
+
+
+def test_demo_page_plays_in_headless_chromium(demo_run, chromium):
+    out, res, _ = demo_run
+    chromium.get((out / "index.html").resolve().as_uri())
+    state = "return Array.from(document.querySelectorAll('audio')).map(a => [a.readyState, a.duration, a.error && a.error.code])"
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(chromium, 60).until(lambda d: all(r >= 1 for r, _, _ in d.execute_script(state)))
+    players = chromium.execute_script(state)
+    (clip,) = res["clips"]
+    assert len(players) == 1 + len(clip["scores"])
+    assert all(err is None and abs(dur - clip["seconds"]) < 0.01 for _, dur, err in players), players
+    assert chromium.execute_script("const i = document.querySelector('img'); return i.complete && i.naturalWidth") > 0
 
 
 def test_demo_rejects_unknown_clip_names(tmp_path):

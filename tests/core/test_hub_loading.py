@@ -89,7 +89,7 @@ def test_uncached_repo_offline_is_one_clear_error(tmp_path, offline, monkeypatch
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(CheckpointError, match="ENTANGLECODEC_CHECKPOINT=someone/missing"):
         EntangleCodec.from_pretrained()
-    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+    with pytest.raises(CheckpointError, match="checkpoint directory not found"):
         EntangleCodec.from_pretrained(tmp_path / "a" / "b" / "c")
 
 

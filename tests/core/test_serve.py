@@ -4,7 +4,6 @@ and its pure parts (pictures, upload checks, the tab registry)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,8 +20,6 @@ from entanglecodec import EntangleCodec, EntangleCodecConfig
 from entanglecodec.showcase import webapp
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 MAX_SECONDS = 3.0
 
 
@@ -79,43 +76,27 @@ def clip(server) -> Path:
     return path
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Chromium is not installed (Debian: apt-get install chromium chromium-driver; `make test` does it as root)",
-)
-def test_upload_in_a_headless_browser_gives_a_playable_reconstruction(server, clip, tmp_path):
-    pytest.importorskip("selenium", reason="selenium (dev/demo extra) is not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+def test_upload_in_a_headless_browser_gives_a_playable_reconstruction(server, clip, chromium, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = Options()
-    opts.binary_location = CHROMIUM  # type: ignore[assignment]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,1800"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)  # type: ignore[arg-type]
-    try:
-        driver.get(server["url"])
-        wait = WebDriverWait(driver, 120)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-audio input[type=file]"))
-        driver.find_element(By.CSS_SELECTOR, "#input-audio input[type=file]").send_keys(str(clip))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-audio audio, #input-audio canvas, #input-audio wave"))
-        driver.find_element(By.CSS_SELECTOR, "#run").click()
-        state = "return Array.from(document.querySelectorAll('#reconstruction audio')).map(a => [a.src, a.duration])"
-        wait.until(lambda d: any(src and (dur or 0) > 0 for src, dur in d.execute_script(state)))
-        ((src, duration),) = [s for s in driver.execute_script(state) if s[0]]
-        assert abs(duration - 2.0) < 0.05, duration
-        assert "/gradio_api/file=" in src and str(server["dirs"]["tmp"]) in src  # served from its temp dir
-        summary = driver.find_element(By.CSS_SELECTOR, "#summary").text
-        assert "100 tokens" in summary and "300 bit/s" in summary
-        shot = tmp_path / "serve.png"
-        driver.save_screenshot(str(shot))
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    finally:
-        driver.quit()
+    driver = chromium
+    driver.get(server["url"])
+    wait = WebDriverWait(driver, 120)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-audio input[type=file]"))
+    driver.find_element(By.CSS_SELECTOR, "#input-audio input[type=file]").send_keys(str(clip))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-audio audio, #input-audio canvas, #input-audio wave"))
+    driver.find_element(By.CSS_SELECTOR, "#run").click()
+    state = "return Array.from(document.querySelectorAll('#reconstruction audio')).map(a => [a.src, a.duration])"
+    wait.until(lambda d: any(src and (dur or 0) > 0 for src, dur in d.execute_script(state)))
+    ((src, duration),) = [s for s in driver.execute_script(state) if s[0]]
+    assert abs(duration - 2.0) < 0.05, duration
+    assert "/gradio_api/file=" in src and str(server["dirs"]["tmp"]) in src  # served from its temp dir
+    summary = driver.find_element(By.CSS_SELECTOR, "#summary").text
+    assert "100 tokens" in summary and "300 bit/s" in summary
+    shot = tmp_path / "serve.png"
+    driver.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_gradio_client_api(server, clip):
