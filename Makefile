@@ -1,5 +1,7 @@
 # EntangleCodec — every target does its own set-up on a fresh machine.
-#   make demo   install what is missing, then run the main job on the bundled default model
+#   make demo   install what is missing, then speech, music, a sound and a mixture through the bundled
+#               model beside Codec2 700C and Opus 6 kbps -> demo_out/index.html (path printed last)
+#   make bench  speed, memory and start-up (hyperfine) benchmarks -> reports/bench*.md
 #   make test   install what is missing, then lint, type-check and run the test suite
 #   make eval-real  build the real-speech test set if missing, then score the bundled model and the
 #                   classical codecs on it -> reports/reconstruction-real.md (+ .csv, .json, PNGs);
@@ -59,8 +61,10 @@ demo: $(STAMP)
 	$(VENV)/bin/entanglecodec demo --out demo_out
 
 bench: $(STAMP)
+	@$(MAKE) --no-print-directory debian
 	$(VENV)/bin/entanglecodec eval bench --out reports
 	$(VENV)/bin/entanglecodec eval bench-rss --out reports
+	$(VENV)/bin/entanglecodec eval bench-startup --out reports
 
 # Real recorded speech (test split): the bundled codec, Codec2 700C/1200/3200, Opus 6 kbps and the mel
 # oracles in one run, Whisper WER/CER/insertions (originals' floor included), DNSMOS, F0, STOI, PESQ, ...

@@ -79,6 +79,7 @@ def save_checkpoint(
     state: Mapping[str, Tensor],
     model_type: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    card: str | None = None,
 ) -> Path:
     """Write ``state`` to ``directory/model.safetensors`` and ``config`` (+ checksum) to ``config.json``.
 
@@ -88,6 +89,7 @@ def save_checkpoint(
         state: tensors to save (detached, made contiguous and moved to the CPU here).
         model_type: stored under ``model_type`` in ``config.json`` (checked by :func:`read_checkpoint`).
         metadata: string pairs stored in the safetensors header.
+        card: a model card (see :func:`model_card`) written to ``README.md``.
 
     Returns:
         The directory.
@@ -104,6 +106,8 @@ def save_checkpoint(
         cfg[MODEL_TYPE_KEY] = model_type
     cfg[WEIGHTS_CHECKSUM_KEY] = file_sha256(d / WEIGHTS_NAME)
     atomic_write_text(d / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if card is not None:
+        atomic_write_text(d / CARD_NAME, card)
     return d
 
 
@@ -209,3 +213,131 @@ def convert_weights(directory: str | Path, dtype: torch.dtype, min_numel: int = 
         meta = fh.metadata() or {}
     cast = {k: v.to(dtype) if v.is_floating_point() and v.numel() >= min_numel else v for k, v in state.items()}
     return save_checkpoint(d, raw, cast, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a checkpoint comes from: a directory, or a Hugging Face Hub repository (cache-aware)
+# ---------------------------------------------------------------------------------------------
+CARD_NAME = "README.md"
+"""The model card: the file a Hugging Face Hub repository shows on its page."""
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
+"""Files fetched from a Hub repository (nothing else in it is downloaded)."""
+
+
+def split_repo_id(spec: str) -> tuple[str, str | None] | None:
+    """``"owner/name"`` or ``"owner/name@revision"`` -> ``(repo_id, revision)``; ``None`` when
+    ``spec`` is not shaped like a Hub model id (exactly one ``/``, Hub-valid names)."""
+    repo, _, revision = spec.partition("@")
+    if repo.count("/") != 1 or spec.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return repo, revision or None
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        return None
+    return repo, revision or None
+
+
+def hub_snapshot(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    error: type[CheckpointError] = CheckpointError,
+) -> Path:
+    """Local directory of ``repo_id`` (at ``revision``) from the Hugging Face cache, downloading
+    :data:`HUB_FILES` when the cache lacks them and downloads are allowed.
+
+    ``huggingface_hub`` does the work, so its cache (``$HF_HUB_CACHE`` / ``$HF_HOME``, or
+    ``cache_dir``) and ``HF_HUB_OFFLINE=1`` (cache only, never the network) behave as in every
+    Hugging Face library.
+
+    Raises:
+        CheckpointError: the repository is not cached while offline, does not exist, or cannot be
+            reached (one line naming the repository and what to do).
+    """
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError as e:  # pragma: no cover - huggingface_hub comes with transformers
+        raise error(f"{repo_id}: loading from the Hugging Face Hub needs `pip install huggingface_hub`") from e
+    at = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        path = Path(
+            str(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=list(HUB_FILES)))
+        )
+    except LocalEntryNotFoundError as e:
+        raise error(
+            f"{at}: not a local directory, and not in the Hugging Face cache while downloads are off "
+            "(HF_HUB_OFFLINE=1, or no network): download it once with HF_HUB_OFFLINE=0 "
+            f"(or `hf download {repo_id}`), or pass a checkpoint directory"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise error(f"{at}: the Hugging Face repository has no revision {revision!r}") from e
+    except RepositoryNotFoundError as e:
+        raise error(f"{at}: no such Hugging Face model repository (or it is private: log in with `hf auth login`)") from e
+    except (HfHubHTTPError, OSError) as e:
+        raise error(f"{at}: could not fetch it from the Hugging Face Hub ({' '.join(str(e).split())[:200]})") from e
+    if not is_checkpoint_dir(path):
+        raise error(f"{at}: the Hugging Face repository holds no {CONFIG_NAME} + {WEIGHTS_NAME} ({path})")
+    return path
+
+
+def resolve_checkpoint(
+    spec: str | Path,
+    cache_dir: str | Path | None = None,
+    error: type[CheckpointError] = CheckpointError,
+) -> Path:
+    """A checkpoint spec -> its local directory.
+
+    ``spec`` is an existing directory (used as it is) or a Hub id ``owner/name[@revision]``
+    (:func:`hub_snapshot`); an existing path always wins over a Hub id of the same spelling.
+
+    Raises:
+        CheckpointError: neither an existing path nor a Hub id, or the Hub lookup failed.
+    """
+    if Path(spec).expanduser().exists():
+        return Path(spec).expanduser()
+    hub = split_repo_id(str(spec))
+    if hub is None:
+        raise error(f"{spec}: checkpoint directory not found (nor a Hugging Face repo id 'owner/name')")
+    return hub_snapshot(hub[0], hub[1], cache_dir, error)
+
+
+def model_card(
+    title: str,
+    summary: str,
+    facts: Mapping[str, object],
+    usage: str,
+    tags: list[str],
+    pipeline_tag: str | None = None,
+) -> str:
+    """A model card (Markdown with the Hub's YAML metadata block) for a checkpoint directory.
+
+    Args:
+        title: the heading.
+        summary: one paragraph on what the model is.
+        facts: ``name -> value`` rows of a table (sizes, rates, fingerprint...).
+        usage: a Python snippet showing how to load and use it.
+        tags: Hub tags (the library name is added).
+        pipeline_tag: the Hub task, when one fits.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(
+        license="mit", library_name="entanglecodec", tags=["entanglecodec", *tags], pipeline_tag=pipeline_tag
+    )
+    rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    body = (
+        f"# {title}\n\n{summary}\n\n| field | value |\n|---|---|\n{rows}\n\n"
+        f"## Use\n\n```python\n{usage.strip()}\n```\n\n"
+        f"Files: `{CONFIG_NAME}` (configuration, with the SHA-256 of the weights), `{WEIGHTS_NAME}`.\n"
+    )
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").content)

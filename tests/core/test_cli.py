@@ -85,26 +85,3 @@ def test_info(ckpt):
     r = runner.invoke(app, ["info", str(ckpt), "--json"])
     assert r.exit_code == 0, r.output
     assert '"bitrate_bps": 300.0' in r.output and '"paper"' in r.output
-
-
-def test_demo_runs_and_is_honest_without_bundled_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENTANGLECODEC_CHECKPOINT", str(tmp_path / "none"))
-    monkeypatch.setattr("entanglecodec.codec.model._find_repo_checkpoints", lambda: tmp_path / "nothing")
-    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
-    assert r.exit_code == 0, r.output
-    assert "No trained EntangleCodec model found" in r.output
-    for name in ("input.wav", "tokens.npz", "reconstruction.wav", "mel_oracle.wav"):
-        assert (tmp_path / "demo" / name).is_file()
-    assert sf.info(str(tmp_path / "demo" / "reconstruction.wav")).frames == sf.info(str(tmp_path / "demo" / "input.wav")).frames
-    assert "STOI" in r.output and "log-mel L1" in r.output
-
-
-def test_demo_quality_rows_score_identity_and_noise():
-    from entanglecodec.cli.demo import quality_rows
-
-    t = np.arange(24000 * 2) / 24000
-    ref = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    noise = np.random.default_rng(0).standard_normal(ref.size).astype(np.float32) * 0.1
-    rows = dict(quality_rows(ref, ref, noise, 24000, "synthetic chord"))
-    assert "log-mel L1 0.000" in rows["reconstruction vs input"]
-    assert "STOI" in rows["mel oracle vs input"] and "ASR of input" not in rows

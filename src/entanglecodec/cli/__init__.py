@@ -8,6 +8,7 @@ module         commands
 ``train``      ``entanglecodec train ...``: codec stages, export, vocoder, throughput, reports
 ``eval``       ``entanglecodec eval ...``: reconstruction, probes, benchmarks, vocoder evaluation
 ``lm``         ``entanglecodec tokenize`` and ``entanglecodec lm ...``: audio language models
+``serve``      ``serve``: the Gradio web demo (:mod:`entanglecodec.showcase.webapp`)
 ``common``     the exit-code policy (:func:`~entanglecodec.cli.common.fail`), messages, input checks
 =============  ==========================================================================
 
@@ -20,11 +21,12 @@ import sys
 
 import typer
 
-from . import codec, data, eval, lm, train
+from . import codec, data, eval, lm, serve, train
 from .common import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="EntangleCodec audio tokenizer.")
 app.add_typer(codec.app)
+app.add_typer(serve.app)
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(eval.app, name="eval")

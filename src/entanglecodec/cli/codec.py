@@ -316,12 +316,18 @@ def mel_stats(
 @user_errors
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Directory for the demo outputs."),
-    checkpoint: Path | None = CheckpointOpt,
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c", help="Checkpoint directory or Hugging Face repo id (default: the bundled model)."
+    ),
+    clips: str | None = typer.Option(
+        None, help="Comma-separated subset of speech-recorded,speech-tts,music,sound,mixture (default: all)."
+    ),
 ) -> None:
-    """Tokenise and rebuild a bundled sample with the default model (the main job, end to end)."""
+    """Every domain (recorded and TTS speech, music, a sound event, a mixture) through the codec, beside
+    Codec2 700C and Opus 6 kbps: tokens, WAVs, one mel PNG, scores, caption ranking and index.html."""
     from .demo import run_demo
 
-    run_demo(out, checkpoint, console)
+    run_demo(out, checkpoint, console, [c.strip() for c in clips.split(",") if c.strip()] if clips else None)
 
 
 AUDIO_SUFFIX = ".wav"

@@ -41,8 +41,11 @@ from ..checkpoint import (
     CheckpointError,
     check_state,
     is_checkpoint_dir,
+    model_card,
     read_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
+    split_repo_id,
 )
 from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
@@ -134,15 +137,23 @@ def _find_repo_checkpoints() -> Path:
     return Path(__file__).resolve().parents[3] / "checkpoints"
 
 
-def default_checkpoint_dir() -> Path:
-    """The bundled default model: ``$ENTANGLECODEC_CHECKPOINT`` or ``checkpoints/entanglecodec-small``.
+def default_checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
+    """The default model: ``$ENTANGLECODEC_CHECKPOINT`` (a directory or a Hugging Face Hub id
+    ``owner/name[@revision]``, see :func:`~entanglecodec.checkpoint.resolve_checkpoint`), else the
+    bundled ``checkpoints/entanglecodec-small`` of a source checkout.
 
     Raises:
-        CheckpointError: no bundled model exists yet (train one, or pass a checkpoint directory).
+        CheckpointError: the variable names nothing usable, or no bundled model exists (a wheel
+            ships none: pass a directory or a Hub id, or set the variable).
     """
     env = os.environ.get("ENTANGLECODEC_CHECKPOINT")
     if env:
-        c = Path(env)
+        c = Path(env).expanduser()
+        if not c.exists() and split_repo_id(env) is not None:
+            try:
+                return resolve_checkpoint(env, cache_dir)
+            except CheckpointError as e:
+                raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {e}") from e
         if not is_checkpoint_dir(c):
             why = "does not exist" if not c.exists() else f"does not hold {CONFIG_NAME} + {WEIGHTS_NAME}"
             raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {why} (unset it to use the bundled model)")
@@ -155,8 +166,8 @@ def default_checkpoint_dir() -> Path:
         "no default EntangleCodec model found: none of "
         + ", ".join(str(c) for c in candidates)
         + " holds config.json + model.safetensors (a source checkout ships checkpoints/entanglecodec-small). "
-        "Train one (`entanglecodec train stage1`, see README) "
-        "or pass --checkpoint DIR / set ENTANGLECODEC_CHECKPOINT."
+        "Pass a checkpoint directory or a Hugging Face repo id (--checkpoint / from_pretrained), "
+        "set ENTANGLECODEC_CHECKPOINT, or train one (`entanglecodec train stage1`, see README)."
     )
 
 
@@ -166,23 +177,57 @@ class EntangleCodec(nn.Module):
     Args:
         config: model configuration (see :class:`EntangleCodecConfig` presets).
         build_text_encoder: build the caption tower (needed for training and :meth:`embed_text`).
+        codebook_only: hold the codebook's tensors without building ``vector_quantize_pytorch``'s
+            module (built as soon as the model trains); for weights loaded next, as
+            :meth:`from_pretrained` does. See :class:`~entanglecodec.codec.quantizer.StoredCodebook`.
+
+    The caption tower of a model read by :meth:`from_pretrained` is built on first use of
+    :attr:`text_encoder` (:meth:`embed_text`, training, caption ranking): encoding and decoding
+    never load the text model (a Hugging Face ``transformers`` backbone by default).
     """
 
-    def __init__(self, config: EntangleCodecConfig, build_text_encoder: bool = True) -> None:
+    def __init__(
+        self, config: EntangleCodecConfig, build_text_encoder: bool = True, codebook_only: bool = False
+    ) -> None:
         super().__init__()
         config.validate()
         self.config = config
         self.frontend = MelFrontend(config.mel)
         self.encoder = UnifiedEncoder(config.mel.n_mels, config.encoder)
         self.audio_proj = AudioProjection(config.encoder.dim, config.align_dim)
-        self.text_encoder: CaptionEncoder | None = (
-            CaptionEncoder(config.text, config.align_dim) if build_text_encoder else None
-        )
-        self.quantizer = Quantizer(config.encoder.dim, config.quantizer)
+        self.__dict__["_pending_text_state"] = None
+        self.text_encoder = CaptionEncoder(config.text, config.align_dim) if build_text_encoder else None
+        self.quantizer = Quantizer(config.encoder.dim, config.quantizer, codebook_only=codebook_only)
         self.decoder = FlowDecoder(config.mel.n_mels, config.quantizer.dim, config.decoder)
         self.__dict__["_vocoder"] = None
         self.__dict__["_fingerprint"] = None
         self.__dict__["_training_tensors"] = {}
+
+    # ------------------------------------------------------------------ caption tower (lazy)
+    @property
+    def text_encoder(self) -> CaptionEncoder | None:
+        """The caption tower, ``None`` when the model has none; a tower whose weights were read by
+        :meth:`from_pretrained` is built (and its weights checked and loaded) here, on first use."""
+        tower = self._modules.get("text_encoder")
+        pending = self.__dict__["_pending_text_state"]
+        if tower is None and pending is not None:
+            tower = CaptionEncoder(self.config.text, self.config.align_dim)
+            check_state(tower.saved_state_dict(), pending, "caption encoder")
+            tower.load_state_dict(pending, strict=False)
+            tower.train(self.training)
+            self._modules["text_encoder"] = tower.to(self.device)
+            self.__dict__["_pending_text_state"] = None
+        return tower  # type: ignore[return-value]
+
+    @text_encoder.setter
+    def text_encoder(self, tower: CaptionEncoder | None) -> None:
+        self._modules["text_encoder"] = tower
+        self.__dict__["_pending_text_state"] = None
+
+    @property
+    def has_text_encoder(self) -> bool:
+        """``True`` when the model has a caption tower (built or waiting to be built on first use)."""
+        return self._modules.get("text_encoder") is not None or self.__dict__["_pending_text_state"] is not None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -570,20 +615,57 @@ class EntangleCodec(nn.Module):
 
     def state_dict_for_saving(self) -> dict[str, Tensor]:
         """State dict minus a frozen pretrained text backbone (reloaded from its own directory),
-        plus the :attr:`training_tensors`."""
+        plus the :attr:`training_tensors` (a caption tower not built yet is saved as it was read)."""
         sd = {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
-        if self.text_encoder is not None:
-            sd.update({f"text_encoder.{k}": v for k, v in self.text_encoder.saved_state_dict().items()})
+        pending = self.__dict__["_pending_text_state"]
+        tower = self.__dict__["_modules"].get("text_encoder")
+        text_state = pending if pending is not None else tower.saved_state_dict() if tower is not None else {}
+        sd.update({f"text_encoder.{k}": v for k, v in text_state.items()})
         sd.update(self.__dict__["_training_tensors"])
         return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
+    def model_card(self) -> str:
+        """The ``README.md`` that :meth:`save_pretrained` writes: Hub metadata, sizes, rates, use."""
+        params = self.num_parameters()
+        c = self.config
+        facts = {
+            "preset": c.name,
+            "sample rate": f"{self.sample_rate} Hz mono",
+            "tokens": f"{self.frame_rate} Hz, one codebook of {self.codebook_size} codes ({self.bitrate:.0f} bit/s)",
+            "encoder / decoder": f"{c.encoder.dim} x {c.encoder.depth} / "
+            f"{c.decoder.transformer.dim} x {c.decoder.transformer.depth} Transformer",
+            "caption encoder": c.text.kind,
+            "parameters": ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in params.items()),
+            "vocoder": c.vocoder,
+            "fingerprint": self.fingerprint(),
+        }
+        usage = (
+            "from entanglecodec import EntangleCodec, load_audio\n\n"
+            'codec = EntangleCodec.from_pretrained("DIRECTORY or OWNER/REPO")\n'
+            'wav, sr = load_audio("speech.flac", sample_rate=None)\n'
+            "tokens = codec.encode(wav, sr)      # tokens.codes: [1, F] at 50 Hz\n"
+            "audio = codec.decode(tokens)        # audio.wav: [1, S] at 24 kHz"
+        )
+        return model_card(
+            "EntangleCodec tokenizer",
+            "A single-codebook audio tokenizer for speech, music and sound, aligned with rich text "
+            "captions before quantisation, with a rectified-flow mel decoder "
+            "(EntangleCodec, Li et al., 2026).",
+            facts,
+            usage,
+            tags=["audio", "audio-tokenizer", "neural-codec"],
+            pipeline_tag="audio-to-audio",
+        )
+
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (mel statistics included) to ``directory``."""
+        """Write ``config.json`` + ``model.safetensors`` (mel statistics included) and the model
+        card ``README.md`` (Hub metadata) to ``directory``."""
         was_training = self.training
         self.eval()
         meta = {"format": "entanglecodec", "version": "1", "fingerprint": self.fingerprint()}
+        card = self.model_card()
         self.train(was_training)
-        return save_checkpoint(directory, self.config.to_dict(), self.state_dict_for_saving(), metadata=meta)
+        return save_checkpoint(directory, self.config.to_dict(), self.state_dict_for_saving(), metadata=meta, card=card)
 
     @classmethod
     def from_pretrained(
@@ -591,26 +673,37 @@ class EntangleCodec(nn.Module):
         directory: str | Path | None = None,
         map_location: str | torch.device = "cpu",
         build_text_encoder: bool = True,
+        cache_dir: str | Path | None = None,
     ) -> EntangleCodec:
-        """Load a checkpoint directory (``None``: the bundled default model).
+        """Load a checkpoint.
+
+        Args:
+            directory: a checkpoint directory, a Hugging Face Hub id ``owner/name[@revision]``
+                (through ``huggingface_hub``: its cache first, ``HF_HUB_OFFLINE=1`` respected), or
+                ``None``: ``$ENTANGLECODEC_CHECKPOINT`` (either of those), else the bundled model.
+            map_location: device of the model.
+            build_text_encoder: keep the caption tower (built on first use of
+                :attr:`text_encoder`); ``False`` drops it.
+            cache_dir: Hugging Face cache directory (default: the library's, ``$HF_HUB_CACHE``).
 
         Raises:
-            CheckpointError: missing files, invalid config, or weights that do not match the config.
+            CheckpointError: nothing found, missing files, invalid config, or weights that do not
+                match the config.
         """
-        d = Path(directory) if directory is not None else default_checkpoint_dir()
+        d = resolve_checkpoint(directory, cache_dir) if directory is not None else default_checkpoint_dir(cache_dir)
         raw, state = read_checkpoint(d, map_location=map_location)
         try:
             config = EntangleCodecConfig.from_dict(raw)
         except ConfigError as e:
             raise CheckpointError(f"{d / CONFIG_NAME}: {e}") from e
-        model = cls(config, build_text_encoder=build_text_encoder)
+        model = cls(config, build_text_encoder=False, codebook_only=True)
         extras = {k: state.pop(k) for k in TRAINING_ONLY_TENSORS if k in state}
-        expected = model.state_dict_for_saving()
-        if not build_text_encoder:
-            state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
-        check_state(expected, state, d)
-        model.load_state_dict(state, strict=False)
+        text_state = {k.removeprefix("text_encoder."): state.pop(k) for k in list(state) if k.startswith("text_encoder.")}
+        check_state(model.state_dict_for_saving(), state, d)
+        model.load_state_dict(state, strict=True)
         model.set_training_tensors(extras)
+        if build_text_encoder:
+            model.__dict__["_pending_text_state"] = text_state
         model.eval()
         return model.to(map_location)
 
@@ -620,7 +713,7 @@ class EntangleCodec(nn.Module):
             "encoder": [self.encoder, self.audio_proj],
             "quantizer": [self.quantizer],
             "decoder": [self.decoder],
-            "text_encoder": [self.text_encoder] if self.text_encoder is not None else [],
+            "text_encoder": [self.text_encoder] if self.has_text_encoder else [],
         }
         out = {}
         for name, mods in parts.items():

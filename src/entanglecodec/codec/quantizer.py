@@ -1,6 +1,11 @@
 """Pre-quantisation MLP, L2 normalisation and the single-codebook VQ (paper Eq. 6 and 11).
 
-The codebook itself is ``vector_quantize_pytorch.VectorQuantize``. Two codebook-update modes:
+The codebook itself is ``vector_quantize_pytorch.VectorQuantize``. A model loaded for inference
+(``Quantizer(..., codebook_only=True)``, what :meth:`EntangleCodec.from_pretrained` builds) holds
+the same tensors under the same names in a :class:`StoredCodebook` instead, so encoding and
+decoding never import that library (nor ``einx`` / ``torch._dynamo``, which it pulls in); the
+library's module replaces it, keeping the very same tensor objects, as soon as anything trains
+(``train(True)``, codebook sync, dead-code bookkeeping). Two codebook-update modes:
 
 * ``ema`` (default): the codebook follows exponential moving averages of its assigned vectors
   (the usual replacement of Eq. 11's codebook term), cosine-similarity codebook so codes live on
@@ -17,11 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vector_quantize_pytorch import VectorQuantize
 
 from ..config import QuantizerConfig
 
@@ -63,24 +68,45 @@ def code_statistics(codes: Tensor, mask: Tensor | None, codebook_size: int) -> t
     return (hist > 0).float().mean(), entropy.exp(), hist
 
 
-class Quantizer(nn.Module):
-    """``H [B, F, D_enc]`` -> ``MLP_VQ`` -> L2 norm -> VQ.
+class _StoredCodebookTensors(nn.Module):
+    """The tensors of ``VectorQuantize._codebook`` (same names, shapes and dtypes) without its logic."""
 
-    Args:
-        in_dim: ``D_enc``.
-        cfg: quantizer configuration (``D_quant``, codebook size, update mode, ...).
-    """
+    embed: Tensor
 
-    _last_used: Tensor
-    _steps: Tensor
-
-    def __init__(self, in_dim: int, cfg: QuantizerConfig) -> None:
+    def __init__(self, cfg: QuantizerConfig) -> None:
         super().__init__()
-        self.cfg = cfg
-        hidden = cfg.mlp_hidden or in_dim
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim))
-        learnable = cfg.codebook_update == "loss"
-        self.vq = VectorQuantize(
+        k, d = cfg.codebook_size, cfg.dim
+        self.register_buffer("initted", torch.tensor(True))
+        self.register_buffer("cluster_size", torch.zeros(1, k))
+        self.register_buffer("embed_avg", torch.zeros(1, k, d))
+        if cfg.codebook_update == "loss":
+            self.embed = nn.Parameter(torch.zeros(1, k, d))
+        else:
+            self.register_buffer("embed", torch.zeros(1, k, d))
+        self.threshold_ema_dead_code = 1.0 if cfg.dead_code_fraction > 0 else 0.0
+
+
+class StoredCodebook(nn.Module):
+    """Inference stand-in of ``VectorQuantize``: the state-dict layout (``_codebook.embed [1, K, D]``,
+    ``cluster_size [1, K]``, ``embed_avg [1, K, D]``, ``initted``) and the ``codebook [K, D]`` view,
+    filled by ``load_state_dict``. Nearest-code search lives in :meth:`Quantizer.nearest`."""
+
+    def __init__(self, cfg: QuantizerConfig) -> None:
+        super().__init__()
+        self._codebook = _StoredCodebookTensors(cfg)
+
+    @property
+    def codebook(self) -> Tensor:
+        """``[K, D_quant]`` code vectors as stored."""
+        return self._codebook.embed[0]
+
+
+def build_vector_quantize(cfg: QuantizerConfig) -> Any:
+    """The training codebook: ``vector_quantize_pytorch.VectorQuantize`` configured from ``cfg``."""
+    from vector_quantize_pytorch import VectorQuantize
+
+    learnable = cfg.codebook_update == "loss"
+    return VectorQuantize(
             dim=cfg.dim,
             codebook_size=cfg.codebook_size,
             decay=cfg.ema_decay,
@@ -93,9 +119,56 @@ class Quantizer(nn.Module):
             learnable_codebook=learnable,
             sync_codebook=bool(cfg.sync_codebook) if cfg.sync_codebook is not None else False,
         )
+
+
+class Quantizer(nn.Module):
+    """``H [B, F, D_enc]`` -> ``MLP_VQ`` -> L2 norm -> VQ.
+
+    Args:
+        in_dim: ``D_enc``.
+        cfg: quantizer configuration (``D_quant``, codebook size, update mode, ...).
+        codebook_only: hold a :class:`StoredCodebook` (all zeros until a state dict is loaded)
+            instead of building ``VectorQuantize``; for models whose weights are loaded next.
+    """
+
+    _last_used: Tensor
+    _steps: Tensor
+    vq: Any  # VectorQuantize or StoredCodebook (the library's module is untyped)
+
+    def __init__(self, in_dim: int, cfg: QuantizerConfig, codebook_only: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.mlp_hidden or in_dim
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim))
+        self.vq = StoredCodebook(cfg) if codebook_only else build_vector_quantize(cfg)
         self.activity_window = 100
         self.register_buffer("_last_used", torch.full((cfg.codebook_size,), -(10**9), dtype=torch.long), persistent=False)
         self.register_buffer("_steps", torch.zeros((), dtype=torch.long), persistent=False)
+
+    # ------------------------------------------------------------------ training codebook
+    def _trainable_vq(self) -> Any:
+        """The ``VectorQuantize`` module, built now when a :class:`StoredCodebook` stands in for it.
+
+        The stored tensors (the very same objects: an optimiser or a DDP wrapper holding them keeps
+        working) are moved into the new module, and its training mode is this module's.
+        """
+        if isinstance(self.vq, StoredCodebook):
+            stored: nn.Module = self.vq._codebook
+            vq = build_vector_quantize(self.cfg).to(self.vq.codebook.device)
+            target: Any = vq._codebook
+            for name, t in list(stored.named_parameters(recurse=False)) + list(stored.named_buffers(recurse=False)):
+                if isinstance(t, nn.Parameter):
+                    setattr(target, name, t)
+                else:
+                    target.register_buffer(name, t)
+            vq.train(self.training)
+            self.vq = vq
+        return self.vq
+
+    def train(self, mode: bool = True) -> Quantizer:
+        if mode:
+            self._trainable_vq()
+        return super().train(mode)
 
     # ------------------------------------------------------------------ distributed
     def set_codebook_sync(self, enabled: bool) -> None:
@@ -106,7 +179,7 @@ class Quantizer(nn.Module):
         """
         from vector_quantize_pytorch import vector_quantize_pytorch as vqp
 
-        cb = self.vq._codebook
+        cb = self._trainable_vq()._codebook
         cb.use_ddp = enabled
         sync_kmeans = True
         sampler = vqp.sample_vectors_distributed if enabled and sync_kmeans else vqp.batched_sample_vectors
@@ -119,7 +192,7 @@ class Quantizer(nn.Module):
     @property
     def codebook(self) -> Tensor:
         """``[codebook_size, D_quant]`` code vectors (unit-norm in ``ema`` mode)."""
-        cb = self.vq.codebook
+        cb: Tensor = self.vq.codebook
         return F.normalize(cb, dim=-1) if self.cfg.codebook_update == "ema" else cb
 
     def dead_codes(self) -> Tensor:
@@ -130,7 +203,7 @@ class Quantizer(nn.Module):
 
     def reseeded_codes(self) -> Tensor:
         """Codes re-seeded by the last training step (their EMA count was just reset)."""
-        cb = self.vq._codebook
+        cb = self._trainable_vq()._codebook
         if self.cfg.dead_code_fraction <= 0:
             return cb.cluster_size.new_zeros((), dtype=torch.long)
         reset = torch.tensor(float(cb.reset_cluster_size), dtype=cb.cluster_size.dtype)
@@ -142,7 +215,7 @@ class Quantizer(nn.Module):
         re-seeded code restarts at the mean count (so it has time to be picked)."""
         if self.cfg.dead_code_fraction <= 0:
             return
-        cb = self.vq._codebook
+        cb = self._trainable_vq()._codebook
         world = torch.distributed.get_world_size() if cb.use_ddp and torch.distributed.is_initialized() else 1
         expected = max(n_valid * world / self.cfg.codebook_size, 1e-6)
         cb.threshold_ema_dead_code = self.cfg.dead_code_fraction * expected

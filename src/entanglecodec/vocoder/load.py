@@ -1,8 +1,9 @@
 """The one place a vocoder spec resolves, and copy-synthesis (audio -> log-mel -> vocoder -> audio).
 
-A *vocoder spec* is ``"griffin-lim"`` (aliases ``"griffinlim"``, ``"gl"``), ``"default"`` (the
-shipped ``checkpoints/vocoder-small``, or Griffin-Lim with a logged warning when those weights are
-not installed) or a directory written by :meth:`Vocoder.save_pretrained`. The codec
+A *vocoder spec* is ``"griffin-lim"`` (aliases ``"griffinlim"``, ``"gl"``), ``"default"``
+(``$ENTANGLECODEC_VOCODER``, else the shipped ``checkpoints/vocoder-small``, else Griffin-Lim with
+a logged warning), a directory written by :meth:`Vocoder.save_pretrained`, or a Hugging Face Hub
+id ``owner/name[@revision]`` (cache-aware, see :func:`~entanglecodec.checkpoint.resolve_checkpoint`). The codec
 (``EntangleCodecConfig.vocoder``, ``--vocoder``), the ``vocode`` command, the evaluation's mel
 oracle and the vocoder report all resolve specs through :func:`load_vocoder`.
 
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..audio import MelFrontend, num_frames
-from ..checkpoint import is_checkpoint_dir
+from ..checkpoint import is_checkpoint_dir, resolve_checkpoint, split_repo_id
 from ..config import MelConfig
 from .griffin_lim import GriffinLim
 from .model import Vocoder, VocoderLoadError
@@ -63,11 +64,16 @@ class MelVocoder(Protocol):
 def default_vocoder_dir() -> Path | None:
     """Directory of the shipped default vocoder, or ``None`` if it is not installed.
 
-    Looked up in ``$ENTANGLECODEC_VOCODER`` first, then ``checkpoints/vocoder-small`` under the
-    repository root (three levels above this package in a source checkout) and under the current
-    working directory.
+    Looked up in ``$ENTANGLECODEC_VOCODER`` first (a directory or a Hugging Face Hub id), then
+    ``checkpoints/vocoder-small`` under the repository root (three levels above this package in a
+    source checkout) and under the current working directory.
+
+    Raises:
+        VocoderLoadError: ``$ENTANGLECODEC_VOCODER`` is a Hub id that cannot be resolved.
     """
     env = os.environ.get("ENTANGLECODEC_VOCODER")
+    if env and not Path(env).exists() and split_repo_id(env) is not None:
+        return resolve_checkpoint(env, error=VocoderLoadError)
     candidates = [Path(env)] if env else []
     here = Path(__file__).resolve()
     candidates += [here.parents[3] / DEFAULT_VOCODER_DIR, Path.cwd() / DEFAULT_VOCODER_DIR]
@@ -88,7 +94,7 @@ def load_vocoder(
     """Resolve a vocoder spec (see the module docstring) to a mel inverter.
 
     Args:
-        spec: ``"griffin-lim"``, ``"default"`` or a vocoder checkpoint directory.
+        spec: ``"griffin-lim"``, ``"default"``, a vocoder checkpoint directory or a Hub id.
         mel_cfg: the mel analysis the caller's log-mels come from (default :class:`MelConfig()`);
             a neural vocoder built for another analysis raises :class:`ConfigError`.
         device: where to put a neural vocoder.
@@ -121,12 +127,15 @@ def load_vocoder(
             )
             return GriffinLim(mel_cfg, n_iter=griffin_lim_iters)
         path = d
-    else:
+    elif Path(name).exists() or split_repo_id(name) is None:
         path = Path(name)
         if not path.exists():
             raise VocoderLoadError(
-                f"vocoder {name!r} is neither 'griffin-lim', 'default' nor an existing checkpoint directory"
+                f"vocoder {name!r} is neither 'griffin-lim', 'default', an existing checkpoint directory "
+                "nor a Hugging Face repo id 'owner/name'"
             )
+    else:
+        path = resolve_checkpoint(name, error=VocoderLoadError)
     voc = Vocoder.from_pretrained(path, map_location=device)
     voc.config.check_mel(mel_cfg)
     if consistency_passes is not None:

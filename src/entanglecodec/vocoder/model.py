@@ -33,7 +33,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..audio import lengths_to_mask
-from ..checkpoint import CheckpointError, check_state, read_checkpoint, save_checkpoint
+from ..checkpoint import (
+    CheckpointError,
+    check_state,
+    model_card,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from ..config import ConfigError, MelConfig
 from .config import VocoderConfig
 from .mel_consistency import MelConsistencyFilter
@@ -314,19 +321,41 @@ class Vocoder(nn.Module):
 
     # ------------------------------------------------------------------ (de)serialisation
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (see :mod:`entanglecodec.checkpoint`)."""
+        """Write ``config.json``, ``model.safetensors`` and the model card ``README.md`` (Hub
+        metadata) into ``directory`` (see :mod:`entanglecodec.checkpoint`)."""
+        mel = self.mel_config
+        facts = {
+            "input": f"natural-log power mel, {mel.n_mels} bins, hop {mel.hop_length} at {mel.sample_rate} Hz",
+            "parameters": f"{sum(p.numel() for p in self.parameters()) / 1e6:.2f} M",
+            "mel-consistency passes": self.config.consistency_passes,
+        }
+        usage = (
+            "from entanglecodec.vocoder.load import load_vocoder\n\n"
+            'vocoder = load_vocoder("DIRECTORY or OWNER/REPO")\n'
+            "wav = vocoder(log_mel)   # [B, n_mels, F] -> [B, F * hop]"
+        )
+        card = model_card(
+            "EntangleCodec vocoder",
+            "Vocos-style ConvNeXt + iSTFT vocoder turning the EntangleCodec log-mel back into audio.",
+            facts,
+            usage,
+            tags=["audio", "vocoder"],
+        )
         return save_checkpoint(
-            directory, self.config.to_dict(), self.state_dict(), model_type=MODEL_TYPE, metadata={"format": "pt"}
+            directory, self.config.to_dict(), self.state_dict(), model_type=MODEL_TYPE, metadata={"format": "pt"},
+            card=card,
         )
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Vocoder:
-        """Load a vocoder saved by :meth:`save_pretrained` (flat pre-nesting configs included).
+        """Load a vocoder saved by :meth:`save_pretrained` (flat pre-nesting configs included):
+        a directory, or a Hugging Face Hub id ``owner/name[@revision]`` (cache-aware).
 
         Raises:
             VocoderLoadError: missing files, a config that is not a vocoder's, or weights whose
                 names/shapes do not match the config.
         """
+        directory = resolve_checkpoint(directory, error=VocoderLoadError)
         raw, state = read_checkpoint(directory, model_type=MODEL_TYPE, map_location=map_location, error=VocoderLoadError)
         try:
             config = VocoderConfig.from_dict(raw)
