@@ -228,8 +228,15 @@ class DecoderConfig:
     # Share of training examples drawn at flow time t = 0, the one-step sampler's only time (the
     # paper samples t ~ U(0, 1) for all of them, i.e. 0.0).
     t_zero_fraction: float = 0.0
+    # Classifier-free guidance used when a caller does not give one (Eq. 12; the paper: 1.0). A
+    # decode-time setting, kept out of the token fingerprint: with one Euler step the guided output
+    # is (1 + g) E[mel | tokens] - g E[mel], so the best value depends on how sharp the trained
+    # decoder's conditional mean is (reports/codec-diagnosis.md §5); set it per checkpoint.
+    guidance: float = 1.0
 
     def validate(self) -> None:
+        if not 0.0 <= self.guidance <= 10.0:
+            raise ConfigError("decoder: guidance must lie in [0, 10]")
         if not 0.0 <= self.t_zero_fraction <= 1.0:
             raise ConfigError("decoder: t_zero_fraction must lie in [0, 1]")
         if not 0.0 <= self.cond_dropout < 1.0:

@@ -224,3 +224,36 @@ def test_bundled_default_model_loads_and_round_trips():
     assert audio.wav.shape[-1] >= 24000 and int(audio.lengths[0]) == 24000
     assert torch.isfinite(audio.wav).all()
     assert model.fingerprint() == EntangleCodec.from_pretrained(path, build_text_encoder=False).fingerprint()
+
+
+def test_checkpoint_default_guidance_is_used_and_kept_out_of_the_fingerprint(tiny_model, tmp_path):
+    wav = torch.randn(1, 24000) * 0.1
+    tokens = tiny_model.encode(wav, 24000)
+    fp = tiny_model.fingerprint()
+    assert tiny_model.config.decoder.guidance == 1.0  # the paper's value is the default
+    paper = tiny_model.decode(tokens).wav
+    assert torch.equal(paper, tiny_model.decode(tokens, guidance=1.0).wav)
+    tiny_model.config.decoder.guidance = 0.5
+    try:
+        half = tiny_model.decode(tokens).wav
+        assert torch.equal(half, tiny_model.decode(tokens, guidance=0.5).wav)
+        seen: list[float] = []
+        sample = tiny_model.decoder.sample
+
+        def spy(cond, mask=None, steps=1, guidance=1.0, noise=None):  # noqa: ANN001, ANN202
+            seen.append(guidance)
+            return sample(cond, mask, steps, guidance, noise)
+
+        tiny_model.decoder.sample = spy
+        try:
+            tiny_model.decode(tokens)
+            tiny_model.reconstruct(wav, 24000)
+            tiny_model.decode(tokens, guidance=2.0)
+        finally:
+            del tiny_model.decoder.sample
+        assert seen == [0.5, 0.5, 2.0]
+        again = EntangleCodec.from_pretrained(tiny_model.save_pretrained(tmp_path / "g"), build_text_encoder=False)
+        assert again.config.decoder.guidance == 0.5
+        assert again.fingerprint() == fp  # token files stay valid when only the decode default changes
+    finally:
+        tiny_model.config.decoder.guidance = 1.0

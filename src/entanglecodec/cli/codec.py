@@ -135,7 +135,7 @@ def decode(
     out: Path = typer.Option(..., "-o", "--out", help="Output .wav (one input) or directory."),
     checkpoint: Path | None = CheckpointOpt,
     steps: int = StepsOpt,
-    guidance: float = GuidanceOpt,
+    guidance: float | None = GuidanceOpt,
     vocoder: str | None = VocoderOpt,
     seed: int = typer.Option(0, help="Noise seed."),
     overwrite: bool = OverwriteOpt,
@@ -145,7 +145,7 @@ def decode(
     from ..codec.model import check_sampling
     from ..codec.tokens import load_tokens
 
-    check_sampling(steps, guidance)
+    check_sampling(steps, 1.0 if guidance is None else guidance)
     files = expand_inputs(inputs, {".npz"})
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, load_tokens, skip_errors)
@@ -168,7 +168,7 @@ def reconstruct(
     out: Path = typer.Option(..., "-o", "--out", help="Output .wav (one input) or directory."),
     checkpoint: Path | None = CheckpointOpt,
     steps: int = StepsOpt,
-    guidance: float = GuidanceOpt,
+    guidance: float | None = GuidanceOpt,
     vocoder: str | None = VocoderOpt,
     overwrite: bool = OverwriteOpt,
     skip_errors: bool = SkipErrorsOpt,
@@ -179,7 +179,7 @@ def reconstruct(
     from ..audio import audio_info, load_audio
     from ..codec.model import check_sampling
 
-    check_sampling(steps, guidance)
+    check_sampling(steps, 1.0 if guidance is None else guidance)
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, audio_info, skip_errors)

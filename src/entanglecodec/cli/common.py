@@ -134,10 +134,13 @@ def positive_int(value: int) -> int:
     return value
 
 
-def guidance_value(value: float) -> float:
-    """typer callback: a finite guidance scale in the accepted range (see ``check_sampling``)."""
+def guidance_value(value: float | None) -> float | None:
+    """typer callback: a finite guidance scale in the accepted range (see ``check_sampling``), or
+    ``None`` (the checkpoint's default)."""
     from ..codec.model import MAX_GUIDANCE
 
+    if value is None:
+        return None
     if not math.isfinite(value) or not 0.0 <= value <= MAX_GUIDANCE:
         raise typer.BadParameter(f"must be a finite number in [0, {MAX_GUIDANCE:g}], got {value}")
     return value
@@ -210,7 +213,10 @@ CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Checkpoint direct
 OverwriteOpt = typer.Option(False, help="Replace existing outputs.")
 StepsOpt = typer.Option(1, help="Euler steps of the flow decoder (>= 1).", callback=positive_int)
 GuidanceOpt = typer.Option(
-    1.0, help="Classifier-free guidance scale in [0, 10] (0 disables; above 3 warns).", callback=guidance_value
+    None,
+    help="Classifier-free guidance scale in [0, 10] (0 disables; above 3 warns). Default: the checkpoint's "
+    "decoder.guidance (the paper's 1 unless the checkpoint says otherwise).",
+    callback=guidance_value,
 )
 SkipErrorsOpt = typer.Option(
     False, "--skip-errors", help="Report bad input files, process the others, exit 1 with the count."

@@ -60,8 +60,8 @@ def reconstruct(
         list[float] | None,
         typer.Option(
             "--guidance",
-            help="Classifier-free guidance γ of the codec decoder (Eq. 12; the paper: 1). Repeatable: one row "
-            "per checkpoint and value.",
+            help="Classifier-free guidance γ of the codec decoder (Eq. 12; default: the checkpoint's "
+            "decoder.guidance). Repeatable: one row per checkpoint and value.",
         ),
     ] = None,
     split: Annotated[
@@ -155,16 +155,17 @@ def reconstruct(
             same_name = sum(Path(o).resolve().name == resolved.name for o in ckpts) > 1
             # runs/a/final and runs/b/final: label them a/final and b/final
             name = f"{resolved.parent.name}/{resolved.name}" if same_name else None
-            for g in guidance or [1.0]:
+            values: list[float | None] = list(guidance) if guidance else [None]
+            for g in values:
                 from ..codec.model import check_sampling
 
                 try:
-                    check_sampling(steps, g)
+                    check_sampling(steps, 1.0 if g is None else g)
                 except ValueError as e:
                     fail(str(e), 2)
                 label = name or resolved.name
-                if guidance or steps != 1:
-                    label = f"{label} (steps {steps}, γ {g:g})"
+                if g is not None or steps != 1:
+                    label = f"{label} (steps {steps}, γ {'default' if g is None else f'{g:g}'})"
                 systems.append(EntangleCodecSystem(c, name=label, steps=steps, guidance=g))
         for spec in system or []:
             systems.append(parse_system_spec(spec, timeout=timeout))

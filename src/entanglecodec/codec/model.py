@@ -62,6 +62,18 @@ LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
 """Config options added after release 0.1.0, with the value that behaves as 0.1.0 did: the
 0.1.0 fingerprint hashed the config without them (see :meth:`EntangleCodec.legacy_fingerprint`)."""
 
+DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (("decoder", "guidance"),)
+"""Config options that change how tokens are decoded by default but not the token space: left out
+of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
+
+
+def _token_space_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (a config ``to_dict``) without :data:`DECODE_ONLY_CONFIG` (modified in place)."""
+    for section, key in DECODE_ONLY_CONFIG:
+        cfg[section].pop(key, None)
+    return cfg
+
+
 TRAINING_ONLY_TENSORS = ("logit_scale",)
 """Tensors a checkpoint may hold for training (the CLIP temperature of Eq. 10) that inference
 never uses: kept aside on load so that saving and :meth:`EntangleCodec.fingerprint` see them."""
@@ -435,18 +447,19 @@ class EntangleCodec(nn.Module):
         codes: Tensor | np.ndarray | Tokens,
         lengths: Tensor | Sequence[int] | None = None,
         steps: int = 1,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         num_samples: Tensor | Sequence[int] | None = None,
         seed: int = 0,
         return_mel: bool = False,
     ) -> Audio:
-        """Rebuild audio from tokens (one Euler step and guidance 1.0 by default, as the paper).
+        """Rebuild audio from tokens (one Euler step, as the paper).
 
         Args:
             codes: ``[F]`` / ``[B, F]`` token ids, or a :class:`Tokens` (its lengths are then used).
             lengths: ``[B]`` valid frames per item.
             steps: Euler steps of the flow sampler.
-            guidance: classifier-free guidance scale ``gamma`` (Eq. 12); 0 disables it.
+            guidance: classifier-free guidance scale ``gamma`` (Eq. 12); 0 disables it. ``None``: the
+                checkpoint's ``decoder.guidance`` (1.0, the paper's value, unless the checkpoint says otherwise).
             num_samples: ``[B]`` original lengths in samples; output is trimmed to them.
             seed: seed of the initial noise (each item draws its own noise, so batching does not
                 change results).
@@ -460,7 +473,7 @@ class EntangleCodec(nn.Module):
             lengths = codes.lengths if lengths is None else lengths
             num_samples = codes.num_samples if num_samples is None else num_samples
             codes = codes.codes
-        steps, guidance = check_sampling(steps, guidance)
+        steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
         c, flen = self._check_codes(codes, lengths)
         was_training = self.training
         self.eval()
@@ -502,11 +515,12 @@ class EntangleCodec(nn.Module):
         sample_rate: int,
         lengths: Tensor | Sequence[int] | None = None,
         steps: int = 1,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         seed: int = 0,
     ) -> Audio:
-        """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths."""
-        steps, guidance = check_sampling(steps, guidance)
+        """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths (``guidance``:
+        as :meth:`decode`, ``None`` for the checkpoint's default)."""
+        steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
         return self.decode(self.encode(wav, sample_rate, lengths), steps=steps, guidance=guidance, seed=seed)
 
     @torch.no_grad()
@@ -578,7 +592,7 @@ class EntangleCodec(nn.Module):
         if cached is not None and not self.training:
             return str(cached)
         h = hashlib.sha256()
-        h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        h.update(json.dumps(_token_space_config(self.config.to_dict()), sort_keys=True).encode())
         h.update(self.quantizer.codebook.detach().float().cpu().numpy().tobytes())
         tensors = {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
         tensors.update(self.__dict__["_training_tensors"])
@@ -595,7 +609,7 @@ class EntangleCodec(nn.Module):
 
         Token files written by that release store it; they decode with the model they came from.
         """
-        cfg = self.config.to_dict()
+        cfg = _token_space_config(self.config.to_dict())
         for (section, key), default in LEGACY_CONFIG_DEFAULTS.items():
             if cfg[section].pop(key) != default:
                 return None

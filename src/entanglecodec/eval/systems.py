@@ -337,11 +337,12 @@ class EntangleCodecSystem(System):
     Args:
         checkpoint: a directory written by ``save_pretrained``, or an ``EntangleCodec`` instance.
         name: label for reports (default: the directory name, or ``"entanglecodec"``).
-        steps, guidance: the decoder's Euler steps and classifier-free guidance (Eq. 12).
+        steps, guidance: the decoder's Euler steps and classifier-free guidance (Eq. 12; ``None``: the
+            checkpoint's default).
     """
 
     def __init__(
-        self, checkpoint: str | Path | Any, name: str | None = None, steps: int = 1, guidance: float = 1.0
+        self, checkpoint: str | Path | Any, name: str | None = None, steps: int = 1, guidance: float | None = None
     ) -> None:
         self.steps, self.guidance = steps, guidance
         if isinstance(checkpoint, str | Path):
