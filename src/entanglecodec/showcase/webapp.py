@@ -206,7 +206,9 @@ def codec_tab(ctx: ServeContext) -> None:
             names = list(ctx.checkpoints)
             model = gr.Dropdown(names, value=names[0], label="model")
             steps = gr.Slider(1, 32, value=1, step=1, label="Euler steps of the flow decoder")
-            guidance = gr.Slider(0.0, 10.0, value=1.0, step=0.1, label="classifier-free guidance (0: off)")
+            # starts at the first model's own default (decoder.guidance in its config.json)
+            default_g = float(ctx.model(names[0]).config.decoder.guidance)
+            guidance = gr.Slider(0.0, 10.0, value=default_g, step=0.1, label="classifier-free guidance (0: off)")
             captions = gr.Textbox("\n".join(ctx.captions), lines=6, label="candidate captions (one per line)")
             run = gr.Button("Tokenise and reconstruct", variant="primary", elem_id="run")
         with gr.Column():
