@@ -213,6 +213,8 @@ class CodecModule(L.LightningModule):
         """
         assert self.disc is not None
         out: dict[str, Tensor] = {}
+        fm_on = self.recipe.loss.feature_matching > 0
+        real_feats: list[list[Tensor]] | None = None
         if self.recipe.loss.adv_critic == "joint":
             real_logits, real_feats = self.disc(real)
             fake_d, _ = self.disc(fake.detach())
@@ -220,12 +222,12 @@ class CodecModule(L.LightningModule):
             weights = {k: v.detach() for k, v in self.disc.named_parameters()}
             fake_logits, fake_feats = torch.func.functional_call(self.disc, weights, (fake,))
         else:
-            with torch.no_grad():
-                _, real_feats = self.disc(real)
+            if fm_on:  # the frozen critic sees real mels only for feature matching
+                with torch.no_grad():
+                    _, real_feats = self.disc(real)
             fake_logits, fake_feats = self.disc(fake)
         out["adv"] = hinge_generator_loss(fake_logits)
-        fm_on = self.recipe.loss.feature_matching > 0
-        out["fm"] = feature_matching_loss(real_feats, fake_feats) if fm_on else fake.new_zeros(())
+        out["fm"] = feature_matching_loss(real_feats, fake_feats) if real_feats is not None and fm_on else fake.new_zeros(())
         return out
 
     def _fake_mel(self, mel: Tensor, zq: Tensor, mask: Tensor, generator: torch.Generator | None) -> Tensor:
