@@ -233,8 +233,15 @@ class DecoderConfig:
     # is (1 + g) E[mel | tokens] - g E[mel], so the best value depends on how sharp the trained
     # decoder's conditional mean is (reports/codec-diagnosis.md §5); set it per checkpoint.
     guidance: float = 1.0
+    # Pitch conditioning (not in the paper; codec/pitch.py): a predictor reads voicing and F0 from
+    # Z_q and the decoder also gets the mel-domain harmonic comb of that contour, so that the
+    # one-step output draws harmonics at one pitch instead of averaging over the possible ones.
+    pitch_cond: bool = False
+    pitch_hidden: int = 256  # channels of the pitch predictor's convolutions
 
     def validate(self) -> None:
+        if self.pitch_hidden < 1:
+            raise ConfigError("decoder: pitch_hidden must be >= 1")
         if not 0.0 <= self.guidance <= 10.0:
             raise ConfigError("decoder: guidance must lie in [0, 10]")
         if not 0.0 <= self.t_zero_fraction <= 1.0:

@@ -309,3 +309,45 @@ def test_pre_layout_run_checkpoint_exports(corpus, tmp_path):
     out = export_run(run, tmp_path / "export")
     assert EntangleCodec.from_pretrained(out).config.name == "tiny"
     run_training(recipe(corpus, "trainer.max_steps=3"), run, resume=True, enable_progress_bar=False)
+
+
+def test_pitch_conditioned_warm_start_then_stage2(corpus, tmp_path):
+    """decoder.pitch_cond: a stage-1 warm start from another run's .ckpt copies what matches (aux heads
+    included) and adds the pitch modules fresh; the predictor trains and exports; stage 2 keeps it frozen."""
+    from entanglecodec.training.codec_module import CodecModule
+    from entanglecodec.training.run import warm_start_stage1
+
+    base = tmp_path / "base"
+    run_training(recipe(corpus, "trainer.max_steps=6", "loss.primitives=1.0"), base, enable_progress_bar=False)
+    ckpt = base / "checkpoints" / "last.ckpt"
+    pitch_args = (f"init_from={ckpt}", "loss.primitives=1.0", "model.overrides.decoder.pitch_cond=true")
+    rec = recipe(corpus, "trainer.max_steps=8", *pitch_args)
+    module = CodecModule(rec.to_dict(), str(tmp_path / "probe"))
+    (tmp_path / "probe").mkdir()
+    warm_start_stage1(module, ckpt, tmp_path / "probe")
+    theirs, mine = load_run(base).state_dict(), module.state_dict()
+    assert any(k.startswith("primitive_head.") for k in theirs) and "model.frontend.mel_std" in theirs
+    for k, v in theirs.items():  # everything the source had, the auxiliary heads and statistics included
+        assert torch.equal(mine[k], v), k
+    assert sorted(set(mine) - set(theirs)) == sorted(k for k in mine if ".pitch" in k)
+    assert float(module.model.decoder.pitch_proj.weight.abs().max()) == 0.0  # fresh and neutral
+    with pytest.raises(ConfigError, match="no tensor matches|neither"):
+        warm_start_stage1(module, tmp_path, tmp_path / "probe")
+
+    run = tmp_path / "pitch"
+    trained = run_training(rec, run, enable_progress_bar=False)
+    rows = metrics(run)
+    for key in ("train/pitch", "train/pitch_f0_cents", "train/pitch_vuv_acc"):
+        assert len([r for r in rows if r.get(key)]) == 8, key
+    assert float(trained.model.decoder.pitch_proj.weight.abs().max()) > 0  # the decoder learned to read it
+    out = export_run(run, tmp_path / "pitch_export")
+    model = EntangleCodec.from_pretrained(out)
+    assert model.pitch is not None and model.decode(model.encode(torch.randn(12000) * 0.1, 24000)).wav.shape[-1] == 12000
+
+    s2 = run_training(
+        recipe(corpus, f"init_from={out}", "loss.adv=0", "trainer.max_steps=3", path=REPO / "configs" / "tiny-stage2.yaml"),
+        tmp_path / "s2", enable_progress_bar=False,
+    )
+    for k, v in model.pitch.state_dict().items():
+        assert torch.equal(v, s2.model.pitch.state_dict()[k]), f"pitch predictor {k} moved in stage 2"
+    assert any(r.get("train/flow") for r in metrics(tmp_path / "s2"))

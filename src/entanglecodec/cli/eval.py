@@ -64,6 +64,14 @@ def reconstruct(
             "decoder.guidance). Repeatable: one row per checkpoint and value.",
         ),
     ] = None,
+    oracle_f0: Annotated[
+        bool,
+        typer.Option(
+            "--oracle-f0",
+            help="Also score each pitch-conditioned checkpoint with the input's tracked F0 instead of "
+            "the F0 it predicts from the tokens (the diagnosis' oracle control; side information, not a codec).",
+        ),
+    ] = False,
     split: Annotated[
         str, typer.Option(help="Manifest split to evaluate (train, valid, test or all).")
     ] = "test",
@@ -167,6 +175,10 @@ def reconstruct(
                 if g is not None or steps != 1:
                     label = f"{label} (steps {steps}, γ {'default' if g is None else f'{g:g}'})"
                 systems.append(EntangleCodecSystem(c, name=label, steps=steps, guidance=g))
+                if oracle_f0:
+                    systems.append(
+                        EntangleCodecSystem(c, name=f"{label} + oracle F0", steps=steps, guidance=g, oracle_f0=True)
+                    )
         for spec in system or []:
             systems.append(parse_system_spec(spec, timeout=timeout))
         if baselines:

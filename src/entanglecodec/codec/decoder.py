@@ -12,6 +12,11 @@ learned segment embedding tells the two apart. With ``cond_mode="add"`` the proj
 alignment given); ``"both"`` keeps the prefix and adds. The time embedding is also added to every
 noisy frame. A learned null condition replaces ``Z_q``
 with probability ``cond_dropout`` in training for classifier-free guidance (Eq. 12).
+
+With ``pitch_cond`` (not in the paper, see ``codec/pitch.py``) the decoder also reads per-frame pitch
+features ``[B, F, n_mels + 2]`` (harmonic comb, voicing, log-F0), projected and added to each noisy
+frame; the projection starts at zero, so a model warm-started from one without it begins unchanged.
+Where the null condition replaces ``Z_q``, the pitch features are zeroed too.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class FlowDecoder(nn.Module):
 
     def __init__(self, n_mels: int, cond_dim: int, cfg: DecoderConfig) -> None:
         super().__init__()
+        self.pitch_proj: nn.Linear | None = None
         self.cfg = cfg
         d = cfg.transformer.dim
         self.n_mels = n_mels
@@ -71,17 +77,24 @@ class FlowDecoder(nn.Module):
         self.out = nn.Linear(d, n_mels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if cfg.pitch_cond:
+            self.pitch_proj = nn.Linear(n_mels + 2, d)
+            nn.init.zeros_(self.pitch_proj.weight)
+            nn.init.zeros_(self.pitch_proj.bias)
 
     def null_condition(self, like: Tensor) -> Tensor:
         """The learned null condition expanded to ``like``'s shape ``[B, F, D_quant]``."""
         return self.null_cond.to(like.dtype).expand_as(like)
 
-    def forward(self, xt: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, xt: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None = None, pitch: Tensor | None = None
+    ) -> Tensor:
         """Args:
             xt: noisy mel ``[B, n_mels, F]``.
             t: flow time ``[B]`` in ``[0, 1]``.
             cond: ``Z_q [B, F, D_quant]`` (or the null condition).
             mask: ``[B, F]`` True on valid frames.
+            pitch: pitch features ``[B, F, n_mels + 2]`` (``pitch_cond`` models; zeros = unconditional).
 
         Returns: velocity ``[B, n_mels, F]``.
         """
@@ -91,6 +104,10 @@ class FlowDecoder(nn.Module):
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_embed_dim).to(xt.dtype))  # [B, D]
         c = self.cond_proj(cond)  # [B, F, D]
         x = self.x_proj(xt.transpose(1, 2)) + self.segment[1] + temb[:, None]
+        if self.pitch_proj is not None:
+            if pitch is None:
+                raise ValueError("this decoder is pitch-conditioned (decoder.pitch_cond): pitch features are required")
+            x = x + self.pitch_proj(pitch.to(x.dtype))
         mode = self.cfg.cond_mode
         if mode != "prefix":
             x = x + c
@@ -107,11 +124,19 @@ class FlowDecoder(nn.Module):
         h = self.transformer(seq, full_mask, positions)
         return self.out(h[:, -f:]).transpose(1, 2)
 
-    def loss(self, x: Tensor, cond: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def loss(
+        self,
+        x: Tensor,
+        cond: Tensor,
+        mask: Tensor,
+        generator: torch.Generator | None = None,
+        pitch: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Flow-matching L1 loss (Eq. 9) with condition dropout.
 
         Args:
-            x: target normalised mel ``[B, n_mels, F]``; cond: ``Z_q [B, F, D_quant]``; mask ``[B, F]``.
+            x: target normalised mel ``[B, n_mels, F]``; cond: ``Z_q [B, F, D_quant]``; mask ``[B, F]``;
+            pitch: pitch features ``[B, F, n_mels + 2]`` (``pitch_cond`` models, dropped with ``Z_q``).
 
         Returns: ``(loss, one_step_estimate)`` where the estimate ``x_t + (1 - t) v`` ``[B, n_mels, F]``
         is the decoder's one-step sample from the same noise (used for stage-2 adversarial loss).
@@ -125,32 +150,41 @@ class FlowDecoder(nn.Module):
         if self.training and self.cfg.cond_dropout > 0:
             drop = torch.rand(b, device=x.device) < self.cfg.cond_dropout
             cond = torch.where(drop[:, None, None], self.null_condition(cond), cond)
+            if pitch is not None:
+                pitch = pitch.masked_fill(drop[:, None, None], 0.0)
         xt, target = flow_interpolate(x, z, t, self.cfg.sigma_min)
-        v = self(xt, t, cond, mask)
+        v = self(xt, t, cond, mask, pitch)
         m = mask[:, None, :].to(x.dtype)
         loss = ((v - target).abs() * m).sum() / (m.sum() * x.shape[1]).clamp_min(1.0)
         est = xt + (1 - t)[:, None, None] * v
         return loss, est
 
-    def one_step(self, cond: Tensor, mask: Tensor | None, noise: Tensor, guidance: float = 1.0) -> Tensor:
+    def one_step(
+        self, cond: Tensor, mask: Tensor | None, noise: Tensor, guidance: float = 1.0, pitch: Tensor | None = None
+    ) -> Tensor:
         """The one-step sample of :meth:`sample` (``steps=1``) with gradients kept (stage-2 adversarial term).
 
         Args:
             cond: ``Z_q [B, F, D_quant]``; mask: ``[B, F]`` or None; noise: ``z [B, n_mels, F]``.
             guidance: ``gamma`` of Eq. 12 (0: no guidance, one forward pass).
+            pitch: pitch features ``[B, F, n_mels + 2]`` (``pitch_cond`` models).
 
         Returns: normalised mel ``[B, n_mels, F]``, ``z + v_gamma(z, 0)``.
         """
         return noise + self._velocity(noise, torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype),
-                                      cond, mask, guidance)
+                                      cond, mask, guidance, pitch)
 
-    def _velocity(self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None, guidance: float) -> Tensor:
-        """Guided velocity ``(1 + gamma) v(x, t, c) - gamma v(x, t, null)`` ``[B, n_mels, F]`` (Eq. 12)."""
+    def _velocity(
+        self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None, guidance: float, pitch: Tensor | None = None
+    ) -> Tensor:
+        """Guided velocity ``(1 + gamma) v(x, t, c) - gamma v(x, t, null)`` ``[B, n_mels, F]`` (Eq. 12);
+        the unconditional pass gets zero pitch features."""
         if guidance == 0.0:
-            return self(x, t, cond, mask)
+            return self(x, t, cond, mask, pitch)
         null = self.null_condition(cond)
         both = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]),
-                    None if mask is None else torch.cat([mask, mask]))
+                    None if mask is None else torch.cat([mask, mask]),
+                    None if pitch is None else torch.cat([pitch, torch.zeros_like(pitch)]))
         v_c, v_u = both.chunk(2)
         return (1 + guidance) * v_c - guidance * v_u
 
@@ -162,6 +196,7 @@ class FlowDecoder(nn.Module):
         steps: int = 1,
         guidance: float = 1.0,
         noise: Tensor | None = None,
+        pitch: Tensor | None = None,
     ) -> Tensor:
         """Euler integration from ``t = 0`` (noise) to ``t = 1`` with optional CFG (Eq. 12).
 
@@ -170,6 +205,7 @@ class FlowDecoder(nn.Module):
             steps: Euler steps (the paper uses 1).
             guidance: ``gamma`` in Eq. 12; ``0`` disables guidance (one forward pass per step).
             noise: initial ``z [B, n_mels, F]`` (standard normal when omitted).
+            pitch: pitch features ``[B, F, n_mels + 2]`` (``pitch_cond`` models).
 
         Returns: normalised mel ``[B, n_mels, F]``.
         """
@@ -180,5 +216,5 @@ class FlowDecoder(nn.Module):
         dt = 1.0 / steps
         for i in range(steps):
             t = torch.full((b,), i * dt, device=cond.device, dtype=x.dtype)
-            x = x + dt * self._velocity(x, t, cond, mask, guidance)
+            x = x + dt * self._velocity(x, t, cond, mask, guidance, pitch)
         return x

@@ -50,6 +50,7 @@ from ..checkpoint import (
 from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
+from .pitch import PitchConditioner
 from .quantizer import Quantizer
 from .text import CaptionEncoder
 from .windowing import Window, run_windowed, window_plan
@@ -67,10 +68,23 @@ DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (("decoder", "guidance"),)
 of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
 
 
+OPTIONAL_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("decoder", "pitch_cond"): False,
+    ("decoder", "pitch_hidden"): 256,
+}
+"""Config options added after the current fingerprint definition, with the value that behaves as
+before they existed: hashed only when set to another value, so the fingerprints of checkpoints
+made before them (and their token files) stay valid."""
+
+
 def _token_space_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` (a config ``to_dict``) without :data:`DECODE_ONLY_CONFIG` (modified in place)."""
+    """``cfg`` (a config ``to_dict``) without :data:`DECODE_ONLY_CONFIG`, and without the
+    :data:`OPTIONAL_CONFIG_DEFAULTS` options left at their default (modified in place)."""
     for section, key in DECODE_ONLY_CONFIG:
         cfg[section].pop(key, None)
+    for (section, key), default in OPTIONAL_CONFIG_DEFAULTS.items():
+        if cfg[section].get(key, default) == default:
+            cfg[section].pop(key, None)
     return cfg
 
 
@@ -211,6 +225,9 @@ class EntangleCodec(nn.Module):
         self.text_encoder = CaptionEncoder(config.text, config.align_dim) if build_text_encoder else None
         self.quantizer = Quantizer(config.encoder.dim, config.quantizer, codebook_only=codebook_only)
         self.decoder = FlowDecoder(config.mel.n_mels, config.quantizer.dim, config.decoder)
+        self.pitch: PitchConditioner | None = None
+        if config.decoder.pitch_cond:
+            self.pitch = PitchConditioner(config.mel, config.quantizer.dim, config.decoder.pitch_hidden)
         self.__dict__["_vocoder"] = None
         self.__dict__["_fingerprint"] = None
         self.__dict__["_training_tensors"] = {}
@@ -364,11 +381,29 @@ class EntangleCodec(nn.Module):
             cls[i] = torch.stack(parts).sum(0) / float(flen[i])
         return frames, self.quantizer.project(frames), cls
 
+    def pitch_features(self, zq: Tensor, f0_hz: Tensor | None) -> Tensor | None:
+        """Decoder pitch features ``[B, F, n_mels + 2]`` of ``Z_q [B, F, Dq]`` (``None`` without
+        ``decoder.pitch_cond``): predicted from the codes, or, given ``f0_hz [B, F]`` (Hz, 0 =
+        unvoiced), that contour's (the oracle control of the diagnosis)."""
+        if self.pitch is None:
+            return None
+        if f0_hz is None:
+            return self.pitch.from_codes(zq)
+        return self.pitch.features(f0_hz, f0_hz > 0)
+
     def _decode_mel(
-        self, zq: Tensor, flen: Tensor, steps: int, guidance: float, noise: Tensor, batch_windows: int = 4
+        self,
+        zq: Tensor,
+        flen: Tensor,
+        steps: int,
+        guidance: float,
+        noise: Tensor,
+        batch_windows: int = 4,
+        f0_hz: Tensor | None = None,
     ) -> Tensor:
         """Codebook vectors ``[B, F, Dq]`` -> normalised mel ``[B, n_mels, F]``, windowed; each window
-        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip)."""
+        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip). ``f0_hz [B, F]``:
+        an oracle F0 contour for pitch-conditioned models (see :meth:`pitch_features`)."""
         b, f, _ = zq.shape
         w = self.config.max_frames
         mel = zq.new_zeros(b, self.config.mel.n_mels, f)
@@ -377,12 +412,15 @@ class EntangleCodec(nn.Module):
             idx = torch.tensor(items, device=zq.device)
             fs = int(flen[idx].max())
             m = lengths_to_mask(flen[idx], fs)
-            mel[idx, :, :fs] = self.decoder.sample(zq[idx, :fs], m, steps, guidance, noise[idx, :, :fs])
+            c = zq[idx, :fs]
+            p = self.pitch_features(c, None if f0_hz is None else f0_hz[idx, :fs])
+            mel[idx, :, :fs] = self.decoder.sample(c, m, steps, guidance, noise[idx, :, :fs], p)
 
         def windows(chunk: list[Window]) -> None:
             c = torch.stack([zq[j.item, j.start : j.start + w] for j in chunk])
             z = torch.stack([noise[j.item, :, j.start : j.start + w] for j in chunk])
-            out = self.decoder.sample(c, None, steps, guidance, z)
+            oracle = None if f0_hz is None else torch.stack([f0_hz[j.item, j.start : j.start + w] for j in chunk])
+            out = self.decoder.sample(c, None, steps, guidance, z, self.pitch_features(c, oracle))
             for k, j in enumerate(chunk):
                 mel[j.item, :, j.keep_start : j.keep_end] = out[k, :, j.inner]
 
@@ -451,6 +489,7 @@ class EntangleCodec(nn.Module):
         num_samples: Tensor | Sequence[int] | None = None,
         seed: int = 0,
         return_mel: bool = False,
+        f0_hz: Tensor | None = None,
     ) -> Audio:
         """Rebuild audio from tokens (one Euler step, as the paper).
 
@@ -464,6 +503,9 @@ class EntangleCodec(nn.Module):
             seed: seed of the initial noise (each item draws its own noise, so batching does not
                 change results).
             return_mel: also attach the decoded log-mel as ``audio.mel`` (``[B, n_mels, F]``).
+            f0_hz: ``[B, F]`` F0 contour in Hz (0 = unvoiced) given to a pitch-conditioned decoder
+                (``decoder.pitch_cond``) instead of the one it predicts from the tokens: the oracle
+                control of ``reports/codec-diagnosis.md``, not a codec path (it is side information).
 
         Returns:
             :class:`Audio` with ``wav [B, S]``: ``F * 480`` samples per item, trimmed to
@@ -484,7 +526,13 @@ class EntangleCodec(nn.Module):
             for i in range(b):
                 g = torch.Generator().manual_seed(seed)
                 noise[i, :, : int(flen[i])] = torch.randn(self.config.mel.n_mels, int(flen[i]), generator=g)
-            mel = self._decode_mel(zq, flen, steps, guidance, noise)
+            if f0_hz is not None:
+                if self.pitch is None:
+                    raise TokenError("f0_hz given, but this checkpoint's decoder is not pitch-conditioned")
+                if tuple(f0_hz.shape) != (b, f):
+                    raise TokenError(f"f0_hz has shape {tuple(f0_hz.shape)}, expected {(b, f)} (items, frames)")
+                f0_hz = f0_hz.to(zq)
+            mel = self._decode_mel(zq, flen, steps, guidance, noise, f0_hz=f0_hz)
             log_mel = self.frontend.denormalize(mel)
             log_mel = log_mel.masked_fill(~lengths_to_mask(flen, f)[:, None, :], math.log(self.config.mel.log_floor))
             wav = self._vocode(log_mel, flen)
@@ -613,6 +661,8 @@ class EntangleCodec(nn.Module):
         for (section, key), default in LEGACY_CONFIG_DEFAULTS.items():
             if cfg[section].pop(key) != default:
                 return None
+        if any(key in cfg[section] for section, key in OPTIONAL_CONFIG_DEFAULTS):
+            return None
         h = hashlib.sha256()
         h.update(json.dumps(cfg, sort_keys=True).encode())
         h.update(self.quantizer.codebook.detach().float().cpu().numpy().tobytes())

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from ..codec.model import EntangleCodec
-from ..training.aux_losses import F0_REFERENCE_HZ, frame_f0
+from ..codec.pitch import F0_REFERENCE_HZ
+from ..training.aux_losses import frame_f0
 from .load import load_codec
 from .report import report_paths, write_report
 

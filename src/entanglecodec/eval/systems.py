@@ -339,12 +339,19 @@ class EntangleCodecSystem(System):
         name: label for reports (default: the directory name, or ``"entanglecodec"``).
         steps, guidance: the decoder's Euler steps and classifier-free guidance (Eq. 12; ``None``: the
             checkpoint's default).
+        oracle_f0: give a pitch-conditioned decoder the input's tracked F0 (the training tracker)
+            instead of the F0 it predicts from the tokens — the diagnosis' oracle control.
     """
 
     def __init__(
-        self, checkpoint: str | Path | Any, name: str | None = None, steps: int = 1, guidance: float | None = None
+        self,
+        checkpoint: str | Path | Any,
+        name: str | None = None,
+        steps: int = 1,
+        guidance: float | None = None,
+        oracle_f0: bool = False,
     ) -> None:
-        self.steps, self.guidance = steps, guidance
+        self.steps, self.guidance, self.oracle_f0 = steps, guidance, oracle_f0
         if isinstance(checkpoint, str | Path):
             from .load import load_codec
 
@@ -360,15 +367,25 @@ class EntangleCodecSystem(System):
             self.name = name or "entanglecodec"
         self.model.eval()
         self.bitrate = float(self.model.bitrate)
+        if oracle_f0 and self.model.pitch is None:
+            raise CodecSystemError(f"{self.name}: oracle F0 needs a pitch-conditioned checkpoint (decoder.pitch_cond)")
 
     def process(self, wav: np.ndarray) -> np.ndarray:
         import torch
 
         x = _check_input(wav)
         with torch.no_grad():
-            audio = self.model.reconstruct(
-                torch.from_numpy(x)[None], SAMPLE_RATE, steps=self.steps, guidance=self.guidance
-            )
+            if self.oracle_f0:
+                from ..training.aux_losses import frame_f0
+
+                tokens = self.model.encode(torch.from_numpy(x)[None], SAMPLE_RATE)
+                n = int(tokens.codes.shape[1])
+                f0 = torch.from_numpy(frame_f0(x, SAMPLE_RATE, self.model.hop_length, n))[None]
+                audio = self.model.decode(tokens, steps=self.steps, guidance=self.guidance, f0_hz=f0)
+            else:
+                audio = self.model.reconstruct(
+                    torch.from_numpy(x)[None], SAMPLE_RATE, steps=self.steps, guidance=self.guidance
+                )
         if int(audio.sample_rate) != SAMPLE_RATE:
             raise CodecSystemError(
                 f"{self.name}: model returned {audio.sample_rate} Hz audio, expected {SAMPLE_RATE}"

@@ -24,14 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..codec.pitch import F0_CEIL_HZ, F0_FLOOR_HZ, masked_mean, pitch_loss
 from ..data.dataset import collate_audio
 
-F0_REFERENCE_HZ = 200.0  # log-F0 targets are octaves relative to this frequency
-F0_FLOOR_HZ = 60.0
-F0_CEIL_HZ = 900.0
 TRACK_RATE = 16000  # Hz at which F0 is tracked
 
 
@@ -85,10 +82,6 @@ class PitchCollate:
         return out
 
 
-def _masked_mean(x: Tensor, m: Tensor) -> Tensor:
-    return (x * m).sum() / m.sum().clamp_min(1.0)
-
-
 class PrimitiveHead(nn.Module):
     """``h~ [B, F, D_quant]`` -> voicing logit, log2(F0 / 200 Hz) and frame energy, each ``[B, F]``."""
 
@@ -104,20 +97,11 @@ class PrimitiveHead(nn.Module):
         """Args: ``feats`` h~ ``[B, F, D]``; ``f0 [B, F]`` Hz (0 unvoiced); normalised ``mel [B, n_mels, F]``;
         ``mask [B, F]``. Returns ``prim`` (sum of the three terms), ``prim_vuv_acc`` and
         ``prim_f0_cents`` (mean absolute F0 error on voiced frames, in cents)."""
-        f = feats.shape[1]
-        f0 = f0[:, :f].to(feats.dtype)
         m = mask.to(feats.dtype)
-        voiced = (f0 > 0).to(feats.dtype) * m
         logit, logf0, energy = self(feats)
-        target_log = torch.log2(f0.clamp_min(1.0) / F0_REFERENCE_HZ)
-        vuv = _masked_mean(F.binary_cross_entropy_with_logits(logit, voiced, reduction="none"), m)
-        f0_err = (logf0 - target_log).abs()
-        f0_loss = _masked_mean(f0_err, voiced)
-        energy_loss = _masked_mean((energy - mel.mean(dim=1)).abs(), m)
-        with torch.no_grad():
-            acc = _masked_mean(((logit > 0).to(feats.dtype) == voiced).to(feats.dtype), m)
-            cents = 1200.0 * _masked_mean(f0_err, voiced)
-        return {"prim": vuv + f0_loss + energy_loss, "prim_vuv_acc": acc, "prim_f0_cents": cents}
+        p = pitch_loss(logit, logf0, f0, mask)
+        energy_loss = masked_mean((energy - mel.mean(dim=1)).abs(), m)
+        return {"prim": p["vuv"] + p["f0"] + energy_loss, "prim_vuv_acc": p["vuv_acc"], "prim_f0_cents": p["f0_cents"]}
 
 
 class MelRegressionHead(nn.Module):

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..codec.model import EntangleCodec
@@ -38,6 +39,7 @@ def stage1_losses(
     captions: Sequence[str] | None = None,
     generator: torch.Generator | None = None,
     caption_emb: Tensor | None = None,
+    f0_hz: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Stage-1 losses on a batch of normalised mels ``[B, n_mels, F]`` with ``mask [B, F]``.
 
@@ -49,10 +51,25 @@ def stage1_losses(
 
     ``caption_emb [B, hidden]``: pooled outputs of the frozen caption backbone computed beforehand
     (a feature directory's); used instead of running the backbone on ``captions``.
+
+    ``f0_hz [B, F']`` (Hz, 0 = unvoiced, ``F' >= F``): the tracked F0 of the batch, required by a
+    pitch-conditioned model (``decoder.pitch_cond``). Its decoder is then trained on the comb of this
+    contour (teacher forcing), and the output also holds ``pitch`` (the predictor's voicing + F0
+    loss on ``Z_q``), ``pitch_vuv_acc`` and ``pitch_f0_cents``.
     """
     enc = model.encoder(mel, mask)
     q: QuantizerOutput = model.quantizer(enc.frames, mask)
-    flow, est = model.decoder.loss(mel, q.quantized, mask, generator)
+    pitch_feats = None
+    pitch_out: dict[str, Tensor] = {}
+    if model.pitch is not None:
+        if f0_hz is None:
+            raise ValueError("a pitch-conditioned model (decoder.pitch_cond) needs the batch's F0 (f0_hz)")
+        f = mel.shape[-1]
+        f0 = F.pad(f0_hz, (0, max(0, f - f0_hz.shape[1])))[:, :f].to(mel.dtype)
+        pitch_feats = model.pitch.features(f0, f0 > 0)
+        p = model.pitch.loss(q.quantized, f0, mask)
+        pitch_out = {"pitch": p["vuv"] + p["f0"], "pitch_vuv_acc": p["vuv_acc"], "pitch_f0_cents": p["f0_cents"]}
+    flow, est = model.decoder.loss(mel, q.quantized, mask, generator, pitch_feats)
     out = {
         "flow": flow,
         "vq": q.loss,
@@ -64,6 +81,7 @@ def stage1_losses(
         "codes": q.codes,
         "pre_quant": q.pre_quant,
         "quantized": q.quantized,
+        **pitch_out,
     }
     if captions is not None:
         if model.text_encoder is None:

@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..audio import lengths_to_mask, num_frames
 from ..codec.model import EntangleCodec
@@ -70,7 +70,7 @@ class CodecModule(L.LightningModule):
         else:
             assert self.recipe.init_from is not None
             self.model = EntangleCodec.from_pretrained(self.recipe.init_from, build_text_encoder=False)
-            for part in (self.model.encoder, self.model.audio_proj, self.model.quantizer, self.model.frontend):
+            for part in self._tokenizer_parts():
                 freeze(part)
             if stage == "disc":
                 freeze(self.model.decoder)
@@ -120,11 +120,18 @@ class CodecModule(L.LightningModule):
         usable = check_index(index, config or self.recipe.model.build(), self.recipe.data.text_field, root)
         return int(index["captions"]["embedding"]["dim"]) if usable else None
 
+    def _tokenizer_parts(self) -> list[nn.Module]:
+        """What stage 2 and the discriminator stage keep frozen: everything that makes the tokens,
+        and the pitch predictor that reads them (so the decoder trains on the contour it will get)."""
+        m = self.model
+        parts: list[nn.Module] = [m.encoder, m.audio_proj, m.quantizer, m.frontend]
+        return parts + ([m.pitch] if m.pitch is not None else [])
+
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> CodecModule:
         super().train(mode)
         if self.recipe.stage != "stage1":  # frozen parts stay in eval mode: no EMA/codebook updates
-            for part in (self.model.encoder, self.model.audio_proj, self.model.quantizer, self.model.frontend):
+            for part in self._tokenizer_parts():
                 part.eval()
             if self.recipe.stage == "disc":
                 self.model.decoder.eval()
@@ -182,8 +189,11 @@ class CodecModule(L.LightningModule):
             return {"loss": d_loss, "disc": d_loss, "disc_acc": acc}
         captions = batch.get("caption") if (stage == "stage1" and w.contrast > 0) else None
         emb = batch.get("caption_emb") if (captions is not None and self.precomputed_captions) else None
-        out = stage1_losses(self.model, self.logit_scale, mel, mask, captions, generator, caption_emb=emb)
+        out = stage1_losses(self.model, self.logit_scale, mel, mask, captions, generator, caption_emb=emb,
+                            f0_hz=batch.get("f0"))
         loss = w.flow * out["flow"] + w.vq * out["vq"]
+        if "pitch" in out and stage == "stage1":
+            loss = loss + w.pitch * out["pitch"]
         if "contrast" in out:
             loss = loss + w.contrast * out["contrast"]
         if self.primitive_head is not None:
@@ -237,10 +247,11 @@ class CodecModule(L.LightningModule):
         ``flow_estimate``: the flow loss's one-step estimate at a random ``t``.
         """
         w = self.recipe.loss
+        pitch = self.model.pitch_features(zq, None)  # what decoding gives a pitch-conditioned decoder
         if w.adv_on == "flow_estimate":
-            return self.model.decoder.loss(mel, zq, mask, generator)[1]
+            return self.model.decoder.loss(mel, zq, mask, generator, pitch)[1]
         noise = torch.randn(mel.shape, generator=generator, device=mel.device, dtype=mel.dtype)
-        return self.model.decoder.one_step(zq, mask, noise, w.adv_guidance)
+        return self.model.decoder.one_step(zq, mask, noise, w.adv_guidance, pitch)
 
     def _all_ranks_flag(self, flag: bool) -> bool:
         t = torch.tensor(float(flag), device=self.device)
@@ -316,7 +327,8 @@ class CodecModule(L.LightningModule):
         zq = self.model.quantizer.embed_codes(codes)
         g = torch.Generator(device=self.device).manual_seed(0)
         noise = torch.randn(1, mel.shape[1], n, generator=g, device=self.device)
-        rec = self.model.decoder.sample(zq, None, steps=1, guidance=1.0, noise=noise)
+        rec = self.model.decoder.sample(zq, None, steps=1, guidance=self.model.config.decoder.guidance, noise=noise,
+                                        pitch=self.model.pitch_features(zq, None))
         path = self.run_dir / "plots" / f"val_mel_step{step:07d}.png"
         save_mel_comparison(mel[0, :, :n].float().cpu(), rec[0].float().cpu(), path, title=f"step {step}")
         for lg in self.loggers:

@@ -195,10 +195,12 @@ class CodecDataModule(pl.LightningDataModule):
         self.recipe = recipe
 
     def _collate(self) -> Any:
-        """Batches carry per-frame F0 targets when the primitive loss is on."""
-        if self.recipe.stage == "stage1" and self.recipe.loss.primitives > 0:
-            mel = self.recipe.model.build().mel
-            return PitchCollate(mel.sample_rate, mel.hop_length)
+        """Batches carry per-frame F0 targets when the primitive loss is on or the model's decoder
+        is pitch-conditioned (stage 1 and stage 2; the discriminator stage decodes with predicted F0)."""
+        config = self.recipe.model_config()
+        r = self.recipe
+        if (r.stage == "stage1" and r.loss.primitives > 0) or (r.stage != "disc" and config.decoder.pitch_cond):
+            return PitchCollate(config.mel.sample_rate, config.mel.hop_length)
         return collate_audio
 
     def train_dataloader(self) -> Any:

@@ -128,6 +128,9 @@ class LossSection:
     # ``training/aux_losses.py``: F0/voicing/energy read from h~, and a frame-wise mel from Z_q.
     primitives: float = 0.0
     mel_regression: float = 0.0
+    # Pitch-conditioned models (model decoder.pitch_cond, codec/pitch.py): weight of the voicing/F0
+    # predictor's loss on Z_q (stage 1; the predictor is frozen with the tokenizer after it).
+    pitch: float = 1.0
 
 
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
@@ -178,7 +181,10 @@ class Recipe:
 
     stage: Stage = "stage1"
     model: ModelSection = field(default_factory=ModelSection)
-    init_from: str | None = None  # stage2/disc: exported stage-1 checkpoint directory
+    # stage2/disc: the exported stage-1 checkpoint directory they start from. stage1: optional warm
+    # start (not a resume): the tensors of that export whose names and shapes match are copied, the
+    # rest (e.g. modules a switch added) keep their initialisation; the recipe's model config rules.
+    init_from: str | None = None
     discriminator: str | None = None  # stage2: pre-trained discriminator directory
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -194,6 +200,13 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def model_config(self) -> EntangleCodecConfig:
+        """The codec configuration this recipe trains: ``model`` for stage 1, the ``init_from``
+        checkpoint's own ``config.json`` for stage 2 and the discriminator stage."""
+        if self.stage == "stage1" or not self.init_from:
+            return self.model.build()
+        return EntangleCodecConfig.from_json(Path(self.init_from) / "config.json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:

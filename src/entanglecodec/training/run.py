@@ -23,6 +23,7 @@ picks up the environment. The data sampler shards itself by rank.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,58 @@ def prepare_mel_stats(module: CodecModule, recipe: Recipe, run_dir: Path) -> Non
         mean, std, n = compute_mel_stats(files, module.model.config.mel)
         save_mel_stats(cache, mean, std, n, module.model.config.mel)
     fe.set_stats(mean, std)
+
+
+def copy_matching_tensors(model: torch.nn.Module, theirs: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Warm start: load the tensors of ``theirs`` whose names and shapes match ``model``'s.
+
+    Returns:
+        ``(copied, kept)``: names taken from ``theirs`` and names of ``model`` left as initialised.
+    """
+    mine = model.state_dict()
+    take = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    return sorted(take), sorted(set(mine) - set(take))
+
+
+def warm_start_stage1(module: CodecModule, source: str | Path, run_dir: Path) -> None:
+    """Stage-1 ``init_from``: copy the matching tensors of another stage-1 run into ``module``.
+
+    ``source`` is a Lightning ``.ckpt`` (the codec, its mel statistics, the CLIP temperature and the
+    training-only auxiliary heads) or an exported checkpoint directory (the codec and temperature;
+    auxiliary heads start fresh). Tensors without a match (e.g. modules a switch added) keep their
+    initialisation and are logged. The copied mel statistics are written to ``RUN_DIR/mel_stats.json``.
+
+    Raises:
+        ConfigError: ``source`` is neither, or no tensor matches (another architecture).
+    """
+    from ..audio import save_mel_stats
+    from ..checkpoint import WEIGHTS_NAME
+    from ..config import ConfigError
+    from .codec_losses import LOGIT_SCALE
+
+    src = Path(source)
+    if src.is_file() and src.suffix == ".ckpt":
+        _, state, _ = read_training_checkpoint(src, "EntangleCodec")
+        target: torch.nn.Module = module
+        theirs = CodecModule.migrate_state_dict(state["state_dict"])
+        frozen = "model.text_encoder.backbone."
+    elif (src / WEIGHTS_NAME).is_file():
+        from safetensors.torch import load_file
+
+        target, theirs, frozen = module.model, load_file(str(src / WEIGHTS_NAME)), "text_encoder.backbone."
+        if LOGIT_SCALE in theirs:
+            with torch.no_grad():
+                module.logit_scale.copy_(theirs[LOGIT_SCALE].reshape(()))
+    else:
+        raise ConfigError(f"init_from {source}: neither a training .ckpt nor an exported checkpoint directory")
+    copied, kept = copy_matching_tensors(target, theirs)
+    if not copied:
+        raise ConfigError(f"init_from {source}: no tensor matches this model (different architecture?)")
+    kept = [k for k in kept if not k.startswith(frozen)]  # the caption backbone loads from its own files
+    fe = module.model.frontend
+    save_mel_stats(run_dir / "mel_stats.json", fe.mel_mean, fe.mel_std, 0, module.model.config.mel)
+    log.info("warm start from %s: %d tensors copied, %d initialised fresh %s", source, len(copied), len(kept), kept)
 
 
 def resume_checkpoint(run_dir: Path, resume: bool | str | Path | None) -> Path | None:
@@ -181,7 +234,10 @@ def run_training(
     save_recipe_dict(recipe.to_dict(), run / ("recipe.resumed.yaml" if resume else "recipe.yaml"))
     module = CodecModule(recipe.to_dict(), str(run))
     if recipe.stage == "stage1" and not resume:
-        prepare_mel_stats(module, recipe, run)
+        if recipe.init_from:
+            warm_start_stage1(module, recipe.init_from, run)
+        else:
+            prepare_mel_stats(module, recipe, run)
     trainer = build_trainer(recipe, run, enable_progress_bar, log_version(run, resume))
     trainer.fit(module, datamodule=CodecDataModule(recipe), ckpt_path=str(start) if start else None)
     if not trainer.interrupted:

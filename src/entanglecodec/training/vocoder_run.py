@@ -36,7 +36,13 @@ from ..config import ConfigError
 from ..vocoder.model import Vocoder
 from .callbacks import BestCheckpoint, SaveOnInterrupt, log_version, run_loggers
 from .data import ManifestDataModule
-from .run import check_export_dir, read_training_checkpoint, resume_checkpoint, save_recipe_dict
+from .run import (
+    check_export_dir,
+    copy_matching_tensors,
+    read_training_checkpoint,
+    resume_checkpoint,
+    save_recipe_dict,
+)
 from .vocoder_module import VocoderModule
 from .vocoder_recipe import VocoderRecipe, migrate_legacy_recipe
 
@@ -197,11 +203,7 @@ def warm_start(model: Vocoder, source: str | Path) -> tuple[list[str], list[str]
     Returns:
         ``(copied, kept)``: parameter/buffer names taken from ``source`` and names left as initialised.
     """
-    theirs = load_trained_vocoder(source).state_dict()
-    mine = model.state_dict()
-    take = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
-    model.load_state_dict(take, strict=False)
-    return sorted(take), sorted(set(mine) - set(take))
+    return copy_matching_tensors(model, load_trained_vocoder(source).state_dict())
 
 
 def export_vocoder(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:

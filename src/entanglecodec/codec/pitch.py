@@ -1,0 +1,149 @@
+"""Pitch conditioning of the flow decoder (not in the paper; off by default: ``decoder.pitch_cond``).
+
+Why: the one-step decoder outputs (close to) the conditional average of the mel given the tokens.
+When the tokens pin the pitch down only to a few hundred cents, the harmonics of the possible
+pitches average out and the decoded mel has no harmonic lines (``reports/codec-diagnosis.md``).
+With ``pitch_cond`` on, a small predictor reads voicing and F0 from the code vectors ``Z_q`` (with a
+few frames of context) and the decoder is given the mel-domain *harmonic comb* of that single
+pitch contour, so it draws harmonics at one committed pitch instead of averaging over many.
+
+- Training: the decoder sees the comb of the tracked F0 of the training crop (teacher forcing), and
+  the predictor learns that F0 from ``Z_q`` (its gradient also reaches the encoder through the
+  quantizer's straight-through path, pushing the tokens to carry pitch).
+- Decoding: the comb of the predictor's F0 (frames voiced where its voicing probability > 0.5);
+  :meth:`PitchConditioner.features` with a tracked F0 gives the *oracle* control of the diagnosis.
+
+The log-F0 parameterisation (octaves relative to :data:`F0_REFERENCE_HZ`) and the voicing/F0 loss
+are shared with the training-only acoustic-primitive head (``training/aux_losses.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..audio import mel_filterbank
+from ..config import MelConfig
+
+F0_REFERENCE_HZ = 200.0  # log-F0 values are octaves relative to this frequency
+F0_FLOOR_HZ = 60.0
+F0_CEIL_HZ = 900.0
+
+
+def hz_to_octaves(f0_hz: Tensor) -> Tensor:
+    """``log2(f0 / 200 Hz)``; unvoiced frames (0 Hz) map to ``log2(1 / 200)`` and must be masked."""
+    return torch.log2(f0_hz.clamp_min(1.0) / F0_REFERENCE_HZ)
+
+
+def octaves_to_hz(octaves: Tensor) -> Tensor:
+    """Inverse of :func:`hz_to_octaves`, clamped to the tracker's range [60, 900] Hz."""
+    return (F0_REFERENCE_HZ * torch.exp2(octaves)).clamp(F0_FLOOR_HZ, F0_CEIL_HZ)
+
+
+def masked_mean(x: Tensor, m: Tensor) -> Tensor:
+    """Mean of ``x`` over the entries where the 0/1 weight ``m`` (same shape) is 1."""
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def pitch_loss(logit: Tensor, octaves: Tensor, f0_hz: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Voicing BCE + L1 on log-F0 (voiced frames only), and two monitoring values.
+
+    Args:
+        logit: voicing logits ``[B, F]``; octaves: predicted ``log2(F0 / 200 Hz)`` ``[B, F]``.
+        f0_hz: tracked F0 ``[B, F']`` in Hz (0 = unvoiced), ``F' >= F`` (extra frames ignored).
+        mask: ``[B, F]`` True on valid frames.
+
+    Returns: ``vuv`` and ``f0`` (the two loss terms), ``vuv_acc`` (frame accuracy) and ``f0_cents``
+    (mean absolute F0 error on voiced frames, cents); the last two carry no gradient.
+    """
+    f = logit.shape[1]
+    f0 = f0_hz[:, :f].to(logit.dtype)
+    m = mask.to(logit.dtype)
+    voiced = (f0 > 0).to(logit.dtype) * m
+    vuv = masked_mean(F.binary_cross_entropy_with_logits(logit, voiced, reduction="none"), m)
+    err = (octaves - hz_to_octaves(f0)).abs()
+    out = {"vuv": vuv, "f0": masked_mean(err, voiced)}
+    with torch.no_grad():
+        out["vuv_acc"] = masked_mean(((logit > 0).to(logit.dtype) == voiced).to(logit.dtype), m)
+        out["f0_cents"] = 1200.0 * masked_mean(err, voiced)
+    return out
+
+
+class PitchConditioner(nn.Module):
+    """Voicing/F0 predictor on ``Z_q`` and the harmonic-comb features the decoder reads.
+
+    Args:
+        mel: the codec's mel configuration (the comb is built on the same STFT bins and mel bands).
+        cond_dim: ``D_quant``.
+        hidden: channels of the predictor's convolutions.
+        width_hz: standard deviation of each harmonic's Gaussian peak on the linear frequency axis
+            (about one STFT bin: the Hann window's main lobe).
+    """
+
+    fb: Tensor  # [n_mels, n_freq] mel filterbank, each band's weights summing to 1
+    freqs: Tensor  # [n_freq] STFT bin frequencies in Hz
+
+    def __init__(self, mel: MelConfig, cond_dim: int, hidden: int = 256, width_hz: float | None = None) -> None:
+        super().__init__()
+        self.n_mels = mel.n_mels
+        self.predictor = nn.Sequential(
+            nn.Conv1d(cond_dim, hidden, 5, padding=2), nn.GELU(),
+            nn.Conv1d(hidden, hidden, 5, padding=2), nn.GELU(),
+            nn.Conv1d(hidden, 2, 1),
+        )
+        fb = mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.f_min, mel.f_max)  # [n_mels, n_freq]
+        freqs = torch.linspace(0.0, mel.sample_rate / 2, fb.shape[1])
+        self.width_hz = float(width_hz if width_hz is not None else mel.sample_rate / mel.n_fft)
+        # Derived from the config, not trained: kept out of the state dict (and the fingerprint's weights).
+        self.register_buffer("fb", fb / fb.sum(dim=1, keepdim=True).clamp_min(1e-8), persistent=False)
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of :meth:`features`' last axis: the comb's ``n_mels`` + voicing + log-F0."""
+        return self.n_mels + 2
+
+    def predict(self, zq: Tensor) -> tuple[Tensor, Tensor]:
+        """``Z_q [B, F, D_quant]`` -> (voicing logits ``[B, F]``, ``log2(F0 / 200 Hz)`` ``[B, F]``)."""
+        y = self.predictor(zq.transpose(1, 2))
+        return y[:, 0], y[:, 1]
+
+    def comb(self, f0_hz: Tensor) -> Tensor:
+        """Mel-domain harmonic comb ``[B, F, n_mels]`` in [0, 1] of F0 contours ``[B, F]`` (Hz, > 0).
+
+        On the linear axis each STFT bin takes ``exp(-d^2 / 2 w^2)`` with ``d`` its distance to the
+        nearest harmonic ``k F0`` (k >= 1); each mel band then averages its bins with the filterbank's
+        weights. Low bands show the resolved harmonics, high bands tend to their mean.
+        """
+        f0 = f0_hz.clamp(F0_FLOOR_HZ, F0_CEIL_HZ)[..., None]  # [B, F, 1]
+        k = torch.round(self.freqs / f0).clamp_min(1.0)  # [B, F, n_freq]
+        d = self.freqs - k * f0
+        lin = torch.exp(-0.5 * (d / self.width_hz) ** 2)
+        return lin @ self.fb.T.to(lin.dtype)
+
+    def features(self, f0_hz: Tensor, voiced: Tensor) -> Tensor:
+        """Decoder conditioning ``[B, F, n_mels + 2]``: comb x voicing, voicing, log-F0 x voicing.
+
+        Args:
+            f0_hz: ``[B, F]`` Hz (ignored where unvoiced); voiced: ``[B, F]`` bool or 0/1.
+        """
+        v = voiced.to(self.fb.dtype)
+        f0 = torch.where(v > 0, f0_hz.to(v.dtype), torch.full_like(v, F0_REFERENCE_HZ))
+        return torch.cat([self.comb(f0) * v[..., None], v[..., None], (hz_to_octaves(f0) * v)[..., None]], dim=-1)
+
+    def from_codes(self, zq: Tensor) -> Tensor:
+        """The decode-time conditioning: :meth:`features` of the predicted contour of ``Z_q [B, F, D_quant]``."""
+        logit, octaves = self.predict(zq)
+        return self.features(octaves_to_hz(octaves), logit > 0)
+
+    def loss(self, zq: Tensor, f0_hz: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """:func:`pitch_loss` of the predictor on ``Z_q [B, F, D_quant]`` against tracked ``f0_hz [B, F']``."""
+        logit, octaves = self.predict(zq)
+        return pitch_loss(logit, octaves, f0_hz, mask)
+
+
+__all__ = [
+    "F0_CEIL_HZ", "F0_FLOOR_HZ", "F0_REFERENCE_HZ", "PitchConditioner", "hz_to_octaves", "masked_mean",
+    "octaves_to_hz", "pitch_loss",
+]

@@ -1,0 +1,121 @@
+"""Pitch-conditioned decoder (decoder.pitch_cond): harmonic comb, decoder input, decode paths, fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from entanglecodec import EntangleCodec, EntangleCodecConfig
+from entanglecodec.codec.model import TokenError
+from entanglecodec.codec.pitch import PitchConditioner, hz_to_octaves, octaves_to_hz, pitch_loss
+from entanglecodec.config import MelConfig
+
+
+def pitch_model(seed: int = 0) -> EntangleCodec:
+    cfg = EntangleCodecConfig.preset("tiny")
+    cfg.decoder.pitch_cond = True
+    torch.manual_seed(seed)
+    return EntangleCodec(cfg, build_text_encoder=False).eval()
+
+
+def band_at(pc: PitchConditioner, hz: float) -> int:
+    """The mel band with the largest filter weight at frequency ``hz``."""
+    return int(pc.fb[:, int(torch.argmin((pc.freqs - hz).abs()))].argmax())
+
+
+def test_comb_peaks_on_harmonics_and_is_silent_when_unvoiced():
+    pc = PitchConditioner(MelConfig(), cond_dim=8)
+    comb = pc.comb(torch.tensor([[150.0]]))[0, 0]  # [n_mels]
+    assert comb.shape == (128,) and float(comb.min()) >= 0 and float(comb.max()) <= 1
+    for k in range(2, 7):  # resolved harmonics: peaks on k F0, dips half-way between
+        assert float(comb[band_at(pc, 150.0 * k)]) > 0.6, k
+        assert float(comb[band_at(pc, 150.0 * (k + 0.5))]) < 0.45, k
+    shifted = pc.comb(torch.tensor([[170.0]]))[0, 0]
+    assert float((shifted[:30] - comb[:30]).abs().max()) > 0.3  # another pitch, other low bands
+    feats = pc.features(torch.tensor([[150.0, 0.0]]), torch.tensor([[True, False]]))
+    assert feats.shape == (1, 2, 130)
+    assert float(feats[0, 1].abs().max()) == 0.0  # unvoiced frame: no comb, no voicing, no F0
+    assert float(feats[0, 0, -2]) == 1.0 and float(feats[0, 0, -1]) == pytest.approx(np.log2(150 / 200), abs=1e-6)
+
+
+def test_octave_round_trip_and_loss_ignores_unvoiced_f0():
+    hz = torch.tensor([80.0, 200.0, 640.0])
+    assert torch.allclose(octaves_to_hz(hz_to_octaves(hz)), hz)
+    f0 = torch.tensor([[200.0, 0.0]])
+    mask = torch.tensor([[True, True]])
+    logit = torch.tensor([[5.0, -5.0]])
+    right = pitch_loss(logit, torch.tensor([[0.0, 3.0]]), f0, mask)  # unvoiced frame's F0 value is free
+    assert float(right["f0"]) == 0.0 and float(right["vuv_acc"]) == 1.0
+    wrong = pitch_loss(logit, torch.tensor([[1.0, 0.0]]), f0, mask)  # one octave off
+    assert float(wrong["f0_cents"]) == pytest.approx(1200.0)
+
+
+def test_pitch_decoder_needs_features_and_starts_neutral():
+    m = pitch_model()
+    dec = m.decoder
+    assert dec.pitch_proj is not None
+    torch.nn.init.normal_(dec.out.weight, std=0.1)  # an untrained decoder's output layer is zero
+    n = m.config.mel.n_mels
+    x, t = torch.randn(2, n, 20), torch.rand(2)
+    cond = torch.randn(2, 20, m.config.quantizer.dim)
+    with pytest.raises(ValueError, match="pitch features are required"):
+        dec(x, t, cond)
+    zero = dec(x, t, cond, pitch=torch.zeros(2, 20, n + 2))
+    other = dec(x, t, cond, pitch=torch.rand(2, 20, n + 2))
+    assert float(zero.abs().max()) > 0 and torch.equal(zero, other)  # zero-initialised projection: a warm start begins unchanged
+    torch.nn.init.normal_(dec.pitch_proj.weight)
+    assert not torch.allclose(zero, dec(x, t, cond, pitch=torch.rand(2, 20, n + 2)))
+
+
+def test_decode_uses_predicted_or_oracle_pitch_in_windows():
+    m = pitch_model()
+    torch.nn.init.normal_(m.decoder.out.weight, std=0.1)
+    torch.nn.init.normal_(m.decoder.pitch_proj.weight, std=0.5)
+    wav = torch.randn(1, 24000 * 5) * 0.1  # 250 frames: several 100-frame windows
+    tokens = m.encode(wav, 24000)
+    f = tokens.codes.shape[1]
+    a = m.decode(tokens).wav
+    b = m.decode(tokens, f0_hz=torch.full((1, f), 120.0)).wav
+    c = m.decode(tokens, f0_hz=torch.full((1, f), 240.0)).wav
+    assert a.shape == b.shape == (1, 24000 * 5) and torch.isfinite(b).all()
+    assert not torch.allclose(b, c)  # the oracle contour reaches the decoder
+    with pytest.raises(TokenError, match="f0_hz has shape"):
+        m.decode(tokens, f0_hz=torch.zeros(1, f - 1))
+    plain = EntangleCodec(EntangleCodecConfig.preset("tiny"), build_text_encoder=False).eval()
+    with pytest.raises(TokenError, match="not pitch-conditioned"):
+        plain.decode(plain.encode(wav, 24000), f0_hz=torch.zeros(1, f))
+
+
+def test_fingerprint_hashes_pitch_options_only_when_set():
+    plain_cfg = EntangleCodecConfig.preset("tiny")
+    torch.manual_seed(0)
+    plain = EntangleCodec(plain_cfg, build_text_encoder=False).eval()
+    fp = plain.fingerprint()
+    legacy = plain.legacy_fingerprint()
+    plain.config.decoder.pitch_hidden = 256  # the default: same token space, same fingerprint
+    plain.__dict__["_fingerprint"] = None
+    assert plain.fingerprint() == fp and plain.legacy_fingerprint() == legacy
+    plain.config.decoder.pitch_hidden = 64
+    plain.__dict__["_fingerprint"] = None
+    assert plain.fingerprint() != fp and plain.legacy_fingerprint() is None
+    pm = pitch_model()
+    assert pm.legacy_fingerprint() is None
+    assert any(k.startswith("pitch.predictor.") for k in pm.state_dict())
+    assert not any(k.startswith("pitch.fb") for k in pm.state_dict())  # derived buffers are not saved
+
+
+def test_eval_system_oracle_f0_tracks_the_input():
+    from entanglecodec.eval.systems import CodecSystemError, EntangleCodecSystem
+
+    plain = EntangleCodec(EntangleCodecConfig.preset("tiny"), build_text_encoder=False).eval()
+    with pytest.raises(CodecSystemError, match="pitch-conditioned"):
+        EntangleCodecSystem(plain, oracle_f0=True)
+    m = pitch_model()
+    torch.nn.init.normal_(m.decoder.out.weight, std=0.1)
+    torch.nn.init.normal_(m.decoder.pitch_proj.weight, std=0.5)
+    t = np.arange(24000) / 24000
+    tone = (0.3 * np.sin(2 * np.pi * 180.0 * t)).astype(np.float32)
+    oracle = EntangleCodecSystem(m, oracle_f0=True).process(tone)
+    predicted = EntangleCodecSystem(m).process(tone)
+    assert oracle.shape == predicted.shape == tone.shape and not np.allclose(oracle, predicted)
