@@ -320,7 +320,8 @@ def test_pitch_conditioned_warm_start_then_stage2(corpus, tmp_path):
     base = tmp_path / "base"
     run_training(recipe(corpus, "trainer.max_steps=6", "loss.primitives=1.0"), base, enable_progress_bar=False)
     ckpt = base / "checkpoints" / "last.ckpt"
-    pitch_args = (f"init_from={ckpt}", "loss.primitives=1.0", "model.overrides.decoder.pitch_cond=true")
+    pitch_args = (f"init_from={ckpt}", "loss.primitives=1.0", "model.overrides.decoder.pitch_cond=true",
+                  "optim.pitch_lr=0.01")
     rec = recipe(corpus, "trainer.max_steps=8", *pitch_args)
     module = CodecModule(rec.to_dict(), str(tmp_path / "probe"))
     (tmp_path / "probe").mkdir()
@@ -329,7 +330,7 @@ def test_pitch_conditioned_warm_start_then_stage2(corpus, tmp_path):
     assert any(k.startswith("primitive_head.") for k in theirs) and "model.frontend.mel_std" in theirs
     for k, v in theirs.items():  # everything the source had, the auxiliary heads and statistics included
         assert torch.equal(mine[k], v), k
-    assert sorted(set(mine) - set(theirs)) == sorted(k for k in mine if ".pitch" in k)
+    assert sorted(set(mine) - set(theirs)) == sorted(k for k in mine if ".pitch" in k or "harmonic_depth" in k)
     assert float(module.model.decoder.pitch_proj.weight.abs().max()) == 0.0  # fresh and neutral
     with pytest.raises(ConfigError, match="no tensor matches|neither"):
         warm_start_stage1(module, tmp_path, tmp_path / "probe")
@@ -340,6 +341,13 @@ def test_pitch_conditioned_warm_start_then_stage2(corpus, tmp_path):
     for key in ("train/pitch", "train/pitch_f0_cents", "train/pitch_vuv_acc"):
         assert len([r for r in rows if r.get(key)]) == 8, key
     assert float(trained.model.decoder.pitch_proj.weight.abs().max()) > 0  # the decoder learned to read it
+    assert float(trained.model.decoder.harmonic_depth.bias.abs().max()) > 0
+    groups = trained.configure_optimizers().param_groups
+    assert [g["base_lr"] for g in groups] == [rec.optim.lr, 0.01]
+    assert sum(p.numel() for p in groups[1]["params"]) == sum(
+        p.numel() for part in (trained.model.pitch, trained.model.decoder.pitch_proj, trained.model.decoder.harmonic_depth)
+        for p in part.parameters()
+    )
     out = export_run(run, tmp_path / "pitch_export")
     model = EntangleCodec.from_pretrained(out)
     assert model.pitch is not None and model.decode(model.encode(torch.randn(12000) * 0.1, 24000)).wav.shape[-1] == 12000

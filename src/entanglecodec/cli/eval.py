@@ -174,11 +174,12 @@ def reconstruct(
                 label = name or resolved.name
                 if g is not None or steps != 1:
                     label = f"{label} (steps {steps}, γ {'default' if g is None else f'{g:g}'})"
-                systems.append(EntangleCodecSystem(c, name=label, steps=steps, guidance=g))
-                if oracle_f0:
-                    systems.append(
-                        EntangleCodecSystem(c, name=f"{label} + oracle F0", steps=steps, guidance=g, oracle_f0=True)
-                    )
+                plain = EntangleCodecSystem(c, name=label, steps=steps, guidance=g)
+                systems.append(plain)
+                if oracle_f0 and plain.model.pitch is not None:  # the same model, given the input's F0
+                    systems.append(EntangleCodecSystem(
+                        plain.model, name=f"{label} + oracle F0", steps=steps, guidance=g, oracle_f0=True
+                    ))
         for spec in system or []:
             systems.append(parse_system_spec(spec, timeout=timeout))
         if baselines:

@@ -14,9 +14,14 @@ noisy frame. A learned null condition replaces ``Z_q``
 with probability ``cond_dropout`` in training for classifier-free guidance (Eq. 12).
 
 With ``pitch_cond`` (not in the paper, see ``codec/pitch.py``) the decoder also reads per-frame pitch
-features ``[B, F, n_mels + 2]`` (harmonic comb, voicing, log-F0), projected and added to each noisy
-frame; the projection starts at zero, so a model warm-started from one without it begins unchanged.
-Where the null condition replaces ``Z_q``, the pitch features are zeroed too.
+features ``[B, F, n_mels + 2]`` (harmonic comb ``c`` in [0, 1] times voicing ``u``, voicing, log-F0):
+they are projected and added to each noisy frame, and the comb also enters the output directly,
+``v += (a + A h_f) * (c_f - u_f / 2)`` per mel band, with ``a [n_mels]`` a learned per-band harmonic
+depth and ``A h_f`` its frame-wise correction from the Transformer's last hidden state. In the log-mel
+domain a voiced frame is its envelope plus a harmonic ripple whose depth depends on the band, so this
+path only has to learn how deep the ripple is, not to rebuild its shape through the whole network.
+All three start at zero, so a model warm-started from one without them begins unchanged. Where the
+null condition replaces ``Z_q``, the pitch features are zeroed too.
 """
 
 from __future__ import annotations
@@ -77,10 +82,13 @@ class FlowDecoder(nn.Module):
         self.out = nn.Linear(d, n_mels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.harmonic_depth: nn.Linear | None = None
         if cfg.pitch_cond:
             self.pitch_proj = nn.Linear(n_mels + 2, d)
-            nn.init.zeros_(self.pitch_proj.weight)
-            nn.init.zeros_(self.pitch_proj.bias)
+            self.harmonic_depth = nn.Linear(d, n_mels)  # frame-wise correction A h_f (its bias: a)
+            for layer in (self.pitch_proj, self.harmonic_depth):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def null_condition(self, like: Tensor) -> Tensor:
         """The learned null condition expanded to ``like``'s shape ``[B, F, D_quant]``."""
@@ -121,8 +129,13 @@ class FlowDecoder(nn.Module):
         else:
             ones = torch.ones(b, 1, dtype=torch.bool, device=xt.device)
             full_mask = torch.cat([ones] + [mask] * (len(parts) - 1), dim=1)
-        h = self.transformer(seq, full_mask, positions)
-        return self.out(h[:, -f:]).transpose(1, 2)
+        h = self.transformer(seq, full_mask, positions)[:, -f:]
+        v = self.out(h)  # [B, F, n_mels]
+        if self.harmonic_depth is not None and pitch is not None:
+            n = self.n_mels
+            ripple = pitch[..., :n] - 0.5 * pitch[..., n : n + 1]  # comb centred on voiced frames, 0 elsewhere
+            v = v + self.harmonic_depth(h) * ripple.to(v.dtype)
+        return v.transpose(1, 2)
 
     def loss(
         self,

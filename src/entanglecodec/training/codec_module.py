@@ -127,6 +127,13 @@ class CodecModule(L.LightningModule):
         parts: list[nn.Module] = [m.encoder, m.audio_proj, m.quantizer, m.frontend]
         return parts + ([m.pitch] if m.pitch is not None else [])
 
+    def _pitch_parameters(self) -> list[nn.Parameter]:
+        """The pitch-conditioning parameters (``optim.pitch_lr``): predictor, decoder pitch input and
+        harmonic depth; empty for a model without ``decoder.pitch_cond``."""
+        m = self.model
+        parts = [m.pitch, m.decoder.pitch_proj, m.decoder.harmonic_depth]
+        return [p for part in parts if part is not None for p in part.parameters()]
+
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> CodecModule:
         super().train(mode)
@@ -357,7 +364,11 @@ class CodecModule(L.LightningModule):
         if self.recipe.stage == "disc":
             groups = [{"params": critic_params, "lr": o.discriminator_lr, "base_lr": o.discriminator_lr}]
         else:  # stage 2 with a joint critic: its own learning rate, in a second group
-            groups = [{"params": params, "lr": o.lr, "base_lr": o.lr}]
+            pitch = {id(p) for p in self._pitch_parameters()} if o.pitch_lr is not None else set()
+            groups = [{"params": [p for p in params if id(p) not in pitch], "lr": o.lr, "base_lr": o.lr}]
+            if pitch:
+                pitch_params = [p for p in params if id(p) in pitch]
+                groups.append({"params": pitch_params, "lr": o.pitch_lr, "base_lr": o.pitch_lr})
             if critic_params:
                 groups.append({"params": critic_params, "lr": o.discriminator_lr, "base_lr": o.discriminator_lr})
         opt = torch.optim.AdamW(groups, betas=(o.betas[0], o.betas[1]), weight_decay=o.weight_decay)

@@ -95,6 +95,11 @@ class OptimSection:
     plateau_factor: float = 0.5
     min_lr: float = 1e-6
     discriminator_lr: float = 2e-4  # discriminator pre-training
+    # Learning rate of the pitch-conditioning parameters (decoder.pitch_cond: the predictor and the
+    # decoder's pitch input and harmonic-depth layers); None: ``lr``. They join a trained model from
+    # zero, and Adam moves a weight by about lr per step, so at 2e-4 they would need thousands of steps
+    # to reach useful sizes.
+    pitch_lr: float | None = None
 
     def validate(self) -> None:
         if len(self.betas) != 2:
