@@ -51,21 +51,28 @@ def test_octave_round_trip_and_loss_ignores_unvoiced_f0():
     assert float(wrong["f0_cents"]) == pytest.approx(1200.0)
 
 
-def test_pitch_decoder_needs_features_and_starts_neutral():
+def test_pitch_decoder_needs_features_and_adds_the_ripple_at_t0():
+    from entanglecodec.codec.decoder import HARMONIC_DEPTH_INIT
+
     m = pitch_model()
     dec = m.decoder
-    assert dec.pitch_proj is not None
+    assert dec.pitch_proj is not None and dec.harmonic_depth is not None
     torch.nn.init.normal_(dec.out.weight, std=0.1)  # an untrained decoder's output layer is zero
     n = m.config.mel.n_mels
-    x, t = torch.randn(2, n, 20), torch.rand(2)
-    cond = torch.randn(2, 20, m.config.quantizer.dim)
+    x, cond = torch.randn(2, n, 20), torch.randn(2, 20, m.config.quantizer.dim)
+    t0, t1 = torch.zeros(2), torch.ones(2)
     with pytest.raises(ValueError, match="pitch features are required"):
-        dec(x, t, cond)
-    zero = dec(x, t, cond, pitch=torch.zeros(2, 20, n + 2))
-    other = dec(x, t, cond, pitch=torch.rand(2, 20, n + 2))
-    assert float(zero.abs().max()) > 0 and torch.equal(zero, other)  # zero-initialised projection: a warm start begins unchanged
-    torch.nn.init.normal_(dec.pitch_proj.weight)
-    assert not torch.allclose(zero, dec(x, t, cond, pitch=torch.rand(2, 20, n + 2)))
+        dec(x, t0, cond)
+    silent = torch.zeros(2, 20, n + 2)  # unvoiced everywhere
+    voiced = m.pitch.features(torch.full((2, 20), 140.0), torch.ones(2, 20, dtype=torch.bool))
+    base0, base1 = dec(x, t0, cond, pitch=silent), dec(x, t1, cond, pitch=silent)
+    ripple = (voiced[..., :n] - 0.5 * voiced[..., n : n + 1]).transpose(1, 2)
+    # At initialisation the input projection is zero and the depth is HARMONIC_DEPTH_INIT in every band:
+    # at t = 0 the output gains exactly depth x ripple; at t = 1 nothing (x_t shows the ripple there).
+    assert torch.allclose(dec(x, t0, cond, pitch=voiced) - base0, HARMONIC_DEPTH_INIT * ripple, atol=1e-5)
+    assert torch.allclose(dec(x, t1, cond, pitch=voiced), base1, atol=1e-6)
+    dec.pitch_proj, dec.harmonic_depth = None, None  # unvoiced frames: as if the pitch path did not exist
+    assert torch.equal(dec(x, t0, cond), base0)
 
 
 def test_decode_uses_predicted_or_oracle_pitch_in_windows():
