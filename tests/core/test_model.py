@@ -240,9 +240,9 @@ def test_checkpoint_default_guidance_is_used_and_kept_out_of_the_fingerprint(tin
         seen: list[float] = []
         sample = tiny_model.decoder.sample
 
-        def spy(cond, mask=None, steps=1, guidance=1.0, noise=None):  # noqa: ANN001, ANN202
+        def spy(cond, mask=None, steps=1, guidance=1.0, noise=None, pitch=None):  # noqa: ANN001, ANN202
             seen.append(guidance)
-            return sample(cond, mask, steps, guidance, noise)
+            return sample(cond, mask, steps, guidance, noise, pitch)
 
         tiny_model.decoder.sample = spy
         try:
