@@ -50,6 +50,7 @@ from ..checkpoint import (
 from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
+from .precision import compute_dtype, resolve_precision
 from .quantizer import Quantizer
 from .text import CaptionEncoder
 from .windowing import Window, run_windowed, window_plan
@@ -365,24 +366,36 @@ class EntangleCodec(nn.Module):
         return frames, self.quantizer.project(frames), cls
 
     def _decode_mel(
-        self, zq: Tensor, flen: Tensor, steps: int, guidance: float, noise: Tensor, batch_windows: int = 4
+        self,
+        zq: Tensor,
+        flen: Tensor,
+        steps: int,
+        guidance: float,
+        noise: Tensor,
+        batch_windows: int = 4,
+        dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """Codebook vectors ``[B, F, Dq]`` -> normalised mel ``[B, n_mels, F]``, windowed; each window
-        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip)."""
+        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip). ``dtype``: the
+        flow decoder's compute dtype (see :mod:`.precision`)."""
         b, f, _ = zq.shape
         w = self.config.max_frames
         mel = zq.new_zeros(b, self.config.mel.n_mels, f)
+
+        def sample(c: Tensor, m: Tensor | None, z: Tensor) -> Tensor:
+            with compute_dtype(dtype, zq.device):
+                return self.decoder.sample(c, m, steps, guidance, z).float()
 
         def whole(items: list[int]) -> None:
             idx = torch.tensor(items, device=zq.device)
             fs = int(flen[idx].max())
             m = lengths_to_mask(flen[idx], fs)
-            mel[idx, :, :fs] = self.decoder.sample(zq[idx, :fs], m, steps, guidance, noise[idx, :, :fs])
+            mel[idx, :, :fs] = sample(zq[idx, :fs], m, noise[idx, :, :fs])
 
         def windows(chunk: list[Window]) -> None:
             c = torch.stack([zq[j.item, j.start : j.start + w] for j in chunk])
             z = torch.stack([noise[j.item, :, j.start : j.start + w] for j in chunk])
-            out = self.decoder.sample(c, None, steps, guidance, z)
+            out = sample(c, None, z)
             for k, j in enumerate(chunk):
                 mel[j.item, :, j.keep_start : j.keep_end] = out[k, :, j.inner]
 
@@ -451,6 +464,7 @@ class EntangleCodec(nn.Module):
         num_samples: Tensor | Sequence[int] | None = None,
         seed: int = 0,
         return_mel: bool = False,
+        precision: str | None = None,
     ) -> Audio:
         """Rebuild audio from tokens (one Euler step, as the paper).
 
@@ -464,6 +478,8 @@ class EntangleCodec(nn.Module):
             seed: seed of the initial noise (each item draws its own noise, so batching does not
                 change results).
             return_mel: also attach the decoded log-mel as ``audio.mel`` (``[B, n_mels, F]``).
+            precision: the flow decoder's arithmetic, ``"auto"``, ``"float32"`` or ``"bfloat16"``
+                (see :mod:`entanglecodec.codec.precision`); ``None``: ``$ENTANGLECODEC_DECODE_PRECISION``, else ``"auto"``.
 
         Returns:
             :class:`Audio` with ``wav [B, S]``: ``F * 480`` samples per item, trimmed to
@@ -475,6 +491,7 @@ class EntangleCodec(nn.Module):
             codes = codes.codes
         steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
         c, flen = self._check_codes(codes, lengths)
+        dtype = resolve_precision(precision, self.device)
         was_training = self.training
         self.eval()
         try:
@@ -484,7 +501,7 @@ class EntangleCodec(nn.Module):
             for i in range(b):
                 g = torch.Generator().manual_seed(seed)
                 noise[i, :, : int(flen[i])] = torch.randn(self.config.mel.n_mels, int(flen[i]), generator=g)
-            mel = self._decode_mel(zq, flen, steps, guidance, noise)
+            mel = self._decode_mel(zq, flen, steps, guidance, noise, dtype=dtype)
             log_mel = self.frontend.denormalize(mel)
             log_mel = log_mel.masked_fill(~lengths_to_mask(flen, f)[:, None, :], math.log(self.config.mel.log_floor))
             wav = self._vocode(log_mel, flen)
@@ -517,11 +534,15 @@ class EntangleCodec(nn.Module):
         steps: int = 1,
         guidance: float | None = None,
         seed: int = 0,
+        precision: str | None = None,
     ) -> Audio:
-        """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths (``guidance``:
-        as :meth:`decode`, ``None`` for the checkpoint's default)."""
+        """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths (``guidance``,
+        ``precision``: as :meth:`decode`, ``None`` for the defaults)."""
         steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
-        return self.decode(self.encode(wav, sample_rate, lengths), steps=steps, guidance=guidance, seed=seed)
+        resolve_precision(precision, self.device)  # a bad name fails before encoding
+        return self.decode(
+            self.encode(wav, sample_rate, lengths), steps=steps, guidance=guidance, seed=seed, precision=precision
+        )
 
     @torch.no_grad()
     def encode_features(
