@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .measure import (
     DEFAULT_LENGTHS,
+    FLOAT32_BATCHES,
     BenchError,
     Measurement,
     PeakMemory,
@@ -114,7 +115,7 @@ def _run_all(
 
     with torch.inference_mode():
         for op, factory in model_ops(model).items():
-            for b in batches:
+            for b in batches if op != "decode-1 · float32" else [b for b in batches if b in FLOAT32_BATCHES]:
                 measurements += run_series(op, factory, lengths, b, reps, max_call_s, progress=say)
         from ...vocoder.griffin_lim import GriffinLim
 
@@ -143,7 +144,6 @@ def _run_all(
 
             systems: list[System] = []
             for make in (
-                lambda: Codec2System("3200"),
                 lambda: Codec2System("700C"),
                 lambda: OpusSystem(6.0),
                 lambda: MelOracleSystem("griffin-lim"),
@@ -225,7 +225,11 @@ def run_bench(
         else:
             threads_why = "torch default"
     t_start = time.perf_counter()
+    from ...codec.precision import native_cpu_bf16, resolve_precision
+
     machine = {
+        "decode_precision": str(resolve_precision(None, torch.device("cpu"))).removeprefix("torch."),
+        "native_bf16": native_cpu_bf16(),
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
