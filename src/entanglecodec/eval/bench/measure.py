@@ -263,7 +263,9 @@ def model_ops(model: EntangleCodec) -> dict[str, Callable[[np.ndarray], Callable
 
 
 FLOAT32_BATCHES = (1,)
-"""Batch sizes of the ``decode-1 · float32`` row (the reference arithmetic beside the default)."""
+FLOAT32_MAX_S = 60.0
+"""Batch sizes and longest clip of the ``decode-1 · float32`` row (the reference arithmetic beside
+the default; ``reports/decode-profile.md`` compares the two at 10 min)."""
 
 
 def system_op(system: Any) -> Callable[[np.ndarray], Callable[[], Any]]:

@@ -88,9 +88,9 @@ def markdown_report(res: BenchResults, plots: dict[str, str], command: str | Non
     if "decode_precision" in ma:
         lines.append(f"Flow-decoder precision of `decode-1` / `end-to-end`: {ma['decode_precision']} (`auto`; native "
                      f"bfloat16 matrix units: {'yes' if ma.get('native_bf16') else 'no'}; see `entanglecodec.codec.precision`).")
-    lines += _targets(res)
     if command:
         lines += ["", f"Command: `{command}`"]
+    lines += _targets(res)
     lines += [
         "",
         "RTF = compute time / audio duration (batch 8: / 8 x clip length); < 1 is faster than real time. "
