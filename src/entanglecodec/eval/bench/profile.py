@@ -232,7 +232,9 @@ def profile_markdown(res: DecodeProfile, command: str) -> str:
         f"{ma['loadavg_start']}, at end {ma['loadavg_end']}.** Clock: {ma['clock']}.",
         "",
         "Speed = seconds of audio per second of compute (x real time). Stage columns: share of the decode "
-        "time. Median of 3 calls when a call holds <= 60 s of audio, else one call.",
+        "time. "
+        + (f"Median of {max(p.reps for p in res.profiles)} calls when a call holds <= 60 s of audio, else one call."
+           if any(p.reps > 1 for p in res.profiles) else "One call per point (after a warm-up call)."),
         "",
         "| precision | batch | clip | audio per call | decode (s) | speed | " + " | ".join(STAGES) + " |",
         "|---|---:|---|---:|---:|---:|" + "---:|" * len(STAGES),
