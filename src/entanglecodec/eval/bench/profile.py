@@ -242,7 +242,7 @@ def profile_markdown(res: DecodeProfile, command: str) -> str:
     for p in res.profiles:
         shares = " | ".join(f"{100 * p.stages[k] / p.total_s:.0f} %" for k in STAGES)
         lines.append(
-            f"| {p.precision} | {p.batch} | {length_label(p.seconds)} | {length_label(p.audio_s)} | "
+            f"| {p.precision} | {p.batch} | {length_label(p.seconds)} | {p.audio_s:.0f} s | "
             f"{p.total_s:.2f} | {p.speed:.0f}x | {shares} |"
         )
     lines += ["", "Seconds per second of audio, per stage:", "",
