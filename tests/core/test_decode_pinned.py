@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "checkpoints" / "entanglecodec-small"
 REFERENCE = Path(__file__).parent / "data" / "decode-reference.npz"
 
-pytestmark = pytest.mark.skipif(not BUNDLED.is_dir(), reason="the bundled checkpoint is not in this checkout")
+needs_bundled = pytest.mark.skipif(not BUNDLED.is_dir(), reason="the bundled checkpoint is not in this checkout")
 
 
 def _pin_module():  # noqa: ANN202
@@ -52,6 +52,7 @@ def _summaries(d: dict[str, object], precision: str) -> list[tuple[np.ndarray, n
     return [pin.summarise(audio.wav[i].numpy(), n) for i, n in enumerate(audio.lengths.tolist())]  # type: ignore[attr-defined]
 
 
+@needs_bundled
 def test_float32_decode_matches_the_pinned_reference(decoded: dict[str, object]) -> None:
     ref = decoded["ref"]
     for i, (rms, spans) in enumerate(_summaries(decoded, "float32")):
@@ -63,6 +64,7 @@ def test_float32_decode_matches_the_pinned_reference(decoded: dict[str, object])
         assert err < 2e-4, f"item {i}: exact spans moved by up to {err:.2e}"
 
 
+@needs_bundled
 @pytest.mark.skipif(not __import__("entanglecodec.codec.precision", fromlist=["x"]).native_cpu_bf16(),
                     reason="this CPU has no native bfloat16 matrix units")
 def test_bfloat16_decode_stays_within_its_stated_tolerance(decoded: dict[str, object]) -> None:
@@ -75,3 +77,26 @@ def test_bfloat16_decode_stays_within_its_stated_tolerance(decoded: dict[str, ob
             f"item {i}: bfloat16 frame levels differ from float32 by median {np.median(db):.2f} dB, "
             f"p99 {np.percentile(db, 99):.2f} dB"
         )
+
+
+def test_precision_names_resolve_and_bad_ones_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from entanglecodec.codec.precision import PRECISION_ENV, native_cpu_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    assert resolve_precision(None, cpu) == (torch.bfloat16 if native_cpu_bf16() else torch.float32)
+    assert resolve_precision("auto", torch.device("meta")) == torch.float32  # auto: bfloat16 on CPUs only
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    assert resolve_precision(None, cpu) == torch.float32
+    monkeypatch.setenv(PRECISION_ENV, "half")
+    with pytest.raises(ValueError, match=PRECISION_ENV):
+        resolve_precision(None, cpu)
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        resolve_precision("fp8", cpu)
+
+
+def test_decode_refuses_an_unknown_precision(tiny_model) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="decode precision"):
+        tiny_model.decode(torch.zeros(1, 10, dtype=torch.long), precision="half")

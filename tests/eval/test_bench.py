@@ -114,3 +114,27 @@ def test_cli_bench_rejects_bad_options(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--lengths" in r.output
     r = runner.invoke(app, ["bench", "--quick", "--flops-presets", "huge", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "unknown preset" in r.output
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "checkpoints" / "entanglecodec-small").is_dir(),
+                    reason="the bundled checkpoint is not in this checkout")
+def test_cli_decode_profile_times_every_stage(tmp_path: Path) -> None:
+    from entanglecodec.cli.eval import app
+
+    out = tmp_path / "profile.md"
+    res = CliRunner().invoke(
+        app, ["decode-profile", "--out", str(out), "--lengths", "1", "--batches", "1", "--precision", "float32",
+              "--reps", "1"], catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    md = out.read_text()
+    for needle in ("flow decoder", "vocoder network", "iSTFT head", "mel-consistency passes", "Load average",
+                   "write WAV"):  # fmt: skip
+        assert needle in md, needle
+    doc = json.loads(out.with_suffix(".json").read_text())
+    (p,) = doc["profiles"]
+    assert p["precision"] == "float32" and p["total_s"] > 0
+    assert sum(p["stages"].values()) == pytest.approx(p["total_s"], rel=1e-6)
+    assert all(v >= 0 for k, v in p["stages"].items() if k != "other") and p["stages"]["flow decoder"] > 0
+    bad = CliRunner().invoke(app, ["decode-profile", "--out", str(out), "--precision", "half"])
+    assert bad.exit_code == 2 and "--precision" in bad.output
