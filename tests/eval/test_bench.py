@@ -76,12 +76,12 @@ def test_cli_bench_quick(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     md = (out / "bench.md").read_text()
     for needle in ("Real-time factor, batch 1", "Real-time factor, batch 8", "Linearity", "Peak memory", "tokens/s",
-                   "| tiny |", "Load average"):  # fmt: skip
+                   "| tiny |", "Load average", "Speed targets", "load average after each"):  # fmt: skip
         assert needle in md, needle
     assert (out / "bench-rtf.png").stat().st_size > 1000 and (out / "bench-memory.png").stat().st_size > 1000
     doc = json.loads((out / "bench.json").read_text())
     ops = {(m["op"], m["batch"]) for m in doc["measurements"]}
-    for op in ("encode", "decode-1", "decode-4", "end-to-end"):
+    for op in ("encode", "decode-1", "end-to-end"):
         assert (op, 1) in ops and (op, 8) in ops
     enc = [m for m in doc["measurements"] if m["op"] == "encode" and m["batch"] == 1]
     assert [m["seconds"] for m in enc] == [0.5, 1.0, 2.5]  # 2.5 s crosses the tiny preset's 2 s window
@@ -98,9 +98,9 @@ def test_cli_bench_quick(tmp_path: Path) -> None:
     assert (
         doc["model"]["weights"] == "random" and doc["model"]["preset"] == "tiny"
     )  # --quick ignores the bundled model
-    baselines = {m["op"] for m in doc["measurements"]} - {"encode", "decode-1", "decode-4", "end-to-end"}
+    baselines = {m["op"] for m in doc["measurements"]} - {"encode", "decode-1", "decode-1 · float32", "end-to-end"}
     skipped = " ".join(n for n in doc["notes"] if n.startswith("baseline skipped"))
-    for name in ("codec2-3200", "opus-6k", "mel-oracle-gl"):
+    for name in ("codec2-700C", "opus-6k", "mel-oracle-gl"):
         assert name in baselines or name.split("-")[0] in skipped.lower(), (name, doc["notes"])
 
 
@@ -114,3 +114,27 @@ def test_cli_bench_rejects_bad_options(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--lengths" in r.output
     r = runner.invoke(app, ["bench", "--quick", "--flops-presets", "huge", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "unknown preset" in r.output
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "checkpoints" / "entanglecodec-small").is_dir(),
+                    reason="the bundled checkpoint is not in this checkout")
+def test_cli_decode_profile_times_every_stage(tmp_path: Path) -> None:
+    from entanglecodec.cli.eval import app
+
+    out = tmp_path / "profile.md"
+    res = CliRunner().invoke(
+        app, ["decode-profile", "--out", str(out), "--lengths", "1", "--batches", "1", "--precision", "float32",
+              "--reps", "1"], catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    md = out.read_text()
+    for needle in ("flow decoder", "vocoder network", "iSTFT head", "mel-consistency passes", "Load average",
+                   "write WAV"):  # fmt: skip
+        assert needle in md, needle
+    doc = json.loads(out.with_suffix(".json").read_text())
+    (p,) = doc["profiles"]
+    assert p["precision"] == "float32" and p["total_s"] > 0
+    assert sum(p["stages"].values()) == pytest.approx(p["total_s"], rel=1e-6)
+    assert all(v >= 0 for k, v in p["stages"].items() if k != "other") and p["stages"]["flow decoder"] > 0
+    bad = CliRunner().invoke(app, ["decode-profile", "--out", str(out), "--precision", "half"])
+    assert bad.exit_code == 2 and "--precision" in bad.output

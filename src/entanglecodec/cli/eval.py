@@ -13,7 +13,7 @@ from typing import Annotated, cast
 
 import typer
 
-from . import eval_more, eval_startup, eval_vocoder
+from . import eval_more, eval_profile, eval_startup, eval_vocoder
 from .common import fail
 
 app = typer.Typer(
@@ -245,5 +245,6 @@ app.command("probe")(eval_more.probe)
 app.command("bench")(eval_more.bench)
 app.command("bench-rss")(eval_more.bench_rss)
 app.command("bench-startup")(eval_startup.bench_startup)
+app.command("decode-profile")(eval_profile.decode_profile)
 app.command("diagnose")(eval_more.diagnose)
 app.add_typer(eval_vocoder.app)

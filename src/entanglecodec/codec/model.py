@@ -51,6 +51,7 @@ from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
 from .pitch import PitchConditioner
+from .precision import compute_dtype, resolve_precision
 from .quantizer import Quantizer
 from .text import CaptionEncoder
 from .windowing import Window, run_windowed, window_plan
@@ -399,28 +400,34 @@ class EntangleCodec(nn.Module):
         guidance: float,
         noise: Tensor,
         batch_windows: int = 4,
+        dtype: torch.dtype = torch.float32,
         f0_hz: Tensor | None = None,
     ) -> Tensor:
         """Codebook vectors ``[B, F, Dq]`` -> normalised mel ``[B, n_mels, F]``, windowed; each window
-        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip). ``f0_hz [B, F]``:
-        an oracle F0 contour for pitch-conditioned models (see :meth:`pitch_features`)."""
+        reads its slice of ``noise [B, n_mels, F]`` (drawn once for the whole clip). ``dtype``: the
+        flow decoder's compute dtype (see :mod:`.precision`). ``f0_hz [B, F]``: an oracle F0 contour
+        for pitch-conditioned models (see :meth:`pitch_features`)."""
         b, f, _ = zq.shape
         w = self.config.max_frames
         mel = zq.new_zeros(b, self.config.mel.n_mels, f)
+
+        def sample(c: Tensor, m: Tensor | None, z: Tensor, oracle: Tensor | None) -> Tensor:
+            p = self.pitch_features(c, oracle)  # float32: the F0 and the comb stay exact
+            with compute_dtype(dtype, zq.device):
+                return self.decoder.sample(c, m, steps, guidance, z, p).float()
 
         def whole(items: list[int]) -> None:
             idx = torch.tensor(items, device=zq.device)
             fs = int(flen[idx].max())
             m = lengths_to_mask(flen[idx], fs)
             c = zq[idx, :fs]
-            p = self.pitch_features(c, None if f0_hz is None else f0_hz[idx, :fs])
-            mel[idx, :, :fs] = self.decoder.sample(c, m, steps, guidance, noise[idx, :, :fs], p)
+            mel[idx, :, :fs] = sample(c, m, noise[idx, :, :fs], None if f0_hz is None else f0_hz[idx, :fs])
 
         def windows(chunk: list[Window]) -> None:
             c = torch.stack([zq[j.item, j.start : j.start + w] for j in chunk])
             z = torch.stack([noise[j.item, :, j.start : j.start + w] for j in chunk])
             oracle = None if f0_hz is None else torch.stack([f0_hz[j.item, j.start : j.start + w] for j in chunk])
-            out = self.decoder.sample(c, None, steps, guidance, z, self.pitch_features(c, oracle))
+            out = sample(c, None, z, oracle)
             for k, j in enumerate(chunk):
                 mel[j.item, :, j.keep_start : j.keep_end] = out[k, :, j.inner]
 
@@ -490,6 +497,7 @@ class EntangleCodec(nn.Module):
         seed: int = 0,
         return_mel: bool = False,
         f0_hz: Tensor | None = None,
+        precision: str | None = None,
     ) -> Audio:
         """Rebuild audio from tokens (one Euler step, as the paper).
 
@@ -506,6 +514,8 @@ class EntangleCodec(nn.Module):
             f0_hz: ``[B, F]`` F0 contour in Hz (0 = unvoiced) given to a pitch-conditioned decoder
                 (``decoder.pitch_cond``) instead of the one it predicts from the tokens: the oracle
                 control of ``reports/codec-diagnosis.md``, not a codec path (it is side information).
+            precision: the flow decoder's arithmetic, ``"auto"``, ``"float32"`` or ``"bfloat16"``
+                (see :mod:`entanglecodec.codec.precision`); ``None``: ``$ENTANGLECODEC_DECODE_PRECISION``, else ``"auto"``.
 
         Returns:
             :class:`Audio` with ``wav [B, S]``: ``F * 480`` samples per item, trimmed to
@@ -517,6 +527,7 @@ class EntangleCodec(nn.Module):
             codes = codes.codes
         steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
         c, flen = self._check_codes(codes, lengths)
+        dtype = resolve_precision(precision, self.device)
         was_training = self.training
         self.eval()
         try:
@@ -532,7 +543,7 @@ class EntangleCodec(nn.Module):
                 if tuple(f0_hz.shape) != (b, f):
                     raise TokenError(f"f0_hz has shape {tuple(f0_hz.shape)}, expected {(b, f)} (items, frames)")
                 f0_hz = f0_hz.to(zq)
-            mel = self._decode_mel(zq, flen, steps, guidance, noise, f0_hz=f0_hz)
+            mel = self._decode_mel(zq, flen, steps, guidance, noise, dtype=dtype, f0_hz=f0_hz)
             log_mel = self.frontend.denormalize(mel)
             log_mel = log_mel.masked_fill(~lengths_to_mask(flen, f)[:, None, :], math.log(self.config.mel.log_floor))
             wav = self._vocode(log_mel, flen)
@@ -565,11 +576,15 @@ class EntangleCodec(nn.Module):
         steps: int = 1,
         guidance: float | None = None,
         seed: int = 0,
+        precision: str | None = None,
     ) -> Audio:
-        """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths (``guidance``:
-        as :meth:`decode`, ``None`` for the checkpoint's default)."""
+        """``decode(encode(wav))`` at 24 kHz, trimmed to the (resampled) input lengths (``guidance``,
+        ``precision``: as :meth:`decode`, ``None`` for the defaults)."""
         steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
-        return self.decode(self.encode(wav, sample_rate, lengths), steps=steps, guidance=guidance, seed=seed)
+        resolve_precision(precision, self.device)  # a bad name fails before encoding
+        return self.decode(
+            self.encode(wav, sample_rate, lengths), steps=steps, guidance=guidance, seed=seed, precision=precision
+        )
 
     @torch.no_grad()
     def encode_features(

@@ -2,12 +2,14 @@
 
 What is measured (all on this machine's CPU, in one process, one call at a time):
 
-* ``encode``: ``model.encode`` (wave -> tokens), ``decode-1`` / ``decode-4``: ``model.decode``
-  with 1 and 4 Euler steps (tokens -> mel -> the model's vocoder -> wave), ``end-to-end``:
-  ``model.reconstruct`` (encode + 1-step decode). When the model's vocoder is Griffin-Lim, a
+* ``encode``: ``model.encode`` (wave -> tokens), ``decode-1``: ``model.decode`` with one Euler
+  step (tokens -> mel -> the model's vocoder -> wave) at the default flow-decoder precision
+  (:mod:`entanglecodec.codec.precision`; when that is bfloat16 a ``decode-1 · float32`` row at
+  batch 1 gives the reference arithmetic), ``end-to-end``: ``model.reconstruct`` (encode + 1-step
+  decode). When the model's vocoder is Griffin-Lim, a
   ``decode-1 · neural vocoder`` row uses a randomly initialised Vocos-style vocoder of the
   shipped size instead (speed does not depend on weights).
-* Baselines on the same clips: Codec2 3200/700C and Opus 6 kbps (external processes, encode +
+* Baselines on the same clips: Codec2 700C and Opus 6 kbps (external processes, encode +
   decode) and the Griffin-Lim mel oracle (wave -> log-mel -> 32 Griffin-Lim iterations), through
   :mod:`entanglecodec.eval.systems`.
 * For batch sizes 1 and 8 and lengths from 1 s to 10 min. A length is skipped (and the skip
@@ -16,7 +18,9 @@ What is measured (all on this machine's CPU, in one process, one call at a time)
 
 Timing: ``time.perf_counter`` around one call, after a warm-up call on the shortest length; the
 median of ``reps`` calls when a call holds at most 10 s of audio (batch x length), one call beyond. ``RTF = compute seconds / audio
-seconds`` (batch 8: divided by 8 x the clip length); below 1 is faster than real time.
+seconds`` (batch 8: divided by 8 x the clip length); below 1 is faster than real time. The
+1-minute load average is recorded after every point, and the report checks decode / end-to-end
+against the speed targets.
 
 Peak memory: the process's resident-set high-water mark (``VmHWM``) is reset to the current RSS
 through ``/proc/self/clear_refs`` before each measurement (after ``gc.collect`` and glibc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
+import os
 import re
 import statistics
 import threading
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
 
 SAMPLE_RATE = 24000
-DEFAULT_LENGTHS: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 60.0, 180.0, 600.0)
-"""Clip lengths (seconds) of a full run."""
+DEFAULT_LENGTHS: tuple[float, ...] = (1.0, 10.0, 30.0, 60.0, 600.0)
+"""Clip lengths (seconds) of a full run (five points keep `make bench` within a few minutes)."""
 WAVE_MIB_PER_MIN = SAMPLE_RATE * 60 * 4 / 2**20
 """Size of one minute of float32 audio at 24 kHz, MiB (the yardstick for memory growth)."""
 QUICK_LENGTHS: tuple[float, ...] = (0.5, 1.0, 2.5)
@@ -127,7 +128,8 @@ class Measurement:
         op: operation label. batch: clips per call. seconds: length of each clip (s).
         wall_s: median compute time of one call (s); ``NaN`` when skipped.
         rtf: ``wall_s / (batch * seconds)``. peak_mb: peak RSS growth (MiB), ``NaN`` when not
-        attributable. reps: timed calls. skipped: reason when not run.
+        attributable. reps: timed calls. skipped: reason when not run. load1: the machine's 1-minute
+        load average right after the point was measured.
     """
 
     op: str
@@ -139,6 +141,7 @@ class Measurement:
     reps: int = 0
     times: list[float] = field(default_factory=list)
     skipped: str = ""
+    load1: float = math.nan
 
 
 def bench_signal(seconds: float, batch: int = 1, seed: int = 0) -> np.ndarray:
@@ -219,6 +222,7 @@ def run_series(
         m.wall_s = statistics.median(times)
         m.rtf = m.wall_s / (batch * sec)
         m.peak_mb = peak
+        m.load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
         last = (sec, m.wall_s)
         out.append(m)
         del call
@@ -229,17 +233,22 @@ def run_series(
 # Operations
 # ---------------------------------------------------------------------------------------------
 def model_ops(model: EntangleCodec) -> dict[str, Callable[[np.ndarray], Callable[[], Any]]]:
-    """The codec's operations as ``audio [B, S] -> call`` factories (tokens prepared outside timing)."""
+    """The codec's operations as ``audio [B, S] -> call`` factories (tokens prepared outside timing):
+    ``encode``, ``decode-1`` (one Euler step at the default precision, see
+    :mod:`entanglecodec.codec.precision`), ``end-to-end`` and, when that default is not float32,
+    ``decode-1 · float32``."""
     import torch
+
+    from ...codec.precision import resolve_precision
 
     def enc(x: np.ndarray) -> Callable[[], Any]:
         wav = torch.from_numpy(x)
         return lambda: model.encode(wav, SAMPLE_RATE)
 
-    def dec(steps: int) -> Callable[[np.ndarray], Callable[[], Any]]:
+    def dec(steps: int, precision: str | None = None) -> Callable[[np.ndarray], Callable[[], Any]]:
         def factory(x: np.ndarray) -> Callable[[], Any]:
             tokens = model.encode(torch.from_numpy(x), SAMPLE_RATE)
-            return lambda: model.decode(tokens, steps=steps)
+            return lambda: model.decode(tokens, steps=steps, precision=precision)
 
         return factory
 
@@ -247,7 +256,16 @@ def model_ops(model: EntangleCodec) -> dict[str, Callable[[np.ndarray], Callable
         wav = torch.from_numpy(x)
         return lambda: model.reconstruct(wav, SAMPLE_RATE)
 
-    return {"encode": enc, "decode-1": dec(1), "decode-4": dec(4), "end-to-end": e2e}
+    ops = {"encode": enc, "decode-1": dec(1), "end-to-end": e2e}
+    if resolve_precision(None, model.device) != torch.float32:
+        ops["decode-1 · float32"] = dec(1, "float32")
+    return ops
+
+
+FLOAT32_BATCHES = (1,)
+FLOAT32_MAX_S = 60.0
+"""Batch sizes and longest clip of the ``decode-1 · float32`` row (the reference arithmetic beside
+the default; ``reports/decode-profile.md`` compares the two at 10 min)."""
 
 
 def system_op(system: Any) -> Callable[[np.ndarray], Callable[[], Any]]:

@@ -46,6 +46,26 @@ def _attention_gib(res: BenchResults, seconds: float) -> float:
     return frames * frames * heads * 4 / 2**30
 
 
+TARGETS = {"decode-1": 100.0, "end-to-end": 80.0}
+"""Speed targets of the decoding-speed issue, x real time at batch 1 (2 threads on an idle 2-core CPU)."""
+
+
+def _targets(res: BenchResults) -> list[str]:
+    """Speed (x real time = 1 / RTF) of decode and end-to-end at 10 s and at the longest length, batch 1,
+    against :data:`TARGETS`."""
+    rows = []
+    for op, target in TARGETS.items():
+        pts = {m.seconds: m for m in res.series(op, 1) if math.isfinite(m.rtf)}
+        for sec in sorted({s for s in pts if s == 10.0} | ({max(pts)} if pts else set())):
+            x = 1.0 / pts[sec].rtf
+            rows.append(f"| {op} | {length_label(sec)} | {x:.0f}x | {target:.0f}x | {'yes' if x >= target else 'no'} |")
+    if not rows:
+        return []
+    return ["", "## Speed targets (batch 1, x real time)", "", "| operation | clip | measured | target | met |",
+            "|---|---|---:|---:|---|", *rows,
+            "", "The targets hold for 2 threads on an idle 2-core CPU; compare with the load average above."]
+
+
 def markdown_report(res: BenchResults, plots: dict[str, str], command: str | None = None) -> str:
     """The benchmark report (tables of RTF, memory, linear fits, tokens/s and FLOPs)."""
     mi, ma = res.model, res.machine
@@ -61,8 +81,16 @@ def markdown_report(res: BenchResults, plots: dict[str, str], command: str | Non
         "shared with other jobs, so absolute times are pessimistic and noisy.",
         f"Total benchmark time {res.settings['total_wall_s']:.0f} s.",
     ]
+    loads = [m.load1 for m in res.measurements if math.isfinite(m.load1)]
+    if loads:
+        lines.append(f"1-minute load average after each measured point: min {min(loads):.2f}, median "
+                     f"{sorted(loads)[len(loads) // 2]:.2f}, max {max(loads):.2f} (per point in bench.json).")
+    if "decode_precision" in ma:
+        lines.append(f"Flow-decoder precision of `decode-1` / `end-to-end`: {ma['decode_precision']} (`auto`; native "
+                     f"bfloat16 matrix units: {'yes' if ma.get('native_bf16') else 'no'}; see `entanglecodec.codec.precision`).")
     if command:
         lines += ["", f"Command: `{command}`"]
+    lines += _targets(res)
     lines += [
         "",
         "RTF = compute time / audio duration (batch 8: / 8 x clip length); < 1 is faster than real time. "

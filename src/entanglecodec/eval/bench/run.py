@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from .measure import (
     DEFAULT_LENGTHS,
+    FLOAT32_BATCHES,
+    FLOAT32_MAX_S,
     BenchError,
     Measurement,
     PeakMemory,
@@ -114,8 +116,12 @@ def _run_all(
 
     with torch.inference_mode():
         for op, factory in model_ops(model).items():
-            for b in batches:
-                measurements += run_series(op, factory, lengths, b, reps, max_call_s, progress=say)
+            reference = op == "decode-1 · float32"
+            lens = lengths
+            if reference:
+                lens = [x for x in lengths if x <= FLOAT32_MAX_S] or sorted(lengths)[:1]
+            for b in [b for b in batches if b in FLOAT32_BATCHES] if reference else batches:
+                measurements += run_series(op, factory, lens, b, reps, max_call_s, progress=say)
         from ...vocoder.griffin_lim import GriffinLim
 
         if neural_vocoder and isinstance(model.vocoder, GriffinLim):
@@ -143,7 +149,6 @@ def _run_all(
 
             systems: list[System] = []
             for make in (
-                lambda: Codec2System("3200"),
                 lambda: Codec2System("700C"),
                 lambda: OpusSystem(6.0),
                 lambda: MelOracleSystem("griffin-lim"),
@@ -225,7 +230,11 @@ def run_bench(
         else:
             threads_why = "torch default"
     t_start = time.perf_counter()
+    from ...codec.precision import native_cpu_bf16, resolve_precision
+
     machine = {
+        "decode_precision": str(resolve_precision(None, torch.device("cpu"))).removeprefix("torch."),
+        "native_bf16": native_cpu_bf16(),
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -1,0 +1,102 @@
+"""Decoding is pinned: the bundled model decodes two fixed token sequences (1 s and 10.5 s, the
+second crossing the 10 s window) to what the code before the speed work decoded
+(``tests/core/data/decode-reference.npz``, written by ``scripts/pin_decode_reference.py``).
+
+* float32: every frame's RMS within 1e-4 relative and three exact 960-sample spans (start, the
+  window seam, end) within 2e-4 absolute: float noise only (thread count, batching, FFT sizes).
+* bfloat16 (only where the CPU has native bfloat16 matrix units): the same items within the
+  stated tolerance of the bfloat16 flow decoder (see ``reports/decode-profile.md``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "checkpoints" / "entanglecodec-small"
+REFERENCE = Path(__file__).parent / "data" / "decode-reference.npz"
+
+needs_bundled = pytest.mark.skipif(not BUNDLED.is_dir(), reason="the bundled checkpoint is not in this checkout")
+
+
+def _pin_module():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("pin_decode_reference", ROOT / "scripts" / "pin_decode_reference.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def decoded() -> dict[str, object]:
+    from entanglecodec import EntangleCodec
+
+    ref = dict(np.load(REFERENCE))
+    model = EntangleCodec.from_pretrained(BUNDLED, build_text_encoder=False)
+    assert model.fingerprint() == str(ref["fingerprint"]), (
+        "the bundled checkpoint changed: re-pin with `PYTHONPATH=src python scripts/pin_decode_reference.py` "
+        "using float32 code whose output is the reference"
+    )
+    codes, lengths = torch.from_numpy(ref["codes"]), torch.from_numpy(ref["lengths"])
+    return {"model": model, "ref": ref, "codes": codes, "lengths": lengths, "pin": _pin_module()}
+
+
+def _summaries(d: dict[str, object], precision: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    model, pin = d["model"], d["pin"]
+    audio = model.decode(d["codes"], d["lengths"], seed=0, precision=precision)  # type: ignore[attr-defined]
+    return [pin.summarise(audio.wav[i].numpy(), n) for i, n in enumerate(audio.lengths.tolist())]  # type: ignore[attr-defined]
+
+
+@needs_bundled
+def test_float32_decode_matches_the_pinned_reference(decoded: dict[str, object]) -> None:
+    ref = decoded["ref"]
+    for i, (rms, spans) in enumerate(_summaries(decoded, "float32")):
+        r_rms, r_spans = ref[f"rms{i}"], ref[f"spans{i}"]  # type: ignore[index]
+        assert rms.shape == r_rms.shape
+        rel = np.abs(rms - r_rms) / np.maximum(r_rms, 1e-4)
+        assert rel.max() < 1e-4, f"item {i}: frame RMS moved by up to {rel.max():.2e} (frame {rel.argmax()})"
+        err = np.abs(spans - r_spans).max()
+        assert err < 2e-4, f"item {i}: exact spans moved by up to {err:.2e}"
+
+
+@needs_bundled
+@pytest.mark.skipif(not __import__("entanglecodec.codec.precision", fromlist=["x"]).native_cpu_bf16(),
+                    reason="this CPU has no native bfloat16 matrix units")
+def test_bfloat16_decode_stays_within_its_stated_tolerance(decoded: dict[str, object]) -> None:
+    ref = decoded["ref"]
+    for i, (rms, _spans) in enumerate(_summaries(decoded, "bfloat16")):
+        r_rms = ref[f"rms{i}"]  # type: ignore[index]
+        loud = r_rms > 1e-3 * r_rms.max()
+        db = np.abs(20 * np.log10(np.maximum(rms[loud], 1e-9) / r_rms[loud]))
+        assert np.median(db) < 0.15 and np.percentile(db, 99) < 1.0, (
+            f"item {i}: bfloat16 frame levels differ from float32 by median {np.median(db):.2f} dB, "
+            f"p99 {np.percentile(db, 99):.2f} dB"
+        )
+
+
+def test_precision_names_resolve_and_bad_ones_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from entanglecodec.codec.precision import PRECISION_ENV, native_cpu_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    assert resolve_precision(None, cpu) == (torch.bfloat16 if native_cpu_bf16() else torch.float32)
+    assert resolve_precision("auto", torch.device("meta")) == torch.float32  # auto: bfloat16 on CPUs only
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    assert resolve_precision(None, cpu) == torch.float32
+    monkeypatch.setenv(PRECISION_ENV, "half")
+    with pytest.raises(ValueError, match=PRECISION_ENV):
+        resolve_precision(None, cpu)
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        resolve_precision("fp8", cpu)
+
+
+def test_decode_refuses_an_unknown_precision(tiny_model) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="decode precision"):
+        tiny_model.decode(torch.zeros(1, 10, dtype=torch.long), precision="half")
