@@ -52,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = EntangleCodec.from_pretrained(ROOT / "checkpoints" / "entanglecodec-small", build_text_encoder=False)
     codes, lengths = reference_codes(model.codebook_size)
-    audio = model.decode(codes, lengths, seed=0)
+    audio = model.decode(codes, lengths, seed=0, precision="float32")
     out: dict[str, np.ndarray] = {"codes": codes.numpy(), "lengths": lengths.numpy()}
     for i, n in enumerate((audio.lengths).tolist()):
         rms, sp = summarise(audio.wav[i].numpy(), n)

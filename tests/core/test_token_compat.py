@@ -36,23 +36,44 @@ def test_public_api_unchanged() -> None:
         assert hasattr(entanglecodec, name), name
 
 
-def test_legacy_token_file_decodes(bundled, tmp_path: Path) -> None:  # noqa: ANN001
-    from entanglecodec.codec.tokens import load_tokens
-
-    tf = load_tokens(LEGACY_TOKENS)
-    assert tf.fingerprint != bundled.fingerprint() and tf.fingerprint == bundled.legacy_fingerprint()
-    assert bundled.accepts_fingerprint(tf.fingerprint)
-    # the same clip still gives the same tokens
-    assert np.array_equal(bundled.encode(_legacy_clip(), 24000).codes[0].numpy(), tf.codes)
-    out = tmp_path / "legacy.wav"
+def test_legacy_fingerprint_token_file_decodes(tmp_path: Path) -> None:
+    """A token file stamped with a model's 0.1.0 fingerprint (config + codebook) decodes with that model."""
+    from entanglecodec import EntangleCodec, EntangleCodecConfig
     from entanglecodec.cli import app
+    from entanglecodec.codec.tokens import TokenFile, load_tokens, save_tokens
 
-    res = CliRunner().invoke(app, ["decode", str(LEGACY_TOKENS), "-o", str(out), "--vocoder", "griffin-lim"])
+    torch.manual_seed(0)
+    model = EntangleCodec(EntangleCodecConfig.preset("tiny"), build_text_encoder=False).eval()
+    legacy = model.legacy_fingerprint()
+    assert legacy is not None and legacy != model.fingerprint() and model.accepts_fingerprint(legacy)
+    ckpt = model.save_pretrained(tmp_path / "tiny")
+    codes = model.encode(_legacy_clip(), 24000).codes[0].numpy()
+    path = tmp_path / "legacy.npz"
+    save_tokens(path, TokenFile(codes=codes, sample_rate=24000, num_samples=24000, frame_rate=50.0,
+                                codebook_size=model.codebook_size, fingerprint=legacy))
+    assert load_tokens(path).fingerprint == legacy
+    out = tmp_path / "legacy.wav"
+    res = CliRunner().invoke(app, ["decode", str(path), "-o", str(out), "-c", str(ckpt), "--vocoder", "griffin-lim"])
     assert res.exit_code == 0, res.output
     from entanglecodec.audio import load_audio
 
     wav, sr = load_audio(out, None)
-    assert sr == 24000 and wav.shape[-1] == tf.num_samples
+    assert sr == 24000 and wav.shape[-1] == 24000
+
+
+def test_release_0_1_token_file_names_its_model(bundled, tmp_path: Path) -> None:  # noqa: ANN001
+    """The committed 0.1.0 file was made by the bundled model of that release (fingerprint
+    58d4508c18952c0b, replaced in session 6): today's bundled model refuses it in one line that says
+    which checkpoint made it, and writes nothing."""
+    from entanglecodec.cli import app
+    from entanglecodec.codec.tokens import load_tokens
+
+    tf = load_tokens(LEGACY_TOKENS)
+    assert not bundled.accepts_fingerprint(tf.fingerprint)
+    out = tmp_path / "legacy.wav"
+    res = CliRunner().invoke(app, ["decode", str(LEGACY_TOKENS), "-o", str(out), "--vocoder", "griffin-lim"])
+    assert res.exit_code != 0 and "another checkpoint" in res.output and tf.fingerprint in res.output
+    assert "Traceback" not in res.output and not out.exists()
 
 
 def test_token_file_of_another_model_is_refused(bundled) -> None:  # noqa: ANN001

@@ -791,7 +791,7 @@ class EntangleCodec(nn.Module):
         parts: dict[str, Any] = {
             "encoder": [self.encoder, self.audio_proj],
             "quantizer": [self.quantizer],
-            "decoder": [self.decoder],
+            "decoder": [self.decoder] + ([self.pitch] if self.pitch is not None else []),
             "text_encoder": [self.text_encoder] if self.has_text_encoder else [],
         }
         out = {}
