@@ -138,3 +138,14 @@ def test_cli_decode_profile_times_every_stage(tmp_path: Path) -> None:
     assert all(v >= 0 for k, v in p["stages"].items() if k != "other") and p["stages"]["flow decoder"] > 0
     bad = CliRunner().invoke(app, ["decode-profile", "--out", str(out), "--precision", "half"])
     assert bad.exit_code == 2 and "--precision" in bad.output
+
+
+def test_rss_child_command_runs(tmp_path):
+    """The child process of ``eval bench-rss`` starts the real CLI (a wrong module path once broke ``make bench``)."""
+    import subprocess
+    import sys
+
+    from entanglecodec.eval.bench.rss import CLI_MODULE
+
+    res = subprocess.run([sys.executable, "-m", CLI_MODULE, "encode", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "encode" in res.stdout.lower(), res.stderr[-500:]

@@ -53,13 +53,17 @@ def write_long_wav(path: str | Path, seconds: float, block_seconds: float = 10.0
     return Path(path)
 
 
+CLI_MODULE = "entanglecodec.cli"
+"""What ``python -m`` runs for the child process (the package's ``cli/__main__.py``)."""
+
+
 def encode_rss(audio: Path, out: Path, checkpoint: Path | None = None, threads: int = 2) -> tuple[float, float]:
     """Run ``entanglecodec encode audio -o out`` in a child; return ``(peak RSS MiB, wall s)``.
 
     Raises:
         RuntimeError: the command failed (its output is in the message).
     """
-    cmd = [sys.executable, "-m", "entanglecodec.cli.main", "encode", str(audio), "-o", str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", CLI_MODULE, "encode", str(audio), "-o", str(out), "--overwrite"]
     if checkpoint is not None:
         cmd += ["-c", str(checkpoint)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TERM": "dumb"}
