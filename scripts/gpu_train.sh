@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 1 of configs/small-cpu.yaml on one GPU, trained from a pre-computed feature directory
+# Stage 1 of a codec recipe (configs/small-cpu.yaml unless CONFIG=...) on one GPU, trained from a pre-computed feature directory
 # (`entanglecodec data features`), for a wall-clock budget; exports 16-bit weights into $OUT.
 #
 #   scripts/gpu_train.sh FEATURES RUN_DIR [MINUTES] [--set key=value ...]
@@ -8,6 +8,8 @@
 #   RUN_DIR    run folder on the GPU machine; a RUN_DIR/checkpoints/last.ckpt there is resumed
 #   MINUTES    training budget (Lightning trainer.max_time; default 7); the export follows it
 #   RESUME_FROM=path.ckpt (environment): start from this Lightning checkpoint (copied to RUN_DIR)
+#   CONFIG=path.yaml (environment): the stage-1 recipe (default configs/small-cpu.yaml), e.g.
+#              CONFIG=configs/small-cpu-pitch.yaml with --set init_from=export-or-ckpt for a warm start
 #   OUT        where the results go (default RUN_DIR/out): export/config.json and the 16-bit
 #              export/model.safetensors (split into export/model.safetensors.part-aa, -ab, ... when it is
 #              over 15 MiB; join with `cat model.safetensors.part-* > model.safetensors`),
@@ -60,7 +62,8 @@ MAX_TIME=$(printf "%02d:%02d:%02d:%02d" $((BUDGET / 86400)) $((BUDGET % 86400 / 
 
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$LOG"
 
-python3 -m entanglecodec.cli train stage1 -c "$HERE/configs/small-cpu.yaml" --run-dir "$RUN" "${RESUME[@]}" --no-progress \
+CONFIG=${CONFIG:-$HERE/configs/small-cpu.yaml}
+python3 -m entanglecodec.cli train stage1 -c "$CONFIG" --run-dir "$RUN" "${RESUME[@]}" --no-progress \
     --set data.features="$FEATURES" \
     --set trainer.accelerator=gpu --set trainer.precision=bf16-mixed --set trainer.threads=8 \
     --set data.batch_size=64 --set data.num_workers=8 \

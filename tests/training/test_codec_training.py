@@ -210,6 +210,15 @@ def test_recipe_errors_name_the_key(tmp_path):
     assert load_recipe(REPO / "configs" / "paper.yaml").optim.accumulate == 4
 
 
+def test_overrides_read_exponent_numbers_as_numbers():
+    # YAML 1.1 reads "5e-4" (no dot) as a string; a --set value written that way is still a number
+    r = load_recipe(TINY, ["optim.lr=5e-4", "optim.weight_decay=1E-2", "trainer.nan_policy=skip"])
+    assert r.optim.lr == pytest.approx(5e-4) and r.optim.weight_decay == pytest.approx(1e-2)
+    assert r.trainer.nan_policy == "skip"
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_recipe(TINY, ["optim.lr=5e-4x"])
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "entanglecodec.cli", *args]
 

@@ -267,7 +267,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def read_recipe_dict(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """The one recipe reader (codec and vocoder recipes): YAML with ``base:`` chains, then
-    ``dotted.key=value`` overrides (values parsed as YAML), as a plain dict."""
+    ``dotted.key=value`` overrides (values parsed as YAML; ``5e-4`` is a number), as a plain dict."""
     data = _read_yaml(Path(path))
     for ov in overrides or []:
         if "=" not in ov:
@@ -279,5 +279,17 @@ def read_recipe_dict(path: str | Path, overrides: list[str] | None = None) -> di
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(val)
+        node[parts[-1]] = _override_value(val)
     return data
+
+
+_EXP_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _override_value(text: str) -> Any:
+    """An override's value as YAML, except that ``5e-4``-style numbers (YAML 1.1 reads them as
+    strings when they lack a dot) are numbers."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _EXP_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
