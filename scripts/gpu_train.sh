@@ -13,7 +13,9 @@
 #   OUT        where the results go (default RUN_DIR/out): export/config.json and the 16-bit
 #              export/model.safetensors (split into export/model.safetensors.part-aa, -ab, ... when it is
 #              over 15 MiB; join with `cat model.safetensors.part-* > model.safetensors`),
-#              metrics.csv, recipe.yaml, train.log
+#              metrics.csv, recipe.yaml, train.log, and warm.ckpt (`entanglecodec train slim`: recipe +
+#              float16 weights with the auxiliary heads, no optimiser; split like the export) for the
+#              next warm start (--set init_from=warm.ckpt), which an export cannot give: its heads start fresh
 #
 # Python packages the GPU image lacks are installed from ./.whl when it is there (see README,
 # "Training on a GPU from pre-computed features"). Further --set arguments override the recipe,
@@ -86,10 +88,14 @@ if [ -f "$RUN/checkpoints/last.ckpt" ]; then
     rm -rf "$OUT/export"
     python3 -m entanglecodec.cli train export "$RUN" -o "$OUT/export" --dtype float16 >>"$LOG" 2>&1 \
         || echo "export failed (see train.log)" | tee -a "$LOG"
-    W="$OUT/export/model.safetensors"
-    if [ -f "$W" ] && [ "$(stat -c %s "$W")" -gt $((15 * 1024 * 1024)) ]; then
-        split -b 15M "$W" "$W.part-" && rm "$W"
-    fi
+    rm -f "$OUT/export/README.md"  # regenerable; at most 8 files come back from a device machine
+    python3 -m entanglecodec.cli train slim "$RUN" -o "$OUT/warm.ckpt" >>"$LOG" 2>&1 \
+        || echo "slim checkpoint failed (see train.log)" | tee -a "$LOG"
+    for W in "$OUT/export/model.safetensors" "$OUT/warm.ckpt"; do
+        if [ -f "$W" ] && [ "$(stat -c %s "$W")" -gt $((15 * 1024 * 1024)) ]; then
+            split -b 15M "$W" "$W.part-" && rm "$W"
+        fi
+    done
 fi
 R=$(ls -t "$RUN"/recipe*.yaml 2>/dev/null | head -n 1)
 [ -n "$R" ] && cp "$R" "$OUT/recipe.yaml"

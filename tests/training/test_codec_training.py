@@ -368,3 +368,35 @@ def test_pitch_conditioned_warm_start_then_stage2(corpus, tmp_path):
     for k, v in model.pitch.state_dict().items():
         assert torch.equal(v, s2.model.pitch.state_dict()[k]), f"pitch predictor {k} moved in stage 2"
     assert any(r.get("train/flow") for r in metrics(tmp_path / "s2"))
+
+
+
+def test_slim_checkpoint_warm_starts_with_its_auxiliary_heads(corpus, tmp_path):
+    from entanglecodec.training.codec_module import CodecModule
+    from entanglecodec.training.run import slim_checkpoint, warm_start_stage1
+
+    aux = ("loss.primitives=1.0", "loss.mel_regression=1.0")
+    base = tmp_path / "base"
+    run_training(recipe(corpus, "trainer.max_steps=4", *aux), base, enable_progress_bar=False)
+    last = base / "checkpoints" / "last.ckpt"
+    slim = slim_checkpoint(base, tmp_path / "warm.ckpt")
+    assert slim.stat().st_size < last.stat().st_size / 2
+    saved = torch.load(slim, map_location="cpu", weights_only=False)
+    assert set(saved) == {"state_dict", "hyper_parameters", "global_step"}
+    assert all(v.dtype == torch.float16 for v in saved["state_dict"].values() if v.is_floating_point())
+    trained = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+
+    module = CodecModule(recipe(corpus, *aux).to_dict(), str(tmp_path / "m"))
+    fresh = {k: v.clone() for k, v in module.state_dict().items() if k.startswith("mel_head.")}
+    (tmp_path / "m").mkdir()
+    warm_start_stage1(module, slim, tmp_path / "m")
+    mine = module.state_dict()
+    assert fresh and any(not torch.equal(mine[k], v) for k, v in fresh.items())
+    for name, v in mine.items():  # the heads an export lacks come back too, to float16 rounding
+        if name.startswith(("mel_head.", "primitive_head.", "model.quantizer.")) and v.is_floating_point():
+            assert torch.allclose(v, trained[name].float(), rtol=1e-2, atol=1e-3), name
+
+    torch.save({"state_dict": {}}, tmp_path / "bare.ckpt")
+    with pytest.raises(ValueError, match="no recipe"):
+        slim_checkpoint(tmp_path / "bare.ckpt", tmp_path / "again.ckpt")
+    assert not (tmp_path / "again.ckpt").exists()

@@ -79,6 +79,29 @@ def export(
 
 
 @app.command()
+def slim(
+    run: Path = typer.Argument(..., help="Run folder (uses checkpoints/last.ckpt) or a .ckpt file."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .ckpt file (replaced atomically)."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16, bfloat16 or float32 for the stored tensors."),
+) -> None:
+    """Write a warm-start checkpoint (recipe + weights incl. auxiliary heads, no optimiser) for init_from."""
+    import torch
+
+    from ..training.run import slim_checkpoint
+
+    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        fail(f"--dtype: choose float32, float16 or bfloat16, not {dtype!r}", 2)
+    if out.resolve() == run.resolve():
+        fail(f"{out}: would overwrite the checkpoint it reads")
+    try:
+        p = slim_checkpoint(run, out, dtypes[dtype])
+    except (FileNotFoundError, ValueError) as e:  # OutputError is a ValueError
+        fail(str(e))
+    typer.echo(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)")
+
+
+@app.command()
 def throughput(
     config: Path = ConfigOpt,
     steps: int = typer.Option(30, help="Optimiser steps to time (the first 5 are discarded as warm-up)."),

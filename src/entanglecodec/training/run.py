@@ -261,6 +261,31 @@ def load_run(path: str | Path) -> CodecModule:
     return module
 
 
+def slim_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write a warm-start copy of a training checkpoint: its recipe and trained tensors only.
+
+    Unlike an export (:func:`export_run`), it keeps the training-only auxiliary heads, so
+    ``init_from=OUT`` continues a run without fresh heads disturbing the encoder. Dropped: optimiser
+    and scheduler state, loop counters and the frozen caption backbone (reloaded from its package).
+    Floating-point tensors are stored in ``dtype`` (``None`` keeps them), a quarter of a full
+    ``.ckpt`` in float16: the size that travels to and from a GPU machine.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`read_training_checkpoint`.
+    """
+    from ..fileio import atomic_write
+
+    ckpt, state, _ = read_training_checkpoint(path, "EntangleCodec")
+    frozen = "model.text_encoder.backbone."
+    sd = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+        for k, v in state["state_dict"].items()
+        if not k.startswith(frozen)
+    }
+    slim = {"state_dict": sd, "hyper_parameters": state["hyper_parameters"], "global_step": state.get("global_step", 0)}
+    return atomic_write(out, lambda tmp: torch.save(slim, str(tmp)))
+
+
 def export_run(path: str | Path, out_dir: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
     """Export a run's latest weights to a ``save_pretrained`` directory (no optimiser state).
 
