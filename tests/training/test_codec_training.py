@@ -369,6 +369,38 @@ def test_pitch_conditioned_warm_start_then_stage2(corpus, tmp_path):
         assert torch.equal(v, s2.model.pitch.state_dict()[k]), f"pitch predictor {k} moved in stage 2"
     assert any(r.get("train/flow") for r in metrics(tmp_path / "s2"))
 
+    # guidance distillation (stage 2, loss.distill): one pass learns the frozen teacher's guided velocity
+    dist = run_training(
+        recipe(corpus, f"init_from={out}", "loss.adv=0", "loss.flow=0", "loss.vq=0", "loss.distill=1.0",
+               "loss.distill_guidance=2.0", "optim.lr=1e-3", "trainer.max_steps=40",
+               path=REPO / "configs" / "tiny-stage2.yaml"),
+        tmp_path / "dist", enable_progress_bar=False,
+    )
+    rows = metrics(tmp_path / "dist")
+    assert len([r for r in rows if r.get("train/distill")]) == 40
+    assert dist.teacher is not None and dist.model.config.decoder.guidance == 0.0
+    for k, v in model.decoder.state_dict().items():
+        assert torch.equal(v, dist.teacher.state_dict()[k]), f"teacher {k} moved"
+    import json
+
+    from entanglecodec.audio import load_audio
+
+    row = json.loads(Path(corpus).read_text().splitlines()[0])
+    wav, sr = load_audio(Path(corpus).parent / row["audio"], None)
+    codes = model.encode(wav, sr).codes
+    with torch.no_grad():
+        zq = model.quantizer.embed_codes(codes)
+        pitch = model.pitch_features(zq, None)
+        x0 = torch.randn(1, model.config.mel.n_mels, codes.shape[-1], generator=torch.Generator().manual_seed(0))
+        t0 = torch.zeros(1)
+        target = dist.teacher.guided_velocity(x0, t0, zq, None, 2.0, pitch)
+        before = (dist.teacher(x0, t0, zq, None, pitch) - target).abs().mean()
+        after = (dist.model.decoder(x0, t0, zq, None, pitch) - target).abs().mean()
+    assert after < 0.8 * before, (float(before), float(after))
+    assert EntangleCodec.from_pretrained(export_run(tmp_path / "dist", tmp_path / "dist_export")).config.decoder.guidance == 0.0
+    with pytest.raises(ConfigError, match="stage2 term"):
+        recipe(corpus, "loss.distill=1.0")
+
 
 
 def test_slim_checkpoint_warm_starts_with_its_auxiliary_heads(corpus, tmp_path):

@@ -145,6 +145,17 @@ class FlowDecoder(nn.Module):
             v = v + (1 - t.to(v.dtype))[:, None, None] * self.harmonic_depth(h) * ripple.to(v.dtype)
         return v.transpose(1, 2)
 
+    def draw_noise_and_time(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Training draws for a target ``x [B, n_mels, F]``: noise ``z`` like ``x`` and flow times
+        ``t [B]``, uniform in ``[0, 1)`` except a ``t_zero_fraction`` share at 0 (the one-step sampler's time)."""
+        b = x.shape[0]
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        t = torch.rand(b, generator=generator, device=x.device, dtype=x.dtype)
+        if self.cfg.t_zero_fraction > 0:
+            at_zero = torch.rand(b, generator=generator, device=x.device) < self.cfg.t_zero_fraction
+            t = t.masked_fill(at_zero, 0.0)
+        return z, t
+
     def loss(
         self,
         x: Tensor,
@@ -163,11 +174,7 @@ class FlowDecoder(nn.Module):
         is the decoder's one-step sample from the same noise (used for stage-2 adversarial loss).
         """
         b = x.shape[0]
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        t = torch.rand(b, generator=generator, device=x.device, dtype=x.dtype)
-        if self.cfg.t_zero_fraction > 0:
-            at_zero = torch.rand(b, generator=generator, device=x.device) < self.cfg.t_zero_fraction
-            t = t.masked_fill(at_zero, 0.0)
+        z, t = self.draw_noise_and_time(x, generator)
         if self.training and self.cfg.cond_dropout > 0:
             drop = torch.rand(b, device=x.device) < self.cfg.cond_dropout
             cond = torch.where(drop[:, None, None], self.null_condition(cond), cond)
@@ -192,10 +199,10 @@ class FlowDecoder(nn.Module):
 
         Returns: normalised mel ``[B, n_mels, F]``, ``z + v_gamma(z, 0)``.
         """
-        return noise + self._velocity(noise, torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype),
+        return noise + self.guided_velocity(noise, torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype),
                                       cond, mask, guidance, pitch)
 
-    def _velocity(
+    def guided_velocity(
         self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None, guidance: float, pitch: Tensor | None = None
     ) -> Tensor:
         """Guided velocity ``(1 + gamma) v(x, t, c) - gamma v(x, t, null)`` ``[B, n_mels, F]`` (Eq. 12);
@@ -237,5 +244,5 @@ class FlowDecoder(nn.Module):
         dt = 1.0 / steps
         for i in range(steps):
             t = torch.full((b,), i * dt, device=cond.device, dtype=x.dtype)
-            x = x + dt * self._velocity(x, t, cond, mask, guidance, pitch)
+            x = x + dt * self.guided_velocity(x, t, cond, mask, guidance, pitch)
         return x

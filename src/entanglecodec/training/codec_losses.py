@@ -40,6 +40,7 @@ def stage1_losses(
     generator: torch.Generator | None = None,
     caption_emb: Tensor | None = None,
     f0_hz: Tensor | None = None,
+    flow: bool = True,
 ) -> dict[str, Tensor]:
     """Stage-1 losses on a batch of normalised mels ``[B, n_mels, F]`` with ``mask [B, F]``.
 
@@ -51,6 +52,8 @@ def stage1_losses(
 
     ``caption_emb [B, hidden]``: pooled outputs of the frozen caption backbone computed beforehand
     (a feature directory's); used instead of running the backbone on ``captions``.
+
+    ``flow=False`` skips the decoder (a term with weight 0): ``flow`` is then 0 and ``mel_est`` absent.
 
     ``f0_hz [B, F']`` (Hz, 0 = unvoiced, ``F' >= F``): the tracked F0 of the batch, required by a
     pitch-conditioned model (``decoder.pitch_cond``). Its decoder is then trained on the comb of this
@@ -69,20 +72,22 @@ def stage1_losses(
         pitch_feats = model.pitch.features(f0, f0 > 0)
         p = model.pitch.loss(q.quantized, f0, mask)
         pitch_out = {"pitch": p["vuv"] + p["f0"], "pitch_vuv_acc": p["vuv_acc"], "pitch_f0_cents": p["f0_cents"]}
-    flow, est = model.decoder.loss(mel, q.quantized, mask, generator, pitch_feats)
-    out = {
-        "flow": flow,
+    out: dict[str, Tensor] = {}
+    if flow:
+        out["flow"], out["mel_est"] = model.decoder.loss(mel, q.quantized, mask, generator, pitch_feats)
+    else:
+        out["flow"] = mel.new_zeros(())
+    out.update({
         "vq": q.loss,
         "usage": q.usage,
         "perplexity": q.perplexity,
         "dead_codes": q.dead_codes.float(),
         "active_codes": q.active,
-        "mel_est": est,
         "codes": q.codes,
         "pre_quant": q.pre_quant,
         "quantized": q.quantized,
         **pitch_out,
-    }
+    })
     if captions is not None:
         if model.text_encoder is None:
             raise RuntimeError("captions given but the model has no caption encoder")

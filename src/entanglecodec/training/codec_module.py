@@ -5,11 +5,13 @@
 * ``disc``: the stage-1 codec is frozen; a mel discriminator learns real mels vs the decoder's
   one-step samples (hinge loss).
 * ``stage2``: encoder and quantizer frozen (eval mode, so the codebook cannot move), text tower
-  dropped; only the decoder trains with ``L_flow + L_vq + L_adv`` against the frozen discriminator.
+  dropped; only the decoder trains with ``L_flow + L_vq + L_adv`` against the frozen discriminator,
+  and/or (``loss.distill``) to give a frozen copy of itself's guided velocity in one pass.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 import time
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..audio import lengths_to_mask, num_frames
+from ..codec.decoder import FlowDecoder, flow_interpolate
 from ..codec.model import EntangleCodec
 from ..codec.text import CaptionEncoder
 from ..config import EntangleCodecConfig, _from_dict
@@ -82,6 +85,13 @@ class CodecModule(L.LightningModule):
                     freeze(self.disc)
             if self.recipe.data.features:
                 self._feature_captions_dim(self.model.config)  # same mel config as the features, or a clear error
+        # Guidance distillation: the teacher is the decoder as loaded, frozen; the student decodes
+        # (and is exported) with guidance 0.
+        self.teacher: FlowDecoder | None = None
+        if stage == "stage2" and self.recipe.loss.distill > 0:
+            self.teacher = copy.deepcopy(self.model.decoder)
+            freeze(self.teacher)
+            self.model.config.decoder.guidance = 0.0
         self.precomputed_captions = pooled_dim is not None
         # The CLIP temperature (Eq. 10) is training-only: learnable in stage 1, frozen after. As the
         # module's own parameter it comes first in parameters(), where EntangleCodec.logit_scale
@@ -144,6 +154,8 @@ class CodecModule(L.LightningModule):
                 self.model.decoder.eval()
             elif self.disc is not None and self.recipe.loss.adv_critic == "frozen":
                 self.disc.eval()
+            if self.teacher is not None:
+                self.teacher.eval()
         return self
 
     def setup(self, stage: str) -> None:
@@ -196,8 +208,9 @@ class CodecModule(L.LightningModule):
             return {"loss": d_loss, "disc": d_loss, "disc_acc": acc}
         captions = batch.get("caption") if (stage == "stage1" and w.contrast > 0) else None
         emb = batch.get("caption_emb") if (captions is not None and self.precomputed_captions) else None
+        need_flow = not (stage == "stage2" and w.flow == 0 and not (w.adv > 0 and w.adv_on == "flow_estimate"))
         out = stage1_losses(self.model, self.logit_scale, mel, mask, captions, generator, caption_emb=emb,
-                            f0_hz=batch.get("f0"))
+                            f0_hz=batch.get("f0"), flow=need_flow)
         loss = w.flow * out["flow"] + w.vq * out["vq"]
         if "pitch" in out and stage == "stage1":
             loss = loss + w.pitch * out["pitch"]
@@ -209,6 +222,9 @@ class CodecModule(L.LightningModule):
         if self.mel_head is not None:
             out["mel_reg"] = self.mel_head.loss(out["quantized"], mel, mask)
             loss = loss + w.mel_regression * out["mel_reg"]
+        if self.teacher is not None:
+            out["distill"] = self._guidance_distillation(mel, out["quantized"], mask, generator)
+            loss = loss + w.distill * out["distill"]
         if stage == "stage2" and self.disc is not None and w.adv > 0:
             fake = out["mel_est"] if w.adv_on == "flow_estimate" else self._fake_mel(mel, out["quantized"], mask, generator)
             out.update(self._adversarial(masked_mel(mel, mask), masked_mel(fake, mask)))
@@ -246,6 +262,27 @@ class CodecModule(L.LightningModule):
         out["adv"] = hinge_generator_loss(fake_logits)
         out["fm"] = feature_matching_loss(real_feats, fake_feats) if real_feats is not None and fm_on else fake.new_zeros(())
         return out
+
+    def _guidance_distillation(self, mel: Tensor, zq: Tensor, mask: Tensor, generator: torch.Generator | None) -> Tensor:
+        """L1 between the decoder's one-pass velocity and the frozen teacher's guided one (``loss.distill``).
+
+        Args:
+            mel: target normalised mel ``[B, n_mels, F]`` (only to place ``x_t`` on the flow path);
+            zq: ``Z_q [B, F, D_quant]``; mask: ``[B, F]``.
+
+        Both see the same ``x_t`` at the flow loss's times (``t_zero_fraction`` at 0) and the pitch
+        features decoding uses (predicted from the codes, not the tracked F0).
+        """
+        assert self.teacher is not None
+        student = self.model.decoder
+        z, t = student.draw_noise_and_time(mel, generator)
+        xt, _ = flow_interpolate(mel, z, t, student.cfg.sigma_min)
+        pitch = self.model.pitch_features(zq, None)
+        with torch.no_grad():
+            target = self.teacher.guided_velocity(xt, t, zq, mask, self.recipe.loss.distill_guidance, pitch)
+        v = student(xt, t, zq, mask, pitch)
+        m = mask[:, None, :].to(v.dtype)
+        return ((v - target).abs() * m).sum() / (m.sum() * v.shape[1]).clamp_min(1.0)
 
     def _fake_mel(self, mel: Tensor, zq: Tensor, mask: Tensor, generator: torch.Generator | None) -> Tensor:
         """The decoded mel the discriminator judges, ``[B, n_mels, F]`` (``loss.adv_on``).
@@ -439,6 +476,7 @@ class CodecModule(L.LightningModule):
         full = EntangleCodec.from_pretrained(self.recipe.init_from, build_text_encoder=True)
         own = {k: v for k, v in self.model.state_dict().items() if not k.startswith("text_encoder.")}
         full.load_state_dict(own, strict=False)
+        full.config.decoder.guidance = self.model.config.decoder.guidance  # 0 after guidance distillation
         full.set_training_tensors({LOGIT_SCALE: self.logit_scale})
         return full.save_pretrained(out_dir)
 

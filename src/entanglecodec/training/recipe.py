@@ -136,6 +136,12 @@ class LossSection:
     # Pitch-conditioned models (model decoder.pitch_cond, codec/pitch.py): weight of the voicing/F0
     # predictor's loss on Z_q (stage 1; the predictor is frozen with the tokenizer after it).
     pitch: float = 1.0
+    # Guidance distillation (stage 2, not in the paper; 0 = off): the decoder learns to give in ONE
+    # pass the guided velocity (1 + g) v(x, t, Z_q) - g v(x, t, null) of a frozen copy of itself,
+    # g = ``distill_guidance``, so the distilled model decodes with guidance 0 (half the flow-decoder
+    # work). L1 on the velocity at the flow loss's times, with the pitch contour decoding reads.
+    distill: float = 0.0
+    distill_guidance: float = 0.25
 
 
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
@@ -202,6 +208,10 @@ class Recipe:
             raise ConfigError(f"{self.stage} needs init_from: an exported stage-1 checkpoint directory")
         if self.stage == "stage2" and self.loss.adv > 0 and not self.discriminator:
             raise ConfigError("stage2 with loss.adv > 0 needs discriminator: a pre-trained discriminator directory")
+        if self.loss.distill > 0 and self.stage != "stage2":
+            raise ConfigError(f"loss.distill (guidance distillation) is a stage2 term, not {self.stage}")
+        if self.loss.distill_guidance <= 0:
+            raise ConfigError(f"loss.distill_guidance must be > 0, got {self.loss.distill_guidance}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
