@@ -202,12 +202,14 @@ def test_recipe_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="override"):
         load_recipe(TINY, ["nonsense"])
     for name in ["paper", "small", "small-disc", "small-stage2", "paper-stage2", "ablation-no-contrastive",
-                 "ablation-asr-caption", "ablation-no-stage2"]:
+                 "ablation-asr-caption", "ablation-no-stage2", "small-cpu-pitch", "small-cpu-distill"]:
         r = load_recipe(REPO / "configs" / f"{name}.yaml")
         r.model.build()
     assert load_recipe(REPO / "configs" / "ablation-no-contrastive.yaml").loss.contrast == 0.0
     assert load_recipe(REPO / "configs" / "ablation-asr-caption.yaml").data.text_field == "asr_caption"
     assert load_recipe(REPO / "configs" / "paper.yaml").optim.accumulate == 4
+    distill = load_recipe(REPO / "configs" / "small-cpu-distill.yaml")
+    assert distill.stage == "stage2" and distill.loss.distill > 0 and distill.loss.flow == 0 and distill.loss.adv == 0
 
 
 def test_overrides_read_exponent_numbers_as_numbers():

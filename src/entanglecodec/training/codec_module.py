@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import random
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ from .discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, ma
 from .losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from .nan_policy import skip_or_stop
 from .recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 
 def _numpy_state_to_tensors() -> dict[str, Any]:
@@ -89,6 +92,10 @@ class CodecModule(L.LightningModule):
         # (and is exported) with guidance 0.
         self.teacher: FlowDecoder | None = None
         if stage == "stage2" and self.recipe.loss.distill > 0:
+            if self.model.config.decoder.guidance == 0.0:
+                log.warning("init_from %s decodes with guidance 0 (distilled already?): its guided velocity at "
+                            "loss.distill_guidance %s is a new target", self.recipe.init_from,
+                            self.recipe.loss.distill_guidance)
             self.teacher = copy.deepcopy(self.model.decoder)
             freeze(self.teacher)
             self.model.config.decoder.guidance = 0.0
