@@ -434,3 +434,21 @@ def test_slim_checkpoint_warm_starts_with_its_auxiliary_heads(corpus, tmp_path):
     with pytest.raises(ValueError, match="no recipe"):
         slim_checkpoint(tmp_path / "bare.ckpt", tmp_path / "again.ckpt")
     assert not (tmp_path / "again.ckpt").exists()
+
+    # the CLI: one-line errors, nothing written, and the checkpoint it reads is never replaced
+    from typer.testing import CliRunner
+
+    from entanglecodec.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["train", "slim", str(base), "-o", str(tmp_path / "cli.ckpt")])
+    assert ok.exit_code == 0 and (tmp_path / "cli.ckpt").is_file(), ok.output
+    for args, code, words in (
+        ([str(base), "-o", str(tmp_path / "x.ckpt"), "--dtype", "int8"], 2, "--dtype"),
+        ([str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.ckpt")], 1, "not found"),
+        ([str(tmp_path / "bare.ckpt"), "-o", str(tmp_path / "x.ckpt")], 1, "no recipe"),
+        ([str(last), "-o", str(last)], 1, "would overwrite"),
+    ):
+        res = runner.invoke(app, ["train", "slim", *args])
+        assert res.exit_code == code and words in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "x.ckpt").exists() and last.stat().st_size > slim.stat().st_size

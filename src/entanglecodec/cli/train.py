@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import train_vocoder
 from .common import fail
+
+if TYPE_CHECKING:
+    import torch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train EntangleCodec (Lightning recipes).")
 
@@ -54,6 +58,16 @@ def stage2(config: Path = ConfigOpt, run_dir: Path | None = RunDirOpt, resume: b
     _train(config, run_dir, resume, set_, "stage2", progress)
 
 
+def _weight_dtype(name: str) -> torch.dtype | None:
+    """``--dtype``: ``float32`` keeps the weights as they are (``None``); ``float16`` / ``bfloat16``."""
+    import torch
+
+    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        fail(f"--dtype: choose float32, float16 or bfloat16, not {name!r}", 2)
+    return dtypes[name]
+
+
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="Run folder (uses checkpoints/last.ckpt) or a .ckpt file."),
@@ -64,15 +78,11 @@ def export(
     ),
 ) -> None:
     """Export trained weights (no optimiser state) for EntangleCodec.from_pretrained."""
-    import torch
-
     from ..training.run import export_run
 
-    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in dtypes:
-        fail(f"--dtype: choose float32, float16 or bfloat16, not {dtype!r}", 2)
+    weights = _weight_dtype(dtype)
     try:
-        d = export_run(run, out, overwrite, dtypes[dtype])
+        d = export_run(run, out, overwrite, weights)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     typer.echo(f"exported to {d}")
@@ -85,17 +95,13 @@ def slim(
     dtype: str = typer.Option("float16", "--dtype", help="float16, bfloat16 or float32 for the stored tensors."),
 ) -> None:
     """Write a warm-start checkpoint (recipe + weights incl. auxiliary heads, no optimiser) for init_from."""
-    import torch
-
     from ..training.run import slim_checkpoint
 
-    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in dtypes:
-        fail(f"--dtype: choose float32, float16 or bfloat16, not {dtype!r}", 2)
+    weights = _weight_dtype(dtype)
     if out.resolve() == run.resolve():
         fail(f"{out}: would overwrite the checkpoint it reads")
     try:
-        p = slim_checkpoint(run, out, dtypes[dtype])
+        p = slim_checkpoint(run, out, weights)
     except (FileNotFoundError, ValueError) as e:  # OutputError is a ValueError
         fail(str(e))
     typer.echo(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MiB)")

@@ -65,6 +65,12 @@ def flow_interpolate(x: Tensor, z: Tensor, t: Tensor, sigma_min: float) -> tuple
     return xt, x - (1 - sigma_min) * z
 
 
+def masked_l1(v: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean ``|v - target|`` over the valid frames (``mask [B, F]``) and every bin of ``[B, n_mels, F]``."""
+    m = mask[:, None, :].to(v.dtype)
+    return ((v - target).abs() * m).sum() / (m.sum() * v.shape[1]).clamp_min(1.0)
+
+
 class FlowDecoder(nn.Module):
     """Velocity predictor ``v_theta(x_t, t, Z_q) [B, n_mels, F]`` (Eq. 7).
 
@@ -182,8 +188,7 @@ class FlowDecoder(nn.Module):
                 pitch = pitch.masked_fill(drop[:, None, None], 0.0)
         xt, target = flow_interpolate(x, z, t, self.cfg.sigma_min)
         v = self(xt, t, cond, mask, pitch)
-        m = mask[:, None, :].to(x.dtype)
-        loss = ((v - target).abs() * m).sum() / (m.sum() * x.shape[1]).clamp_min(1.0)
+        loss = masked_l1(v, target, mask)
         est = xt + (1 - t)[:, None, None] * v
         return loss, est
 

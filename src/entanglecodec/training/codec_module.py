@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..audio import lengths_to_mask, num_frames
-from ..codec.decoder import FlowDecoder, flow_interpolate
+from ..codec.decoder import FlowDecoder, flow_interpolate, masked_l1
 from ..codec.model import EntangleCodec
 from ..codec.text import CaptionEncoder
 from ..config import EntangleCodecConfig, _from_dict
@@ -287,9 +287,7 @@ class CodecModule(L.LightningModule):
         pitch = self.model.pitch_features(zq, None)
         with torch.no_grad():
             target = self.teacher.guided_velocity(xt, t, zq, mask, self.recipe.loss.distill_guidance, pitch)
-        v = student(xt, t, zq, mask, pitch)
-        m = mask[:, None, :].to(v.dtype)
-        return ((v - target).abs() * m).sum() / (m.sum() * v.shape[1]).clamp_min(1.0)
+        return masked_l1(student(xt, t, zq, mask, pitch), target, mask)
 
     def _fake_mel(self, mel: Tensor, zq: Tensor, mask: Tensor, generator: torch.Generator | None) -> Tensor:
         """The decoded mel the discriminator judges, ``[B, n_mels, F]`` (``loss.adv_on``).

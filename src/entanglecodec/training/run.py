@@ -40,6 +40,10 @@ from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 
+# The frozen pretrained caption backbone inside a training module's state dict: never trained, so
+# never worth storing or restoring (it reloads from its own package).
+FROZEN_BACKBONE = "model.text_encoder.backbone."
+
 
 def prepare_mel_stats(module: CodecModule, recipe: Recipe, run_dir: Path) -> None:
     """Set the model's mel normalisation statistics (stage 1, fresh runs)."""
@@ -104,11 +108,11 @@ def warm_start_stage1(module: CodecModule, source: str | Path, run_dir: Path) ->
         _, state, _ = read_training_checkpoint(src, "EntangleCodec")
         target: torch.nn.Module = module
         theirs = CodecModule.migrate_state_dict(state["state_dict"])
-        frozen = "model.text_encoder.backbone."
+        frozen = FROZEN_BACKBONE
     elif (src / WEIGHTS_NAME).is_file():
         from safetensors.torch import load_file
 
-        target, theirs, frozen = module.model, load_file(str(src / WEIGHTS_NAME)), "text_encoder.backbone."
+        target, theirs, frozen = module.model, load_file(str(src / WEIGHTS_NAME)), FROZEN_BACKBONE.removeprefix("model.")
         if LOGIT_SCALE in theirs:
             with torch.no_grad():
                 module.logit_scale.copy_(theirs[LOGIT_SCALE].reshape(()))
@@ -252,10 +256,9 @@ def load_run(path: str | Path) -> CodecModule:
     sd = CodecModule.migrate_state_dict(state["state_dict"])
     # A run trained from a feature directory's caption embeddings holds no frozen text backbone; rebuilt
     # where that directory is absent, the module loads the backbone from its own path instead.
-    frozen = "model.text_encoder.backbone."
-    saved_backbone = any(k.startswith(frozen) for k in sd)
+    saved_backbone = any(k.startswith(FROZEN_BACKBONE) for k in sd)
     missing, unexpected = module.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if saved_backbone or not k.startswith(frozen)]
+    bad = [k for k in missing if saved_backbone or not k.startswith(FROZEN_BACKBONE)]
     if bad or unexpected:
         raise ValueError(f"{ckpt}: weights do not match the recipe (missing {bad[:3]}, unexpected {unexpected[:3]})")
     return module
@@ -275,12 +278,11 @@ def slim_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype | None
     """
     from ..fileio import atomic_write
 
-    ckpt, state, _ = read_training_checkpoint(path, "EntangleCodec")
-    frozen = "model.text_encoder.backbone."
+    _, state, _ = read_training_checkpoint(path, "EntangleCodec")
     sd = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
         for k, v in state["state_dict"].items()
-        if not k.startswith(frozen)
+        if not k.startswith(FROZEN_BACKBONE)
     }
     slim = {"state_dict": sd, "hyper_parameters": state["hyper_parameters"], "global_step": state.get("global_step", 0)}
     return atomic_write(out, lambda tmp: torch.save(slim, str(tmp)))
