@@ -251,6 +251,7 @@ def test_sigterm_saves_and_resume_completes(corpus, tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step + 5
+    assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]  # never a last-v1.ckpt beside it
 
 
 def test_ddp_two_processes_gloo(corpus, tmp_path):

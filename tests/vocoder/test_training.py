@@ -114,8 +114,19 @@ def test_train_resume_export(tiny_recipe: Path, tmp_path: Path) -> None:
         train_vocoder(tiny_recipe, run_dir=tmp_path / "nothing", resume=True)
     with pytest.raises(FileExistsError, match="--resume"):  # a fresh start never overwrites a run
         train_vocoder(tiny_recipe, run_dir=part)
+    # A last.ckpt written by a stop before the first periodic save carries no last_model_path; the
+    # resumed run must still overwrite last.ckpt (not write last-v1.ckpt beside it, which the next
+    # --resume would never read).
+    last = part / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    for cb in state["callbacks"].values():
+        cb["last_model_path"] = ""
+    torch.save(state, last)
     train_vocoder(tiny_recipe, run_dir=part, resume=True)
     assert _metric(part, "train/mel_loss")[-1][0] == 12
+    assert sorted(p.name for p in (part / "checkpoints").glob("last*")) == ["last.ckpt"]
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step == torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     a = export_vocoder(full / "checkpoints" / "last.ckpt", tmp_path / "export-a")
     b = export_vocoder(part / "checkpoints" / "last.ckpt", tmp_path / "export-b")
     va, vb = Vocoder.from_pretrained(a), Vocoder.from_pretrained(b)

@@ -192,6 +192,8 @@ def build_trainer(recipe: Recipe, run_dir: Path, enable_progress_bar: bool = Tru
             save_last=True,
             save_top_k=1,
             auto_insert_metric_name=False,
+            # A resumed run must overwrite last.ckpt, never write last-v1.ckpt beside it (resume reads last.ckpt).
+            enable_version_counter=False,
         ),
         SaveOnInterrupt(ckpt_dir / "last.ckpt"),
     ]

@@ -90,6 +90,8 @@ def build_vocoder_trainer(recipe: VocoderRecipe, module: VocoderModule, run_dir:
         save_top_k=tc.keep_checkpoints,
         monitor="train/step",
         mode="max",
+        # A resumed run must overwrite last.ckpt, never write last-v1.ckpt beside it (resume reads last.ckpt).
+        enable_version_counter=False,
     )
     best = BestCheckpoint(
         module, dirpath=str(ckpt_dir), filename="best", monitor="val/mel_l1", mode="min", save_top_k=1,
