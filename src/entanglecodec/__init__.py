@@ -29,7 +29,8 @@ from .config import (
 
 if TYPE_CHECKING:
     from .audio import AudioError, load_audio, save_audio
-    from .codec.model import Audio, CheckpointError, EntangleCodec, TokenError, Tokens, default_checkpoint_dir
+    from .checkpoint import CheckpointError, default_checkpoint_dir
+    from .codec.model import Audio, EntangleCodec, TokenError, Tokens
 
 __version__ = "0.1.0"
 
@@ -38,11 +39,11 @@ _LAZY = {
     "load_audio": ".audio",
     "save_audio": ".audio",
     "Audio": ".codec.model",
-    "CheckpointError": ".codec.model",
+    "CheckpointError": ".checkpoint",
     "EntangleCodec": ".codec.model",
     "TokenError": ".codec.model",
     "Tokens": ".codec.model",
-    "default_checkpoint_dir": ".codec.model",
+    "default_checkpoint_dir": ".checkpoint",
 }
 
 

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from .fileio import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:  # torch is imported by the functions that read or write tensors, so that
+    import torch  # locating a checkpoint (the ONNX runtime's fast path) does not load it
+    from torch import Tensor
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -133,6 +135,7 @@ def read_checkpoint(
         CheckpointError: directory or file missing, unreadable JSON or safetensors, checksum
             mismatch, another ``model_type``, or NaN/Inf weights.
     """
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -309,6 +312,70 @@ def resolve_checkpoint(
     if hub is None:
         raise error(f"{spec}: checkpoint directory not found (nor a Hugging Face repo id 'owner/name')")
     return hub_snapshot(hub[0], hub[1], cache_dir, error)
+
+
+DEFAULT_CODEC_DIR = "checkpoints/entanglecodec-small"
+DEFAULT_VOCODER_DIR = "checkpoints/vocoder-small"
+"""The bundled models, relative to a source checkout's root."""
+
+
+def _find_repo_checkpoints() -> Path:
+    return Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def default_checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
+    """The default model: ``$ENTANGLECODEC_CHECKPOINT`` (a directory or a Hugging Face Hub id
+    ``owner/name[@revision]``, see :func:`resolve_checkpoint`), else the bundled
+    ``checkpoints/entanglecodec-small`` of a source checkout.
+
+    Raises:
+        CheckpointError: the variable names nothing usable, or no bundled model exists (a wheel
+            ships none: pass a directory or a Hub id, or set the variable).
+    """
+    env = os.environ.get("ENTANGLECODEC_CHECKPOINT")
+    if env:
+        c = Path(env).expanduser()
+        if not c.exists() and split_repo_id(env) is not None:
+            try:
+                return resolve_checkpoint(env, cache_dir)
+            except CheckpointError as e:
+                raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {e}") from e
+        if not is_checkpoint_dir(c):
+            why = "does not exist" if not c.exists() else f"does not hold {CONFIG_NAME} + {WEIGHTS_NAME}"
+            raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {why} (unset it to use the bundled model)")
+        return c
+    candidates = [_find_repo_checkpoints() / Path(DEFAULT_CODEC_DIR).name]
+    for c in candidates:
+        if is_checkpoint_dir(c):
+            return c
+    raise CheckpointError(
+        "no default EntangleCodec model found: none of "
+        + ", ".join(str(c) for c in candidates)
+        + " holds config.json + model.safetensors (a source checkout ships checkpoints/entanglecodec-small). "
+        "Pass a checkpoint directory or a Hugging Face repo id (--checkpoint / from_pretrained), "
+        "set ENTANGLECODEC_CHECKPOINT, or train one (`entanglecodec train stage1`, see README)."
+    )
+
+
+def default_vocoder_dir(error: type[CheckpointError] = CheckpointError) -> Path | None:
+    """Directory of the shipped default vocoder, or ``None`` if it is not installed.
+
+    Looked up in ``$ENTANGLECODEC_VOCODER`` first (a directory or a Hugging Face Hub id), then
+    ``checkpoints/vocoder-small`` under a source checkout's root and under the current working
+    directory.
+
+    Raises:
+        CheckpointError (``error``): ``$ENTANGLECODEC_VOCODER`` is a Hub id that cannot be resolved.
+    """
+    env = os.environ.get("ENTANGLECODEC_VOCODER")
+    if env and not Path(env).exists() and split_repo_id(env) is not None:
+        return resolve_checkpoint(env, error=error)
+    candidates = [Path(env)] if env else []
+    candidates += [_find_repo_checkpoints() / Path(DEFAULT_VOCODER_DIR).name, Path.cwd() / DEFAULT_VOCODER_DIR]
+    for c in candidates:
+        if is_checkpoint_dir(c):
+            return c
+    return None
 
 
 def model_card(

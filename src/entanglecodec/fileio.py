@@ -120,6 +120,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def replace_dir(src: str | Path, dst: str | Path) -> Path:
+    """Move the finished directory ``src`` to ``dst`` on the same file system; an existing ``dst``
+    (a cache entry the library owns, never a user's output) is moved aside first and then deleted,
+    so a reader sees the old folder or the new one, never a half-written one."""
+    src, dst = Path(src), Path(dst)
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """True if ``a`` and ``b`` name the same file: same path, symlink or hard link (same inode)."""
     try:

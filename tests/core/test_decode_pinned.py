@@ -2,7 +2,11 @@
 second crossing the 10 s window) to what the code before the speed work decoded
 (``tests/core/data/decode-reference.npz``, written by ``scripts/pin_decode_reference.py``).
 
-* float32: every frame's RMS within 1e-4 relative and three exact 960-sample spans (start, the
+Re-pinned once since, deliberately: when the decoder's initial noise moved from torch's generator
+to NumPy's (:func:`entanglecodec.codec.sampling.decode_noise`, so that the ONNX runtime draws the
+same noise). Before re-pinning, the code with torch's noise still matched the old reference.
+
+* float32, on torch and on the compiled ONNX runtime: every frame's RMS within 1e-4 relative and three exact 960-sample spans (start, the
   window seam, end) within 2e-4 absolute: float noise only (thread count, batching, FFT sizes).
 * bfloat16 (only where the CPU has native bfloat16 matrix units): the same items within the
   stated tolerance of the bfloat16 flow decoder (see ``reports/decode-profile.md``).
@@ -48,14 +52,25 @@ def decoded() -> dict[str, object]:
 
 def _summaries(d: dict[str, object], precision: str) -> list[tuple[np.ndarray, np.ndarray]]:
     model, pin = d["model"], d["pin"]
+    if precision == "onnx":  # the compiled runtime (float32), item by item
+        from entanglecodec.runtime import OnnxCodec, build_runtime, find_runtime, resolve_pair
+
+        pair = resolve_pair(BUNDLED, None)
+        assert pair[1] is not None
+        rt = OnnxCodec(find_runtime(*pair) or build_runtime(*pair))
+        lengths = d["lengths"].tolist()  # type: ignore[attr-defined]
+        return [pin.summarise(rt.decode(d["codes"][i, :n].numpy(), seed=0), n * 480) for i, n in enumerate(lengths)]  # type: ignore[index]
     audio = model.decode(d["codes"], d["lengths"], seed=0, precision=precision)  # type: ignore[attr-defined]
     return [pin.summarise(audio.wav[i].numpy(), n) for i, n in enumerate(audio.lengths.tolist())]  # type: ignore[attr-defined]
 
 
 @needs_bundled
-def test_float32_decode_matches_the_pinned_reference(decoded: dict[str, object]) -> None:
+@pytest.mark.parametrize("backend", ["float32", "onnx"])
+def test_float32_decode_matches_the_pinned_reference(decoded: dict[str, object], backend: str) -> None:
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
     ref = decoded["ref"]
-    for i, (rms, spans) in enumerate(_summaries(decoded, "float32")):
+    for i, (rms, spans) in enumerate(_summaries(decoded, backend)):
         r_rms, r_spans = ref[f"rms{i}"], ref[f"spans{i}"]  # type: ignore[index]
         assert rms.shape == r_rms.shape
         rel = np.abs(rms - r_rms) / np.maximum(r_rms, 1e-4)

@@ -33,7 +33,7 @@ def test_demo_sources_avoid_heldout_speakers_and_test_packages():
 @needs_flite
 def test_demo_without_a_model_is_honest_and_writes_every_output(tmp_path, monkeypatch):
     monkeypatch.setenv("ENTANGLECODEC_CHECKPOINT", str(tmp_path / "none"))
-    monkeypatch.setattr("entanglecodec.codec.model._find_repo_checkpoints", lambda: tmp_path / "nothing")
+    monkeypatch.setattr("entanglecodec.checkpoint._find_repo_checkpoints", lambda: tmp_path / "nothing")
     out = tmp_path / "demo"
     r = runner.invoke(app, ["demo", "--out", str(out), "--clips", "speech-tts"])
     assert r.exit_code == 0, r.output

@@ -16,9 +16,10 @@ from entanglecodec.eval.bench import startup as B
 def test_commands_and_targets(tmp_path):
     rows = B.commands(tmp_path / "c.wav", tmp_path / "o.wav", "ck")
     assert [r[0] for r in rows][:3] == ["import torch (floor)", "import entanglecodec", "entanglecodec --help"]
-    assert [r[2] for r in rows] == [None, 1.0, 0.5, 1.5]
+    assert [r[2] for r in rows] == [None, 1.0, 0.5, 1.5, None]
     assert all(argv[0] == sys.executable for _, argv, _ in rows)
-    assert rows[-1][1][-2:] == ["--checkpoint", "ck"]
+    assert rows[-2][1][-2:] == ["--checkpoint", "ck"]  # the default backend (the compiled runtime when it exists)
+    assert rows[-1][1][-4:] == ["--checkpoint", "ck", "--backend", "torch"]
 
 
 def test_report_states_load_targets_and_verdicts():
@@ -41,7 +42,8 @@ def test_real_run_with_a_tiny_model(tmp_path):
     torch.manual_seed(0)
     ck = EntangleCodec(EntangleCodecConfig.preset("tiny")).save_pretrained(tmp_path / "ck")
     bench = B.run_startup_bench(runs=2, warmup=0, checkpoint=str(ck))
-    assert [r.runs for r in bench.rows] == [2, 2, 2, 2]
+    assert [r.runs for r in bench.rows] == [2, 2, 2, 2, 2]
+    assert "neural vocoder" in bench.runtime_note  # the tiny preset decodes with Griffin-Lim: torch it is
     assert all(0 < r.min_s <= r.mean_s <= r.max_s for r in bench.rows)
     md, js = B.write_startup_report(bench, tmp_path / "out", "cmd")
     assert md.read_text().startswith("# Start-up times") and json.loads(js.read_text())["cores"] == bench.cores

@@ -9,6 +9,7 @@ module         commands
 ``eval``       ``entanglecodec eval ...``: reconstruction, probes, benchmarks, vocoder evaluation
 ``lm``         ``entanglecodec tokenize`` and ``entanglecodec lm ...``: audio language models
 ``serve``      ``serve``: the Gradio web demo (:mod:`entanglecodec.showcase.webapp`)
+``runtime``    ``entanglecodec runtime build|info``: the compiled ONNX runtime (:mod:`entanglecodec.runtime`)
 ``common``     the exit-code policy (:func:`~entanglecodec.cli.common.fail`), messages, input checks
 =============  ==========================================================================
 
@@ -21,7 +22,7 @@ import sys
 
 import typer
 
-from . import codec, data, eval, lm, serve, train
+from . import codec, data, eval, lm, runtime, serve, train
 from .common import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="EntangleCodec audio tokenizer.")
@@ -30,6 +31,7 @@ app.add_typer(serve.app)
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(eval.app, name="eval")
+app.add_typer(runtime.app, name="runtime")
 app.command("tokenize")(lm.tokenize)
 app.add_typer(lm.app, name="lm")
 

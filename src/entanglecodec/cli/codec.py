@@ -16,6 +16,7 @@ from rich.console import Console
 
 from .common import (
     AUDIO_EXTS,
+    BackendOpt,
     CheckpointOpt,
     GuidanceOpt,
     OverwriteOpt,
@@ -30,6 +31,7 @@ from .common import (
     fail,
     finish,
     load_model,
+    onnx_runtime,
     output_paths,
     positive_int,
     user_errors,
@@ -47,16 +49,15 @@ def encode(
     batch_size: int = typer.Option(8, help="Files encoded together in one padded batch (>= 1).", callback=positive_int),
     overwrite: bool = OverwriteOpt,
     skip_errors: bool = SkipErrorsOpt,
+    backend: str = BackendOpt,
 ) -> None:
     """Tokenise audio files into token files (.npz: codes + rates + length + fingerprint).
 
-    Clips longer than the model's window are read and encoded block by block (memory does not
-    grow with their duration); shorter ones are encoded in padded batches.
+    On torch, clips longer than the model's window are read and encoded block by block (memory
+    does not grow with their duration) and shorter ones in padded batches; the ONNX runtime
+    encodes file by file (``auto`` leaves files over an hour to torch).
     """
-    import torch
-
-    from ..audio import audio_info, load_audio, pad_batch
-    from ..codec.streaming import encode_file
+    from ..audio_io import audio_info, load_audio
     from ..codec.tokens import TokenFile, save_tokens
     from ..fileio import OutputError
 
@@ -64,9 +65,11 @@ def encode(
     outs = output_paths(files, out, ".npz", overwrite)
     good, n_bad = check_files(files, audio_info, skip_errors)
     infos = {i: audio_info(files[i]) for i in good}
-    model = load_model(checkpoint)
+    rt = onnx_runtime(backend, checkpoint)
+    if rt is not None and backend == "auto" and any(infos[i][0] / infos[i][1] > ONNX_ENCODE_MAX_SECONDS for i in good):
+        rt = None  # whole-file reads: keep very long files on torch's block-by-block reader
+    model = rt if rt is not None else load_model(checkpoint)
     fp = model.fingerprint()
-    window_s = model.config.max_frames / model.frame_rate
 
     written = 0
 
@@ -96,36 +99,65 @@ def encode(
             n_bad += len(indices)
             console.print(f"[bold yellow]skipped:[/] {error_message(e)}", highlight=False)
 
-    long_ = [i for i in good if infos[i][0] / infos[i][1] > window_s]
-    short = [i for i in good if i not in set(long_)]
     with _progress() as prog:
         task = prog.add_task("encoding", total=len(good))
-        for i in long_:
+        if rt is not None:
+            for i in good:
 
-            def one(i: int = i) -> None:
-                st = encode_file(model, files[i])
-                write(i, st.codes, st.num_samples)
+                def whole_file(i: int = i) -> None:
+                    wav, _ = load_audio(files[i], rt.sample_rate)
+                    write(i, rt.encode(wav, rt.sample_rate), wav.shape[0])
 
-            attempt([i], one)
-            prog.advance(task)
-        for g in range(0, len(short), batch_size):
-            group = short[g : g + batch_size]
-
-            def batch(group: list[int] = group) -> None:
-                wavs = [torch.from_numpy(load_audio(files[i], model.sample_rate)[0]) for i in group]
-                wav, lens = pad_batch(wavs)
-                tokens = model.encode(wav, model.sample_rate, lens)
-                for j, i in enumerate(group):
-                    n = int(tokens.lengths[j])
-                    write(i, tokens.codes[j, :n].cpu().numpy(), int(tokens.num_samples[j]))
-
-            if skip_errors and len(group) > 1:
-                for i in group:  # one bad file must not cost its batch-mates
-                    attempt([i], functools.partial(batch, [i]))
-            else:
-                attempt(group, batch)
-            prog.advance(task, len(group))
+                attempt([i], whole_file)
+                prog.advance(task)
+        else:
+            _encode_torch(model, files, good, infos, batch_size, skip_errors, write, attempt, lambda k: prog.advance(task, k))
     finish(written, n_bad, f"token file(s) ({model.bitrate:.0f} bps)", outs[0].parent)
+
+
+ONNX_ENCODE_MAX_SECONDS = 3600.0
+"""Longest file ``encode --backend auto`` reads whole for the ONNX runtime (longer ones stream on torch)."""
+
+
+def _encode_torch(
+    model: Any, files: list[Path], good: list[int], infos: dict[int, tuple[int, int]], batch_size: int,
+    skip_errors: bool, write: Callable[[int, Any, int], None], attempt: Callable[[list[int], Callable[[], None]], None],
+    advance: Callable[[int], None],
+) -> None:
+    """The torch side of ``encode``: long files block by block, short ones in padded batches."""
+    import torch
+
+    from ..audio import load_audio, pad_batch
+    from ..codec.streaming import encode_file
+
+    window_s = model.config.max_frames / model.frame_rate
+    long_ = [i for i in good if infos[i][0] / infos[i][1] > window_s]
+    short = [i for i in good if i not in set(long_)]
+    for i in long_:
+
+        def one(i: int = i) -> None:
+            st = encode_file(model, files[i])
+            write(i, st.codes, st.num_samples)
+
+        attempt([i], one)
+        advance(1)
+    for g in range(0, len(short), batch_size):
+        group = short[g : g + batch_size]
+
+        def batch(group: list[int] = group) -> None:
+            wavs = [torch.from_numpy(load_audio(files[i], model.sample_rate)[0]) for i in group]
+            wav, lens = pad_batch(wavs)
+            tokens = model.encode(wav, model.sample_rate, lens)
+            for j, i in enumerate(group):
+                n = int(tokens.lengths[j])
+                write(i, tokens.codes[j, :n].cpu().numpy(), int(tokens.num_samples[j]))
+
+        if skip_errors and len(group) > 1:
+            for i in group:  # one bad file must not cost its batch-mates
+                attempt([i], functools.partial(batch, [i]))
+        else:
+            attempt(group, batch)
+        advance(len(group))
 
 
 @app.command()
@@ -140,22 +172,33 @@ def decode(
     seed: int = typer.Option(0, help="Noise seed."),
     overwrite: bool = OverwriteOpt,
     skip_errors: bool = SkipErrorsOpt,
+    backend: str = BackendOpt,
 ) -> None:
     """Decode token files back to 24 kHz audio."""
-    from ..codec.model import check_sampling
+    from ..codec.sampling import check_sampling
     from ..codec.tokens import load_tokens
 
     check_sampling(steps, 1.0 if guidance is None else guidance)
     files = expand_inputs(inputs, {".npz"})
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, load_tokens, skip_errors)
-    model = load_model(checkpoint, vocoder)
-    accepted = [x for x in (model.fingerprint(), model.legacy_fingerprint()) if x]
+    rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance)
+    if rt is not None:
 
-    def one(f: Path) -> Any:
-        tf = load_tokens(f)
-        tf.check_compatible(accepted, model.codebook_size, f)
-        return model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
+        def one(f: Path) -> tuple[Any, int]:
+            tf = load_tokens(f)
+            tf.check_compatible(rt.accepted_fingerprints(), rt.codebook_size, f)
+            return rt.decode(tf.codes, seed, tf.num_samples), rt.sample_rate
+
+    else:
+        model = load_model(checkpoint, vocoder)
+        accepted = [x for x in (model.fingerprint(), model.legacy_fingerprint()) if x]
+
+        def one(f: Path) -> tuple[Any, int]:
+            tf = load_tokens(f)
+            tf.check_compatible(accepted, model.codebook_size, f)
+            a = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
+            return a.wav[0, : int(a.lengths[0])], a.sample_rate
 
     done, skipped = _write_each(files, outs, good, "decoding", skip_errors, one)
     finish(done, n_bad + skipped, "file(s)", outs[0].parent)
@@ -172,36 +215,47 @@ def reconstruct(
     vocoder: str | None = VocoderOpt,
     overwrite: bool = OverwriteOpt,
     skip_errors: bool = SkipErrorsOpt,
+    backend: str = BackendOpt,
 ) -> None:
     """Encode then decode audio (24 kHz output, trimmed to the input length)."""
-    import torch
-
-    from ..audio import audio_info, load_audio
-    from ..codec.model import check_sampling
+    from ..audio_io import audio_info, load_audio
+    from ..codec.sampling import check_sampling
 
     check_sampling(steps, 1.0 if guidance is None else guidance)
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, audio_info, skip_errors)
-    model = load_model(checkpoint, vocoder)
+    rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance)
+    if rt is not None:
 
-    def one(f: Path) -> Any:
-        wav, sr = load_audio(f, model.sample_rate)
-        return model.reconstruct(torch.from_numpy(wav), sr, steps=steps, guidance=guidance)
+        def one(f: Path) -> tuple[Any, int]:
+            wav, sr = load_audio(f, rt.sample_rate)
+            return rt.reconstruct(wav, sr), rt.sample_rate
+
+    else:
+        import torch
+
+        model = load_model(checkpoint, vocoder)
+
+        def one(f: Path) -> tuple[Any, int]:
+            wav, sr = load_audio(f, model.sample_rate)
+            a = model.reconstruct(torch.from_numpy(wav), sr, steps=steps, guidance=guidance)
+            return a.wav[0, : int(a.lengths[0])], a.sample_rate
 
     done, skipped = _write_each(files, outs, good, "reconstructing", skip_errors, one)
     finish(done, n_bad + skipped, "file(s)", outs[0].parent)
 
 
 def _write_each(
-    files: list[Path], outs: list[Path], good: list[int], label: str, skip_errors: bool, make: Callable[[Path], Any]
+    files: list[Path], outs: list[Path], good: list[int], label: str, skip_errors: bool,
+    make: Callable[[Path], tuple[Any, int]],
 ) -> tuple[int, int]:
-    """``make(file) -> Audio`` for each input in ``good``, saved (trimmed to its length) to its output.
+    """``make(file) -> (wav [S], sample_rate)`` for each input in ``good``, saved to its output.
 
     A ``ValueError`` names the file; with ``skip_errors`` it is printed and the file skipped.
     Returns ``(written, skipped)``.
     """
-    from ..audio import save_audio
+    from ..audio_io import save_audio
 
     done = skipped = 0
     with _progress() as prog:
@@ -209,7 +263,7 @@ def _write_each(
         for i in good:
             f = files[i]
             try:
-                audio = make(f)
+                wav, sr = make(f)
             except ValueError as e:
                 msg = str(e) if str(f) in str(e) else f"{f}: {error_message(e)}"
                 if not skip_errors:
@@ -217,7 +271,7 @@ def _write_each(
                 skipped += 1
                 console.print(f"[bold yellow]skipped:[/] {msg}", highlight=False)
             else:
-                save_audio(outs[i], audio.wav[0, : int(audio.lengths[0])], audio.sample_rate)
+                save_audio(outs[i], wav, sr)
                 done += 1
             prog.advance(task)
     return done, skipped

@@ -137,7 +137,7 @@ def positive_int(value: int) -> int:
 def guidance_value(value: float | None) -> float | None:
     """typer callback: a finite guidance scale in the accepted range (see ``check_sampling``), or
     ``None`` (the checkpoint's default)."""
-    from ..codec.model import MAX_GUIDANCE
+    from ..codec.sampling import MAX_GUIDANCE
 
     if value is None:
         return None
@@ -201,6 +201,61 @@ def load_model(checkpoint: Path | None, vocoder: str | None = None, text: bool =
     return model
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def backend_value(value: str) -> str:
+    """typer callback: one of :data:`BACKENDS` (any case)."""
+    v = value.lower()
+    if v not in BACKENDS:
+        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return v
+
+
+def onnx_runtime(
+    backend: str, checkpoint: Path | None, vocoder: str | None = None, steps: int = 1, guidance: float | None = None
+) -> Any:
+    """The :class:`~entanglecodec.runtime.OnnxCodec` a command should use, or ``None`` for torch.
+
+    ``auto`` takes the runtime whenever it can give what torch gives (one Euler step, the
+    checkpoint's own guidance, a neural vocoder), compiling it into the cache on first use, and
+    falls back to torch with a warning when it cannot be compiled; ``onnx`` insists (an error names
+    the setting it cannot run); ``torch`` never uses it. Nothing here loads torch unless a runtime
+    has to be compiled.
+    """
+    if backend == "torch":
+        return None
+    import json
+
+    from ..checkpoint import CONFIG_NAME
+    from ..runtime import OnnxCodec, RuntimeFolderError, build_runtime, find_runtime, resolve_pair
+
+    codec_dir, voc_dir = resolve_pair(checkpoint, vocoder)
+    compiled = float(json.loads((codec_dir / CONFIG_NAME).read_text()).get("decoder", {}).get("guidance", 1.0))
+    why = None
+    if steps != 1:
+        why = f"{steps} Euler steps (it runs the one-step decoder)"
+    elif guidance is not None and float(guidance) != compiled:
+        why = f"guidance {guidance:g} (it runs the checkpoint's guidance {compiled:g})"
+    elif voc_dir is None:
+        why = "this vocoder (it runs a neural vocoder checkpoint, not Griffin-Lim)"
+    if why is not None or voc_dir is None:
+        if backend == "onnx":
+            raise ValueError(f"--backend onnx cannot run {why}; use --backend torch")
+        return None
+    folder = find_runtime(codec_dir, voc_dir)
+    if folder is None:
+        console.print("compiling the ONNX runtime of this checkpoint (once; later runs start without torch)")
+        try:
+            folder = build_runtime(codec_dir, voc_dir)
+        except RuntimeFolderError as e:
+            if backend == "onnx":
+                raise
+            warn(f"{e}; running on torch")
+            return None
+    return OnnxCodec(folder)
+
+
 def _progress() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -222,3 +277,11 @@ SkipErrorsOpt = typer.Option(
     False, "--skip-errors", help="Report bad input files, process the others, exit 1 with the count."
 )
 VocoderOpt = typer.Option(None, help="'griffin-lim', 'default' or a vocoder directory.")
+BackendOpt = typer.Option(
+    "auto",
+    "--backend",
+    help="'auto': the checkpoint's compiled ONNX runtime (no torch; built into the cache on first use) "
+    "whenever the settings allow it (one step, the checkpoint's guidance, a neural vocoder), else torch; "
+    "'torch'; 'onnx' (an error when the settings need torch).",
+    callback=backend_value,
+)

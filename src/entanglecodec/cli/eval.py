@@ -163,7 +163,7 @@ def reconstruct(
             same_name = sum(Path(o).resolve().name == resolved.name for o in ckpts) > 1
             # runs/a/final and runs/b/final: label them a/final and b/final
             name = f"{resolved.parent.name}/{resolved.name}" if same_name else None
-            from ..codec.model import check_sampling
+            from ..codec.sampling import check_sampling
 
             values: list[float | None] = list(guidance) if guidance else [None]
             for g in values:

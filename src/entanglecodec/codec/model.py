@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
-import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +34,13 @@ from ..audio import (
 )
 from ..checkpoint import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
     CheckpointError,
     check_state,
-    is_checkpoint_dir,
+    default_checkpoint_dir,
     model_card,
     read_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
-    split_repo_id,
 )
 from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
@@ -53,6 +48,9 @@ from .encoder import AudioProjection, UnifiedEncoder
 from .pitch import PitchConditioner
 from .precision import compute_dtype, resolve_precision
 from .quantizer import Quantizer
+from .sampling import MAX_GUIDANCE as MAX_GUIDANCE  # re-exported: the names callers import from here
+from .sampling import WARN_GUIDANCE as WARN_GUIDANCE
+from .sampling import TokenError, check_sampling, decode_noise
 from .text import CaptionEncoder
 from .windowing import Window, run_windowed, window_plan
 
@@ -94,46 +92,6 @@ TRAINING_ONLY_TENSORS = ("logit_scale",)
 never uses: kept aside on load so that saving and :meth:`EntangleCodec.fingerprint` see them."""
 
 
-class TokenError(ValueError):
-    """Token ids out of range, wrong shape/dtype, or tokens from another checkpoint."""
-
-
-MAX_GUIDANCE = 10.0
-"""Largest accepted classifier-free guidance scale; above :data:`WARN_GUIDANCE` a warning is issued."""
-WARN_GUIDANCE = 3.0
-"""Guidance above this over-sharpens and often overshoots full scale (a warning, not an error)."""
-
-
-def check_sampling(steps: Any, guidance: Any) -> tuple[int, float]:
-    """Validate decoder sampling settings; return ``(steps, guidance)`` as ``(int, float)``.
-
-    ``steps`` must be a whole number >= 1; ``guidance`` a finite number in ``[0, MAX_GUIDANCE]``
-    (0 disables guidance, 1 is the paper's default). Values above :data:`WARN_GUIDANCE` give a
-    :class:`UserWarning`.
-
-    Raises:
-        ValueError: non-integer or < 1 steps; NaN/Inf, negative or too large guidance.
-    """
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {int(steps)}")
-    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real):
-        raise ValueError(f"guidance must be a number, got {guidance!r}")
-    g = float(guidance)
-    if not math.isfinite(g):
-        raise ValueError(f"guidance must be a finite number, got {g}")
-    if not 0.0 <= g <= MAX_GUIDANCE:
-        raise ValueError(f"guidance must lie in [0, {MAX_GUIDANCE:g}] (0 disables it, 1 is the default), got {g:g}")
-    if g > WARN_GUIDANCE:
-        warnings.warn(
-            f"guidance {g:g} is extreme (above {WARN_GUIDANCE:g}): expect over-sharpened, possibly distorted audio",
-            UserWarning,
-            stacklevel=3,
-        )
-    return int(steps), g
-
-
 @dataclass
 class Tokens:
     """Discrete tokens of a (padded) batch.
@@ -158,44 +116,6 @@ class Audio:
     wav: Tensor
     lengths: Tensor
     sample_rate: int
-
-
-def _find_repo_checkpoints() -> Path:
-    return Path(__file__).resolve().parents[3] / "checkpoints"
-
-
-def default_checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
-    """The default model: ``$ENTANGLECODEC_CHECKPOINT`` (a directory or a Hugging Face Hub id
-    ``owner/name[@revision]``, see :func:`~entanglecodec.checkpoint.resolve_checkpoint`), else the
-    bundled ``checkpoints/entanglecodec-small`` of a source checkout.
-
-    Raises:
-        CheckpointError: the variable names nothing usable, or no bundled model exists (a wheel
-            ships none: pass a directory or a Hub id, or set the variable).
-    """
-    env = os.environ.get("ENTANGLECODEC_CHECKPOINT")
-    if env:
-        c = Path(env).expanduser()
-        if not c.exists() and split_repo_id(env) is not None:
-            try:
-                return resolve_checkpoint(env, cache_dir)
-            except CheckpointError as e:
-                raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {e}") from e
-        if not is_checkpoint_dir(c):
-            why = "does not exist" if not c.exists() else f"does not hold {CONFIG_NAME} + {WEIGHTS_NAME}"
-            raise CheckpointError(f"ENTANGLECODEC_CHECKPOINT={env}: {why} (unset it to use the bundled model)")
-        return c
-    candidates = [_find_repo_checkpoints() / "entanglecodec-small"]
-    for c in candidates:
-        if is_checkpoint_dir(c):
-            return c
-    raise CheckpointError(
-        "no default EntangleCodec model found: none of "
-        + ", ".join(str(c) for c in candidates)
-        + " holds config.json + model.safetensors (a source checkout ships checkpoints/entanglecodec-small). "
-        "Pass a checkpoint directory or a Hugging Face repo id (--checkpoint / from_pretrained), "
-        "set ENTANGLECODEC_CHECKPOINT, or train one (`entanglecodec train stage1`, see README)."
-    )
 
 
 class EntangleCodec(nn.Module):
@@ -487,6 +407,48 @@ class EntangleCodec(nn.Module):
         return Tokens(codes=codes, lengths=flen, num_samples=lens, sample_rate=self.sample_rate)
 
     @torch.no_grad()
+    def decode_log_mel(
+        self,
+        codes: Tensor | np.ndarray | Tokens,
+        lengths: Tensor | Sequence[int] | None = None,
+        steps: int = 1,
+        guidance: float | None = None,
+        seed: int = 0,
+        f0_hz: Tensor | None = None,
+        precision: str | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The flow-decoder half of :meth:`decode`: tokens -> ``(log_mel [B, n_mels, F], lengths [B])``,
+        the natural-log power mel (as :meth:`MelFrontend.log_mel`, floored past each item's length)
+        and the valid frames per item. Arguments as :meth:`decode`."""
+        if isinstance(codes, Tokens):
+            lengths = codes.lengths if lengths is None else lengths
+            codes = codes.codes
+        steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
+        c, flen = self._check_codes(codes, lengths)
+        dtype = resolve_precision(precision, self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            b, f = c.shape
+            zq = self.quantizer.embed_codes(c)
+            noise = torch.zeros(b, self.config.mel.n_mels, f, device=self.device)
+            for i in range(b):
+                n = int(flen[i])
+                noise[i, :, :n] = torch.from_numpy(decode_noise(seed, self.config.mel.n_mels, n)).to(self.device)
+            if f0_hz is not None:
+                if self.pitch is None:
+                    raise TokenError("f0_hz given, but this checkpoint's decoder is not pitch-conditioned")
+                if tuple(f0_hz.shape) != (b, f):
+                    raise TokenError(f"f0_hz has shape {tuple(f0_hz.shape)}, expected {(b, f)} (items, frames)")
+                f0_hz = f0_hz.to(zq)
+            mel = self._decode_mel(zq, flen, steps, guidance, noise, dtype=dtype, f0_hz=f0_hz)
+            log_mel = self.frontend.denormalize(mel)
+            log_mel = log_mel.masked_fill(~lengths_to_mask(flen, f)[:, None, :], math.log(self.config.mel.log_floor))
+        finally:
+            self.train(was_training)
+        return log_mel, flen
+
+    @torch.no_grad()
     def decode(
         self,
         codes: Tensor | np.ndarray | Tokens,
@@ -508,8 +470,9 @@ class EntangleCodec(nn.Module):
             guidance: classifier-free guidance scale ``gamma`` (Eq. 12); 0 disables it. ``None``: the
                 checkpoint's ``decoder.guidance`` (1.0, the paper's value, unless the checkpoint says otherwise).
             num_samples: ``[B]`` original lengths in samples; output is trimmed to them.
-            seed: seed of the initial noise (each item draws its own noise, so batching does not
-                change results).
+            seed: seed of the initial noise (:func:`~entanglecodec.codec.sampling.decode_noise`:
+                each item draws its own, so batching does not change results, and the ONNX runtime
+                draws the same).
             return_mel: also attach the decoded log-mel as ``audio.mel`` (``[B, n_mels, F]``).
             f0_hz: ``[B, F]`` F0 contour in Hz (0 = unvoiced) given to a pitch-conditioned decoder
                 (``decoder.pitch_cond``) instead of the one it predicts from the tokens: the oracle
@@ -525,27 +488,11 @@ class EntangleCodec(nn.Module):
             lengths = codes.lengths if lengths is None else lengths
             num_samples = codes.num_samples if num_samples is None else num_samples
             codes = codes.codes
-        steps, guidance = check_sampling(steps, self.config.decoder.guidance if guidance is None else guidance)
-        c, flen = self._check_codes(codes, lengths)
-        dtype = resolve_precision(precision, self.device)
+        log_mel, flen = self.decode_log_mel(codes, lengths, steps, guidance, seed, f0_hz, precision)
+        b = log_mel.shape[0]
         was_training = self.training
         self.eval()
         try:
-            b, f = c.shape
-            zq = self.quantizer.embed_codes(c)
-            noise = torch.zeros(b, self.config.mel.n_mels, f, device=self.device)
-            for i in range(b):
-                g = torch.Generator().manual_seed(seed)
-                noise[i, :, : int(flen[i])] = torch.randn(self.config.mel.n_mels, int(flen[i]), generator=g)
-            if f0_hz is not None:
-                if self.pitch is None:
-                    raise TokenError("f0_hz given, but this checkpoint's decoder is not pitch-conditioned")
-                if tuple(f0_hz.shape) != (b, f):
-                    raise TokenError(f"f0_hz has shape {tuple(f0_hz.shape)}, expected {(b, f)} (items, frames)")
-                f0_hz = f0_hz.to(zq)
-            mel = self._decode_mel(zq, flen, steps, guidance, noise, dtype=dtype, f0_hz=f0_hz)
-            log_mel = self.frontend.denormalize(mel)
-            log_mel = log_mel.masked_fill(~lengths_to_mask(flen, f)[:, None, :], math.log(self.config.mel.log_floor))
             wav = self._vocode(log_mel, flen)
             out_len = flen * self.hop_length
             if num_samples is not None:

@@ -19,6 +19,8 @@ are shared with the training-only acoustic-primitive head (``training/aux_losses
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,9 +38,13 @@ def hz_to_octaves(f0_hz: Tensor) -> Tensor:
     return torch.log2(f0_hz.clamp_min(1.0) / F0_REFERENCE_HZ)
 
 
+_LN2 = math.log(2.0)
+
+
 def octaves_to_hz(octaves: Tensor) -> Tensor:
     """Inverse of :func:`hz_to_octaves`, clamped to the tracker's range [60, 900] Hz."""
-    return (F0_REFERENCE_HZ * torch.exp2(octaves)).clamp(F0_FLOOR_HZ, F0_CEIL_HZ)
+    # 2**x as exp(x ln 2): the same to float32 rounding, and exportable to ONNX (which has no exp2)
+    return (F0_REFERENCE_HZ * torch.exp(octaves * _LN2)).clamp(F0_FLOOR_HZ, F0_CEIL_HZ)
 
 
 def masked_mean(x: Tensor, m: Tensor) -> Tensor:

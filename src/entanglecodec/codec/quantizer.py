@@ -239,17 +239,20 @@ class Quantizer(nn.Module):
 
         Distances are computed ``chunk`` frames at a time, so memory does not grow with ``F``.
         """
-        cb = self.codebook.to(pre_quant.dtype)
         flat = pre_quant.reshape(-1, pre_quant.shape[-1])
         out = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
-        cb_sq = cb.pow(2).sum(-1)
         for i in range(0, flat.shape[0], chunk):
-            x = flat[i : i + chunk]
-            if self.cfg.codebook_update == "ema":
-                out[i : i + chunk] = (x @ cb.t()).argmax(dim=-1)
-            else:
-                out[i : i + chunk] = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ cb.t() + cb_sq).argmin(dim=-1)
+            out[i : i + chunk] = self.assign(flat[i : i + chunk])
         return out.reshape(pre_quant.shape[:-1])
+
+    def assign(self, x: Tensor) -> Tensor:
+        """Nearest code of each row of ``x [..., D_quant]`` -> ``[...]`` (one pass, memory ``O(numel x K)``;
+        :meth:`nearest` runs it chunk by chunk). With the EMA codebook, whose entries and inputs are
+        unit vectors, the nearest code is the one of largest dot product."""
+        cb = self.codebook.to(x.dtype)
+        if self.cfg.codebook_update == "ema":
+            return (x @ cb.t()).argmax(dim=-1)
+        return (x.pow(2).sum(-1, keepdim=True) - 2 * x @ cb.t() + cb.pow(2).sum(-1)).argmin(dim=-1)
 
     def forward(self, frames: Tensor, mask: Tensor | None = None) -> QuantizerOutput:
         """Quantise ``H [B, F, D_enc]`` with ``mask [B, F]`` (True = valid).

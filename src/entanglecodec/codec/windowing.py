@@ -12,7 +12,8 @@ on its own length ``F``:
   side except at the clip edges. All windows have exactly ``W`` frames (no padding), so windows
   of different items are batched freely.
 
-:func:`run_windowed` drives encoding, decoding and vocoding of :class:`~.model.EntangleCodec`;
+:func:`run_windowed` drives encoding, decoding and vocoding of :class:`~.model.EntangleCodec` and of
+the ONNX runtime (:class:`entanglecodec.runtime.OnnxCodec`);
 :mod:`.streaming` runs the same plan incrementally (:func:`unclamped_start` tells it where a window
 starts before the clip's end is known). Because windows depend only on the item itself and
 padding is masked, an item gives the same result alone or inside a padded batch.
@@ -23,8 +24,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:  # torch-free at run time: the ONNX runtime plans its windows here too
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def run_windowed(
         windows: called with up to ``batch_windows`` :class:`Window` s of the longer items, in
             order; it computes each window and copies the :attr:`Window.inner` frames into place.
     """
-    lengths = [int(n) for n in (frame_lengths.tolist() if isinstance(frame_lengths, Tensor) else frame_lengths)]
+    lengths = [int(n) for n in (frame_lengths.tolist() if hasattr(frame_lengths, "tolist") else frame_lengths)]
     short = [i for i, n in enumerate(lengths) if n <= window]
     if short:
         whole(short)

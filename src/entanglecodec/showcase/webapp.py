@@ -154,7 +154,7 @@ def process(
     import torch
 
     from ..audio import load_audio
-    from ..codec.model import check_sampling
+    from ..codec.sampling import check_sampling
 
     check_upload(path, ctx.max_seconds)
     assert path is not None

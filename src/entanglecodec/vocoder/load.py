@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -23,14 +22,14 @@ import torch
 from torch import Tensor
 
 from ..audio import MelFrontend, num_frames
-from ..checkpoint import is_checkpoint_dir, resolve_checkpoint, split_repo_id
+from ..checkpoint import DEFAULT_VOCODER_DIR, resolve_checkpoint, split_repo_id
+from ..checkpoint import default_vocoder_dir as find_default_vocoder
 from ..config import MelConfig
 from .griffin_lim import GriffinLim
 from .model import Vocoder, VocoderLoadError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_VOCODER_DIR = "checkpoints/vocoder-small"
 GRIFFIN_LIM_NAMES = ("griffin-lim", "griffinlim", "gl")
 
 
@@ -62,25 +61,8 @@ class MelVocoder(Protocol):
 
 
 def default_vocoder_dir() -> Path | None:
-    """Directory of the shipped default vocoder, or ``None`` if it is not installed.
-
-    Looked up in ``$ENTANGLECODEC_VOCODER`` first (a directory or a Hugging Face Hub id), then
-    ``checkpoints/vocoder-small`` under the repository root (three levels above this package in a
-    source checkout) and under the current working directory.
-
-    Raises:
-        VocoderLoadError: ``$ENTANGLECODEC_VOCODER`` is a Hub id that cannot be resolved.
-    """
-    env = os.environ.get("ENTANGLECODEC_VOCODER")
-    if env and not Path(env).exists() and split_repo_id(env) is not None:
-        return resolve_checkpoint(env, error=VocoderLoadError)
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [here.parents[3] / DEFAULT_VOCODER_DIR, Path.cwd() / DEFAULT_VOCODER_DIR]
-    for c in candidates:
-        if is_checkpoint_dir(c):
-            return c
-    return None
+    """:func:`entanglecodec.checkpoint.default_vocoder_dir`, raising :class:`VocoderLoadError`."""
+    return find_default_vocoder(error=VocoderLoadError)
 
 
 def load_vocoder(

@@ -283,8 +283,18 @@ class Vocoder(nn.Module):
             Waveform ``[B, F * hop_length]`` float32; samples past ``lengths * hop_length`` are 0.
         """
         lens = self._check_input(log_mel, lengths)
-        b, _, t = log_mel.shape
-        fmask = None if lens is None else lengths_to_mask(lens, t)  # [B, T] bool
+        fmask = None if lens is None else lengths_to_mask(lens, log_mel.shape[2])  # [B, T] bool
+        wav = self.head(self.hidden(log_mel, fmask), fmask, self.magnitude_prior(log_mel))
+        if lens is not None:
+            wav = wav * lengths_to_mask(lens * self.hop_length, wav.shape[1]).to(wav.dtype)
+        passes = self.config.consistency_passes if consistency_passes is None else int(consistency_passes)
+        if passes > 0:
+            wav = self.consistency(wav, log_mel, lens, passes, self.config.consistency_step)
+        return wav
+
+    def hidden(self, log_mel: Tensor, fmask: Tensor | None = None) -> Tensor:
+        """The backbone: ``log_mel [B, n_mels, T]`` -> features ``[B, T, dim]`` for the head
+        (``fmask [B, T]``, True on valid frames, keeps padding out of the convolutions)."""
         cmask = None if fmask is None else fmask[:, None, :].to(log_mel.dtype)
         x = (log_mel - self.config.input_mean) * self.config.input_scale
         if cmask is not None:
@@ -292,14 +302,13 @@ class Vocoder(nn.Module):
         x = self.norm_in(self.embed(x))
         for block in self.blocks:
             x = block(x, cmask)
-        h = self.norm_out(x.transpose(1, 2))  # [B, T, dim]
-        wav = self.head(h, fmask, self.magnitude_prior(log_mel))
-        if lens is not None:
-            wav = wav * lengths_to_mask(lens * self.hop_length, wav.shape[1]).to(wav.dtype)
-        passes = self.config.consistency_passes if consistency_passes is None else int(consistency_passes)
-        if passes > 0:
-            wav = self.consistency(wav, log_mel, lens, passes, self.config.consistency_step)
-        return wav
+        return self.norm_out(x.transpose(1, 2))  # type: ignore[no-any-return]
+
+    def spectrum(self, log_mel: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's STFT of an unpadded ``log_mel [B, n_mels, T]``: ``(magnitude, phase)``, each
+        ``[B, T, n_fft/2 + 1]`` float32 (what the head inverts; the ONNX runtime's vocoder graph)."""
+        with torch.autocast(device_type=log_mel.device.type, enabled=False):
+            return self.head.spectrum(self.hidden(log_mel).float(), self.magnitude_prior(log_mel))
 
     def magnitude_prior(self, log_mel: Tensor) -> Tensor | None:
         """Fixed log-magnitude estimate ``[B, F, n_fft/2 + 1]`` from ``log_mel [B, n_mels, F]``

@@ -262,6 +262,31 @@ def model_ops(model: EntangleCodec) -> dict[str, Callable[[np.ndarray], Callable
     return ops
 
 
+def onnx_ops(runtime: Any) -> dict[str, Callable[[np.ndarray], Callable[[], Any]]]:
+    """The compiled runtime's operations (:class:`~entanglecodec.runtime.OnnxCodec`, one clip per
+    call): ``onnx · encode``, ``onnx · decode-1`` (tokens prepared outside timing) and
+    ``onnx · end-to-end``."""
+
+    def one(x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != 1:
+            raise BenchError("the compiled runtime processes one clip per call")
+        return np.ascontiguousarray(x[0])
+
+    def enc(x: np.ndarray) -> Callable[[], Any]:
+        clip = one(x)
+        return lambda: runtime.encode(clip, SAMPLE_RATE)
+
+    def dec(x: np.ndarray) -> Callable[[], Any]:
+        codes = runtime.encode(one(x), SAMPLE_RATE)
+        return lambda: runtime.decode(codes)
+
+    def e2e(x: np.ndarray) -> Callable[[], Any]:
+        clip = one(x)
+        return lambda: runtime.reconstruct(clip, SAMPLE_RATE)
+
+    return {"onnx · encode": enc, "onnx · decode-1": dec, "onnx · end-to-end": e2e}
+
+
 FLOAT32_BATCHES = (1,)
 FLOAT32_MAX_S = 60.0
 """Batch sizes and longest clip of the ``decode-1 · float32`` row (the reference arithmetic beside

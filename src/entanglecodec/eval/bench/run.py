@@ -23,6 +23,7 @@ from .measure import (
     count_flops,
     encode_memory_breakdown,
     model_ops,
+    onnx_ops,
     run_series,
     system_op,
 )
@@ -99,6 +100,28 @@ def load_bench_model(
     return model, info
 
 
+def _compiled_runtime(checkpoint: str | Path | None, info: dict[str, Any], notes: list[str], threads: int) -> Any:
+    """The benchmarked checkpoint's compiled ONNX runtime (built when missing), or ``None`` with a note."""
+    if info["weights"] != "trained":
+        return None
+    from ...runtime import OnnxCodec, RuntimeFolderError, build_runtime, find_runtime, resolve_pair
+
+    try:
+        codec_dir, voc_dir = resolve_pair(checkpoint, None)
+        if voc_dir is None:
+            notes.append("`onnx · …` rows not run: the model decodes with Griffin-Lim (the runtime needs a neural vocoder)")
+            return None
+        folder = find_runtime(codec_dir, voc_dir) or build_runtime(codec_dir, voc_dir)
+    except (RuntimeFolderError, ValueError, OSError) as e:
+        notes.append(f"`onnx · …` rows not run: {e}")
+        return None
+    notes.append(
+        f"`onnx · …`: the compiled runtime (`entanglecodec.runtime`, ONNX Runtime with {threads} intra-op "
+        "thread(s) + NumPy DSP, float32), one clip per call; the default backend of the command line"
+    )
+    return OnnxCodec(folder, threads=threads)
+
+
 def _run_all(
     model: EntangleCodec,
     measurements: list[Measurement],
@@ -110,8 +133,10 @@ def _run_all(
     neural_vocoder: bool,
     baselines: bool,
     say: Callable[[str], None],
+    runtime: Any = None,
 ) -> None:
-    """Every timing series of :func:`run_bench` (appends to ``measurements`` and ``notes``)."""
+    """Every timing series of :func:`run_bench` (appends to ``measurements`` and ``notes``);
+    ``runtime``: the model's compiled :class:`~entanglecodec.runtime.OnnxCodec`, timed at batch 1."""
     import torch
 
     with torch.inference_mode():
@@ -122,6 +147,9 @@ def _run_all(
                 lens = [x for x in lengths if x <= FLOAT32_MAX_S] or sorted(lengths)[:1]
             for b in [b for b in batches if b in FLOAT32_BATCHES] if reference else batches:
                 measurements += run_series(op, factory, lens, b, reps, max_call_s, progress=say)
+        if runtime is not None:
+            for op, factory in onnx_ops(runtime).items():
+                measurements += run_series(op, factory, lengths, 1, reps, max_call_s, progress=say)
         from ...vocoder.griffin_lim import GriffinLim
 
         if neural_vocoder and isinstance(model.vocoder, GriffinLim):
@@ -245,12 +273,13 @@ def run_bench(
         "memory_method": PeakMemory().method,
     }
     model, info = load_bench_model(checkpoint, preset, notes, bundled)
+    runtime = _compiled_runtime(checkpoint, info, notes, torch.get_num_threads())
     measurements: list[Measurement] = []
     gc.collect()
     gc.freeze()  # keep the long-lived objects out of the per-measurement gc.collect (0.3 s each otherwise)
     try:
         _run_all(
-            model, measurements, notes, batches, lengths, reps, max_call_s, neural_vocoder, baselines, say
+            model, measurements, notes, batches, lengths, reps, max_call_s, neural_vocoder, baselines, say, runtime
         )
         enc = [
             m.seconds for m in measurements if m.op == "encode" and m.batch == 1 and math.isfinite(m.wall_s)
