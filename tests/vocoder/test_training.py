@@ -206,3 +206,30 @@ def test_best_restarts_when_the_validation_set_changes(tiny_recipe: Path, tmp_pa
     assert not list((run / "checkpoints").glob("best-v*.ckpt"))  # one best.ckpt, replaced in place
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["vocoder_step"] > 8
+
+
+def test_training_on_a_codecs_decoded_mels(tiny_recipe: Path, tmp_path: Path) -> None:
+    """``data.input_codec``: a share of the crops gets the frozen codec's decoded mel of the same audio
+    as input (the loss still compares with the original); the codec stays out of the checkpoint."""
+    from entanglecodec import EntangleCodec, EntangleCodecConfig
+    from entanglecodec.training.vocoder_module import VocoderModule
+
+    torch.manual_seed(0)
+    codec_dir = EntangleCodec(EntangleCodecConfig.preset("tiny"), build_text_encoder=False).save_pretrained(tmp_path / "codec")
+    recipe = VocoderRecipe.from_yaml(tiny_recipe, [f"data.input_codec={codec_dir}", "data.input_codec_fraction=0.5",
+                                                   "trainer.max_steps=3"])
+    module = VocoderModule(recipe)
+    wav = torch.randn(4, 24000) * 0.1
+    lengths = torch.full((4,), 24000)
+    own = module.mel.log_mel(wav, lengths)
+    given = module._input_mel(wav, lengths, own, 0.5, seed=0)
+    codec = EntangleCodec.from_pretrained(codec_dir, build_text_encoder=False)
+    want, _ = codec.decode_log_mel(codec.encode(wav[:2], 24000), seed=0, precision="float32")
+    torch.testing.assert_close(given[:2], want)  # the first half: the codec's reconstruction
+    torch.testing.assert_close(given[2:], own[2:])  # the rest: their own mel
+    run = train_vocoder(tiny_recipe, run_dir=tmp_path / "run", overrides=[f"data.input_codec={codec_dir}", "trainer.max_steps=4"])
+    assert _metric(run, "train/mel_loss")[-1][0] == 4 and (run / "best" / "model.safetensors").is_file()
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert not any(k.startswith(("_codec", "codec.")) for k in state)
+    with pytest.raises(ConfigError, match="input_codec_fraction"):
+        VocoderRecipe.from_yaml(tiny_recipe, ["data.input_codec_fraction=0"])

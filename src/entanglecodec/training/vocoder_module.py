@@ -1,7 +1,9 @@
 """GAN training of the Vocos-style vocoder (:mod:`entanglecodec.vocoder.model`) as a LightningModule.
 
 The vocoder learns to invert the codec's un-normalised log-mel (:meth:`MelFrontend.log_mel`):
-random ~1 s crops are analysed, re-synthesised and compared with the original. Losses
+random ~1 s crops are analysed, re-synthesised and compared with the original. With
+``data.input_codec`` a share of the crops is given a frozen codec's decoded mel of the same audio
+instead, so the vocoder learns to render what the codec's decoder draws (compared with the original). Losses
 (:mod:`entanglecodec.training.losses`): multi-resolution mel L1 (+ optional multi-resolution STFT
 loss) from step 0; from ``loss.gan_start_step`` on, hinge adversarial + feature-matching losses of
 a multi-period and a multi-resolution critic (:mod:`entanglecodec.training.discriminators`).
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..audio import MelFrontend, lengths_to_mask, num_frames, save_audio
+from ..config import ConfigError
 from ..fileio import atomic_write_text
 from ..vocoder.model import Vocoder
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
@@ -107,6 +110,40 @@ class VocoderModule(pl.LightningModule):
                 self.best_val = math.inf
                 self.validation_set_changed = True
 
+    # ------------------------------------------------------------------ codec-decoded input mels
+    def _input_codec(self) -> Any:
+        """The frozen codec of ``data.input_codec`` (loaded on first use, kept out of the checkpoints), or None."""
+        spec = self.recipe.data.input_codec
+        if spec is None:
+            return None
+        codec = self.__dict__.get("_codec")
+        if codec is None:
+            from ..codec.model import EntangleCodec
+
+            codec = EntangleCodec.from_pretrained(spec, map_location=self.device, build_text_encoder=False)
+            if codec.config.mel != self.recipe.model_config.mel:
+                raise ConfigError(
+                    f"data.input_codec {spec}: its mel analysis {codec.config.mel} differs from the vocoder's "
+                    f"{self.recipe.model_config.mel}"
+                )
+            codec.requires_grad_(False)
+            self.__dict__["_codec"] = codec
+        return codec
+
+    def _input_mel(self, wav: Tensor, lengths: Tensor, log_mel: Tensor, share: float, seed: int) -> Tensor:
+        """The vocoder's input ``[B, n_mels, F]``: ``log_mel`` with its first ``round(share * B)`` items
+        replaced by the input codec's reconstruction of the same audio (see ``data.input_codec``)."""
+        codec = self._input_codec()
+        if codec is None:
+            return log_mel
+        n = max(1, round(share * wav.shape[0]))
+        tokens = codec.encode(wav[:n], self.recipe.model_config.sample_rate, lengths[:n])
+        decoded, _ = codec.decode_log_mel(tokens, seed=seed, precision="float32")
+        f = min(decoded.shape[-1], log_mel.shape[-1])
+        out = log_mel.clone()
+        out[:n, :, :f] = decoded[:, :, :f].to(out.dtype)
+        return out
+
     # ------------------------------------------------------------------ losses
     def _disc(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]], list[Tensor], list[list[Tensor]]]:
         lp, fp = self.mpd(wav)
@@ -121,6 +158,7 @@ class VocoderModule(pl.LightningModule):
         lengths: Tensor = batch["lengths"]
         with torch.no_grad():
             log_mel = self.mel.log_mel(wav, lengths)
+            log_mel = self._input_mel(wav, lengths, log_mel, self.recipe.data.input_codec_fraction, self.step_count)
         wav = wav[:, : log_mel.shape[-1] * self.vocoder.hop_length]
         y_hat = self.vocoder(log_mel, consistency_passes=0)  # the network alone is trained
         gan = self.step_count >= lc.gan_start_step
@@ -187,7 +225,8 @@ class VocoderModule(pl.LightningModule):
         hop = self.vocoder.hop_length
         frames: Tensor = num_frames(lengths, hop)  # type: ignore[assignment]
         log_mel = self.mel.log_mel(wav, lengths)
-        y_hat = self.vocoder(log_mel, frames, consistency_passes=0)[:, : wav.shape[1]]  # the network alone
+        given = self._input_mel(wav, lengths, log_mel, 1.0, seed=batch_idx)  # the target stays the original's
+        y_hat = self.vocoder(given, frames, consistency_passes=0)[:, : wav.shape[1]]  # the network alone
         y_hat = y_hat * lengths_to_mask(lengths, y_hat.shape[1]).to(y_hat.dtype)
         rebuilt = self.mel.log_mel(y_hat, lengths)
         fmask = lengths_to_mask(frames, log_mel.shape[-1])[:, None, :].to(log_mel.dtype)

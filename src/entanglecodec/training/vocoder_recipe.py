@@ -57,6 +57,14 @@ class VocoderDataSection:
         domain_weights: e.g. ``{speech: 0.5, music: 0.25, sound: 0.25}``; ``None``: uniform over clips.
         valid_batches: validation batches per validation.
         on_error: ``skip`` or ``raise`` for unreadable files.
+        input_codec: a codec checkpoint (directory or Hub id) whose decoded mels the vocoder learns
+            to render (not in the paper): for a share ``input_codec_fraction`` of the training crops,
+            and for every validation clip, the input log-mel is that frozen codec's one-step
+            reconstruction of the audio (encode, then the flow decoder; no gradients) instead of the
+            audio's own log-mel, while every loss still compares with the original audio. ``None``:
+            copy-synthesis only (the general vocoder).
+        input_codec_fraction: share of the training crops given the codec's mel (the rest keep their
+            own, so the vocoder stays a general mel inverter).
     """
 
     train_manifest: list[str] = field(default_factory=list)
@@ -70,10 +78,14 @@ class VocoderDataSection:
     domain_weights: dict[str, float] | None = None
     valid_batches: int = 2
     on_error: Literal["skip", "raise"] = "skip"
+    input_codec: str | None = None
+    input_codec_fraction: float = 0.75
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.num_workers < 0 or self.valid_batches < 1:
             raise ConfigError("data: batch_size >= 1, num_workers >= 0 and valid_batches >= 1 are required")
+        if not 0.0 < self.input_codec_fraction <= 1.0:
+            raise ConfigError(f"data.input_codec_fraction must lie in (0, 1], got {self.input_codec_fraction}")
         if not self.crop_seconds > 0 or not self.valid_crop_seconds > 0:
             raise ConfigError("data: crop_seconds and valid_crop_seconds must be positive")
 
@@ -325,6 +337,7 @@ def validation_set_key(data: dict[str, Any]) -> dict[str, Any]:
         "manifest": [str(Path(str(m)).expanduser().resolve()) for m in manifests],
         "split": data.get("valid_split"),
         "crop_seconds": data.get("valid_crop_seconds"),
+        "input_codec": data.get("input_codec"),
     }
 
 
