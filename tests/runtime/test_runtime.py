@@ -176,6 +176,11 @@ def test_cli_backends(pair: tuple[Path, Path], compiled: Path, tmp_path: Path, m
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["reconstruct", str(clip), "-o", str(tmp_path / "x.wav"), "-c", codec_dir, "--backend", "gpu"])
     assert r.exit_code == 2 and "auto, torch, onnx" in r.output
+    from entanglecodec.cli.common import ONNX_AUTO_MAX_SECONDS, onnx_runtime
+
+    assert onnx_runtime("auto", pair[0], audio_seconds=ONNX_AUTO_MAX_SECONDS) is not None
+    assert onnx_runtime("auto", pair[0], audio_seconds=ONNX_AUTO_MAX_SECONDS + 1) is None  # long audio: torch
+    assert onnx_runtime("onnx", pair[0], audio_seconds=ONNX_AUTO_MAX_SECONDS + 1) is not None
 
 
 def test_cli_onnx_path_never_imports_torch(pair: tuple[Path, Path], compiled: Path, tmp_path: Path) -> None:

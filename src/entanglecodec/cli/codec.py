@@ -54,8 +54,8 @@ def encode(
     """Tokenise audio files into token files (.npz: codes + rates + length + fingerprint).
 
     On torch, clips longer than the model's window are read and encoded block by block (memory
-    does not grow with their duration) and shorter ones in padded batches; the ONNX runtime
-    encodes file by file (``auto`` leaves files over an hour to torch).
+    does not grow with their duration) and shorter ones in padded batches; the compiled runtime
+    (``--backend auto`` for up to two minutes of audio in all) encodes file by file.
     """
     from ..audio_io import audio_info, load_audio
     from ..codec.tokens import TokenFile, save_tokens
@@ -65,9 +65,7 @@ def encode(
     outs = output_paths(files, out, ".npz", overwrite)
     good, n_bad = check_files(files, audio_info, skip_errors)
     infos = {i: audio_info(files[i]) for i in good}
-    rt = onnx_runtime(backend, checkpoint)
-    if rt is not None and backend == "auto" and any(infos[i][0] / infos[i][1] > ONNX_ENCODE_MAX_SECONDS for i in good):
-        rt = None  # whole-file reads: keep very long files on torch's block-by-block reader
+    rt = onnx_runtime(backend, checkpoint, audio_seconds=sum(infos[i][0] / infos[i][1] for i in good))
     model = rt if rt is not None else load_model(checkpoint)
     fp = model.fingerprint()
 
@@ -113,10 +111,6 @@ def encode(
         else:
             _encode_torch(model, files, good, infos, batch_size, skip_errors, write, attempt, lambda k: prog.advance(task, k))
     finish(written, n_bad, f"token file(s) ({model.bitrate:.0f} bps)", outs[0].parent)
-
-
-ONNX_ENCODE_MAX_SECONDS = 3600.0
-"""Longest file ``encode --backend auto`` reads whole for the ONNX runtime (longer ones stream on torch)."""
 
 
 def _encode_torch(
@@ -182,7 +176,8 @@ def decode(
     files = expand_inputs(inputs, {".npz"})
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, load_tokens, skip_errors)
-    rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance)
+    seconds = sum(tf.num_samples / tf.sample_rate for tf in (load_tokens(files[i]) for i in good))
+    rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance, seconds)
     if rt is not None:
 
         def one(f: Path) -> tuple[Any, int]:
@@ -225,7 +220,8 @@ def reconstruct(
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".wav", overwrite)
     good, n_bad = check_files(files, audio_info, skip_errors)
-    rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance)
+    seconds = sum(n / sr for n, sr in (audio_info(files[i]) for i in good))
+    rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance, seconds)
     if rt is not None:
 
         def one(f: Path) -> tuple[Any, int]:

@@ -212,18 +212,27 @@ def backend_value(value: str) -> str:
     return v
 
 
+ONNX_AUTO_MAX_SECONDS = 120.0
+"""Most audio (summed over a command's inputs) ``--backend auto`` gives the compiled runtime: it
+starts ~1.5 s sooner than torch but decodes about half as fast on a 2-core CPU (NumPy's single-threaded
+FFTs and separate ONNX sessions against torch's fused, threaded ops; ``reports/bench.md``), so past
+a couple of minutes of audio torch finishes first."""
+
+
 def onnx_runtime(
-    backend: str, checkpoint: Path | None, vocoder: str | None = None, steps: int = 1, guidance: float | None = None
+    backend: str, checkpoint: Path | None, vocoder: str | None = None, steps: int = 1, guidance: float | None = None,
+    audio_seconds: float = 0.0,
 ) -> Any:
     """The :class:`~entanglecodec.runtime.OnnxCodec` a command should use, or ``None`` for torch.
 
-    ``auto`` takes the runtime whenever it can give what torch gives (one Euler step, the
-    checkpoint's own guidance, a neural vocoder), compiling it into the cache on first use, and
-    falls back to torch with a warning when it cannot be compiled; ``onnx`` insists (an error names
-    the setting it cannot run); ``torch`` never uses it. Nothing here loads torch unless a runtime
-    has to be compiled.
+    ``auto`` takes the runtime for up to :data:`ONNX_AUTO_MAX_SECONDS` of audio (``audio_seconds``:
+    the command's total) whenever it can give what torch gives (one Euler step, the checkpoint's
+    own guidance, a neural vocoder), compiling it into the cache on first use, and falls back to
+    torch with a warning when it cannot be compiled; ``onnx`` insists (an error names the setting
+    it cannot run); ``torch`` never uses it. Nothing here loads torch unless a runtime has to be
+    compiled.
     """
-    if backend == "torch":
+    if backend == "torch" or (backend == "auto" and audio_seconds > ONNX_AUTO_MAX_SECONDS):
         return None
     import json
 
@@ -280,8 +289,8 @@ VocoderOpt = typer.Option(None, help="'griffin-lim', 'default' or a vocoder dire
 BackendOpt = typer.Option(
     "auto",
     "--backend",
-    help="'auto': the checkpoint's compiled ONNX runtime (no torch; built into the cache on first use) "
-    "whenever the settings allow it (one step, the checkpoint's guidance, a neural vocoder), else torch; "
-    "'torch'; 'onnx' (an error when the settings need torch).",
+    help="'auto': the checkpoint's compiled ONNX runtime (no torch: starts fast; built into the cache on first "
+    "use) for up to 2 minutes of audio when the settings allow it (one step, the checkpoint's guidance, a neural "
+    "vocoder), else torch (faster on long audio); 'torch'; 'onnx' (an error when the settings need torch).",
     callback=backend_value,
 )

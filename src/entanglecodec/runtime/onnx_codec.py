@@ -99,6 +99,7 @@ class OnnxCodec:
             if self.threads:
                 so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # NumPy runs between the calls
             try:
                 sess = ort.InferenceSession(str(self.folder / f"{name}.onnx"), so, providers=["CPUExecutionProvider"])
             except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
