@@ -139,7 +139,9 @@ def test_runtime_refuses_bad_input(compiled: Path, pair: tuple[Path, Path], tmp_
         OnnxCodec(tmp_path)
 
 
-def test_the_key_follows_the_weights_and_griffin_lim_is_not_compiled(pair: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_key_follows_the_weights_and_damaged_folders_are_rebuilt(
+    pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     codec_dir, voc_dir = pair
@@ -149,6 +151,14 @@ def test_the_key_follows_the_weights_and_griffin_lim_is_not_compiled(pair: tuple
     Vocoder(VocoderConfig.preset("tiny")).save_pretrained(other)
     assert runtime_key(codec_dir, other) != runtime_key(codec_dir, voc_dir)
     assert resolve_pair(codec_dir, None) == (codec_dir, voc_dir)  # the vocoder the checkpoint names
+    folder = tmp_path / "damaged"
+    monkeypatch.setenv("ENTANGLECODEC_CACHE", str(folder))
+    built = build_runtime(codec_dir, voc_dir)
+    assert find_runtime(codec_dir, voc_dir) == built
+    data = (built / "decoder.onnx").read_bytes()
+    (built / "decoder.onnx").write_bytes(data[: len(data) // 2])  # an interrupted copy, a full disk
+    assert find_runtime(codec_dir, voc_dir) is None
+    assert build_runtime(codec_dir, voc_dir) == built and find_runtime(codec_dir, voc_dir) == built
     assert resolve_pair(codec_dir, "griffin-lim") == (codec_dir, None)
 
 

@@ -81,7 +81,8 @@ def runtime_dir(key: str) -> Path:
 
 
 def find_runtime(codec_dir: Path, vocoder_dir: Path) -> Path | None:
-    """The compiled folder of this pair, or ``None`` when it has not been built (or is incomplete)."""
+    """The compiled folder of this pair, or ``None`` when it has not been built, or a file is missing
+    or has another size than when it was written (a damaged folder is compiled again)."""
     key = runtime_key(codec_dir, vocoder_dir)
     d = runtime_dir(key)
     try:
@@ -90,8 +91,11 @@ def find_runtime(codec_dir: Path, vocoder_dir: Path) -> Path | None:
         return None
     if meta.get("key") != key or meta.get("format") != FORMAT_VERSION:
         return None
-    if not all((d / f"{n}.onnx").is_file() for n in ("encoder", "decoder", "vocoder")):
-        return None
+    files = meta.get("files") or {}
+    for name in ("encoder.onnx", "decoder.onnx", "vocoder.onnx", "dsp.npz"):
+        p = d / name
+        if not p.is_file() or p.stat().st_size != files.get(name):  # missing or cut short: compile again
+            return None
     return d
 
 

@@ -169,6 +169,7 @@ def export_runtime(model: Any, out_dir: str | Path, key: str, threads: int = 1) 
             "opset": OPSET,
             "torch": torch.__version__,
         }
+        meta["files"] = {f.name: f.stat().st_size for f in sorted(t.iterdir())}  # find_runtime checks them
         (t / "runtime.json").write_text(json.dumps(meta, indent=2) + "\n")
         replace_dir(t, out)
     return out
