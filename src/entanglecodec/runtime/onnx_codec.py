@@ -114,6 +114,15 @@ class OnnxCodec:
         power = dsp.power_frames(wav, start, n_frames, m["n_fft"], m["hop_length"], self.mel_window)
         return np.log(np.maximum(self.mel_fb @ power, np.float32(m["log_floor"])))
 
+    def _prepare(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        """A checked mono float32 waveform ``[S]`` at :attr:`sample_rate` (resampled with soxr)."""
+        x = np.asarray(wav, dtype=np.float32)
+        if x.ndim != 1 or x.size == 0:
+            raise AudioError(f"expected a non-empty mono waveform [S], got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise AudioError("waveform contains NaN or Inf samples")
+        return resample(x, sample_rate, self.sample_rate)
+
     def encode(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Mono waveform ``[S]`` in [-1, 1] at ``sample_rate`` -> token ids ``[F]`` int64,
         ``F = ceil(S_24k / hop)``.
@@ -121,12 +130,7 @@ class OnnxCodec:
         Raises:
             AudioError: not a non-empty 1-D array of finite samples, or a bad sample rate.
         """
-        x = np.asarray(wav, dtype=np.float32)
-        if x.ndim != 1 or x.size == 0:
-            raise AudioError(f"expected a non-empty mono waveform [S], got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise AudioError("waveform contains NaN or Inf samples")
-        x = resample(x, sample_rate, self.sample_rate)
+        x = self._prepare(wav, sample_rate)
         warn_if_short([x.shape[0]], self.sample_rate)
         n = -(-x.shape[0] // self.hop_length)
         codes = np.zeros(n, dtype=np.int64)
@@ -227,9 +231,8 @@ class OnnxCodec:
 
     def reconstruct(self, wav: np.ndarray, sample_rate: int, seed: int = 0) -> np.ndarray:
         """Encode then decode: ``[S]`` at ``sample_rate`` -> ``[S_24k]`` at :attr:`sample_rate`."""
-        x = resample(np.asarray(wav, dtype=np.float32), sample_rate, self.sample_rate) if np.ndim(wav) == 1 else wav
-        codes = self.encode(x, self.sample_rate)
-        return self.decode(codes, seed, num_samples=int(np.shape(x)[0]))
+        x = self._prepare(wav, sample_rate)
+        return self.decode(self.encode(x, self.sample_rate), seed, num_samples=x.shape[0])
 
 
 __all__ = ["DECODE_BATCH", "ENCODE_BATCH", "OnnxCodec"]
