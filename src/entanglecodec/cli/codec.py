@@ -63,8 +63,8 @@ def encode(
 
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".npz", overwrite)
-    good, n_bad = check_files(files, audio_info, skip_errors)
-    infos = {i: audio_info(files[i]) for i in good}
+    infos: dict[int, tuple[int, int]] = {}
+    good, n_bad = check_files(files, audio_info, skip_errors, infos)
     rt = onnx_runtime(backend, checkpoint, audio_seconds=sum(infos[i][0] / infos[i][1] for i in good))
     model = rt if rt is not None else load_model(checkpoint)
     fp = model.fingerprint()
@@ -175,13 +175,15 @@ def decode(
     check_sampling(steps, 1.0 if guidance is None else guidance)
     files = expand_inputs(inputs, {".npz"})
     outs = output_paths(files, out, ".wav", overwrite)
-    good, n_bad = check_files(files, load_tokens, skip_errors)
-    seconds = sum(tf.num_samples / tf.sample_rate for tf in (load_tokens(files[i]) for i in good))
+    loaded: dict[int, Any] = {}
+    good, n_bad = check_files(files, load_tokens, skip_errors, loaded)
+    tokens = {files[i]: tf for i, tf in loaded.items()}
+    seconds = sum(tf.num_samples / tf.sample_rate for tf in tokens.values())
     rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance, seconds)
     if rt is not None:
 
         def one(f: Path) -> tuple[Any, int]:
-            tf = load_tokens(f)
+            tf = tokens[f]
             tf.check_compatible(rt.accepted_fingerprints(), rt.codebook_size, f)
             return rt.decode(tf.codes, seed, tf.num_samples), rt.sample_rate
 
@@ -190,7 +192,7 @@ def decode(
         accepted = [x for x in (model.fingerprint(), model.legacy_fingerprint()) if x]
 
         def one(f: Path) -> tuple[Any, int]:
-            tf = load_tokens(f)
+            tf = tokens[f]
             tf.check_compatible(accepted, model.codebook_size, f)
             a = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
             return a.wav[0, : int(a.lengths[0])], a.sample_rate
@@ -219,8 +221,9 @@ def reconstruct(
     check_sampling(steps, 1.0 if guidance is None else guidance)
     files = expand_inputs(inputs, AUDIO_EXTS)
     outs = output_paths(files, out, ".wav", overwrite)
-    good, n_bad = check_files(files, audio_info, skip_errors)
-    seconds = sum(n / sr for n, sr in (audio_info(files[i]) for i in good))
+    infos: dict[int, tuple[int, int]] = {}
+    good, n_bad = check_files(files, audio_info, skip_errors, infos)
+    seconds = sum(n / sr for n, sr in infos.values())
     rt = onnx_runtime(backend, checkpoint, vocoder, steps, guidance, seconds)
     if rt is not None:
 

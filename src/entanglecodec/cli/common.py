@@ -93,17 +93,22 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def check_files(files: list[Path], check: Callable[[Path], object], skip_errors: bool) -> tuple[list[int], int]:
+def check_files(
+    files: list[Path], check: Callable[[Path], object], skip_errors: bool, results: dict[int, Any] | None = None
+) -> tuple[list[int], int]:
     """Check every input up front; return the indices of the usable ones and the number of bad ones.
 
     Without ``skip_errors`` any bad file is an error whose one-line message lists every bad file
-    found (not only the first); with it each bad file is reported on its own line.
+    found (not only the first); with it each bad file is reported on its own line. ``results``
+    (optional) receives ``check``'s return value per usable index, so a caller need not read again.
     """
     good: list[int] = []
     bad: list[str] = []
     for i, f in enumerate(files):
         try:
-            check(f)
+            value = check(f)
+            if results is not None:
+                results[i] = value
         except (ValueError, OSError) as e:
             bad.append(error_message(e))
         else:

@@ -111,7 +111,8 @@ def build_runtime(codec_dir: Path, vocoder_dir: Path, threads: int = 1) -> Path:
         raise RuntimeFolderError(f"the ONNX runtime needs `pip install onnx onnxruntime` ({e.name} is missing)") from e
     model = EntangleCodec.from_pretrained(codec_dir, build_text_encoder=False)
     model.set_vocoder(str(vocoder_dir))
-    return export_runtime(model, runtime_dir(runtime_key(codec_dir, vocoder_dir)), runtime_key(codec_dir, vocoder_dir), threads)
+    key = runtime_key(codec_dir, vocoder_dir)
+    return export_runtime(model, runtime_dir(key), key, threads)
 
 
 __all__ = [
