@@ -214,15 +214,21 @@ class CenteredSTFT(nn.Module):
         left = (n_fft - win) // 2
         return torch.nn.functional.pad(self.window, (left, n_fft - win - left))
 
-    def _overlap_add(self, frames: Tensor) -> Tensor:
-        """``[B, T, n_fft]`` -> ``[B, (T - 1) * hop + n_fft]``."""
+    def _overlap_add(self, frames: Tensor, weight: Tensor | None = None) -> Tensor:
+        """``[B, T, n_fft]`` frames, each multiplied by ``weight [n_fft]`` when given (fused into
+        the additions), -> ``[B, (T - 1) * hop + n_fft]``."""
         b, t, n_fft = frames.shape
         hop = self.cfg.hop_length
         k = -(-n_fft // hop)
         out = frames.new_zeros(b, t + k - 1, hop)
         for j in range(k):
-            piece = frames[:, :, j * hop : min((j + 1) * hop, n_fft)]
-            out[:, j : j + t, : piece.shape[-1]] += piece
+            cols = slice(j * hop, min((j + 1) * hop, n_fft))
+            piece = frames[:, :, cols]
+            dest = out[:, j : j + t, : piece.shape[-1]]
+            if weight is None:
+                dest += piece
+            else:
+                dest.addcmul_(piece, weight[cols])
         return out.reshape(b, -1)[:, : (t - 1) * hop + n_fft]
 
     def envelope(self, n_frames: int) -> Tensor:
@@ -236,10 +242,10 @@ class CenteredSTFT(nn.Module):
     def istft(self, spec: Tensor, length: int, envelope: Tensor | None = None) -> Tensor:
         """Complex ``[B, n_fft//2 + 1, T]`` -> ``[B, length]`` (least-squares inverse of :meth:`stft`)."""
         n_fft = self.cfg.n_fft
-        frames = torch.fft.irfft(spec.transpose(1, 2), n=n_fft, dim=-1) * self._padded_window()
+        frames = torch.fft.irfft(spec.transpose(1, 2), n=n_fft, dim=-1)
         env = self.envelope(spec.shape[-1]) if envelope is None else envelope
         start = n_fft // 2
-        wav = self._overlap_add(frames)[:, start : start + length]
+        wav = self._overlap_add(frames, self._padded_window())[:, start : start + length]
         return wav / env[start : start + length]
 
 

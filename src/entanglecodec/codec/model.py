@@ -52,7 +52,7 @@ from .sampling import MAX_GUIDANCE as MAX_GUIDANCE  # re-exported: the names cal
 from .sampling import WARN_GUIDANCE as WARN_GUIDANCE
 from .sampling import TokenError, check_sampling, decode_noise
 from .text import CaptionEncoder
-from .windowing import Window, run_windowed, window_plan
+from .windowing import VOCODER_WINDOW_FRAMES, Window, run_windowed, window_plan
 
 LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
     ("decoder", "t_zero_fraction"): 0.0,
@@ -355,27 +355,34 @@ class EntangleCodec(nn.Module):
         return mel
 
     def _vocode(self, log_mel: Tensor, flen: Tensor) -> Tensor:
-        """Log-mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop]``; clips longer than one window are
-        vocoded window by window (one window per call, keeping each window's centre samples), so
-        memory stays bounded by the window."""
+        """Log-mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop]``. Clips of up to ``max_frames``
+        are vocoded together in one padded pass; longer ones one at a time, in windows of
+        :data:`~.windowing.VOCODER_WINDOW_FRAMES` (one window per call, keeping each window's
+        centre samples), so memory stays bounded by that window."""
         b, _, f = log_mel.shape
         hop, w = self.hop_length, self.config.max_frames
+        vw = max(w, VOCODER_WINDOW_FRAMES)
         voc = self.vocoder
         if int(flen.max()) <= w:
             return torch.as_tensor(voc(log_mel, flen))
         out = log_mel.new_zeros(b, f * hop)
 
         def whole(items: list[int]) -> None:
-            idx = torch.tensor(items, device=log_mel.device)
-            fs = int(flen[idx].max())
-            out[idx, : fs * hop] = voc(log_mel[idx, :, :fs], flen[idx])
+            short = [i for i in items if int(flen[i]) <= w]
+            if short:
+                idx = torch.tensor(short, device=log_mel.device)
+                fs = int(flen[idx].max())
+                out[idx, : fs * hop] = voc(log_mel[idx, :, :fs], flen[idx])
+            for i in (i for i in items if int(flen[i]) > w):
+                n = int(flen[i])
+                out[i, : n * hop] = voc(log_mel[i : i + 1, :, :n], None)[0]
 
         def windows(chunk: list[Window]) -> None:
             (j,) = chunk
-            piece = voc(log_mel[j.item : j.item + 1, :, j.start : j.start + w], None)[0]
+            piece = voc(log_mel[j.item : j.item + 1, :, j.start : j.start + vw], None)[0]
             out[j.item, j.keep_start * hop : j.keep_end * hop] = piece[j.inner.start * hop : j.inner.stop * hop]
 
-        run_windowed(flen, w, self.config.window_context, 1, whole, windows)
+        run_windowed(flen, vw, self.config.window_context, 1, whole, windows)
         return out
 
     # ------------------------------------------------------------------ public API

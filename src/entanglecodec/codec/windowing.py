@@ -29,6 +29,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch-free at run time: the ONNX runtime plans its windows here too
     from torch import Tensor
 
+#: Window of the vocoder stage of decoding, in frames (60 s at 50 Hz). The vocoder is local: an
+#: output sample depends on input frames within about 41 frames of it (the embedding and 8 ConvNeXt
+#: blocks of kernel 7: 27 frames; the inverse STFT: 2; six mel-consistency passes: 12), fewer than
+#: the ``window_context`` of 50 frames each window keeps on each side. So a longer window changes
+#: its output only by float noise, while fewer windows mean less recomputed context (25 % of the
+#: vocoder's work at the flow decoder's 500-frame window, 3 % at this one). Memory stays bounded
+#: by this window (about 150 MB of activations).
+VOCODER_WINDOW_FRAMES = 3000
+
 
 @dataclass(frozen=True)
 class Window:

@@ -78,9 +78,15 @@ class Attention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not torch.is_grad_enabled():
+            # CPU inference under bfloat16 autocast: PyTorch's bfloat16 attention kernel on CPU is
+            # ~1.5x slower than its float32 one at these sizes (reports/decode-profile.md), and
+            # float32 is the more exact of the two.
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            )
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 

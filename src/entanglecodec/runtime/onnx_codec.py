@@ -18,7 +18,7 @@ import numpy as np
 
 from ..audio_io import AudioError, resample, warn_if_short
 from ..codec.sampling import TokenError, decode_noise
-from ..codec.windowing import Window, run_windowed
+from ..codec.windowing import VOCODER_WINDOW_FRAMES, Window, run_windowed
 from . import dsp
 from .cache import FORMAT_VERSION, META_NAME, RuntimeFolderError
 
@@ -185,8 +185,9 @@ class OnnxCodec:
 
     def vocode(self, log_mel: np.ndarray) -> np.ndarray:
         """Log-mel ``[n_mels, F]`` -> waveform ``[F * hop]`` (network, inverse STFT, consistency
-        passes), window by window past ``max_frames`` as the torch model."""
-        n, hop, w = log_mel.shape[1], self.hop_length, self.meta["max_frames"]
+        passes), window by window past :data:`~entanglecodec.codec.windowing.VOCODER_WINDOW_FRAMES`
+        as the torch model."""
+        n, hop, w = log_mel.shape[1], self.hop_length, max(self.meta["max_frames"], VOCODER_WINDOW_FRAMES)
         out = np.zeros(n * hop, dtype=np.float32)
 
         def whole(_: list[int]) -> None:

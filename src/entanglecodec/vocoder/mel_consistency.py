@@ -72,9 +72,7 @@ class MelConsistencyFilter(nn.Module):
             gain = (target - current).clamp(-self.max_log_gain, self.max_log_gain)  # [B, n_mels, F]
             lin = torch.matmul(self.spread, gain) * (0.5 * step)  # log amplitude gain [B, n_freq, F]
             lin = torch.cat([lin, lin[..., -1:]], dim=-1)  # the extra end frame follows the last one
-            gain_lin = torch.exp(lin)
-            scaled = torch.complex(spec.real * gain_lin, spec.imag * gain_lin)
-            wav = self.stft.istft(scaled, n_samples, envelope)
+            wav = self.stft.istft(spec * torch.exp(lin), n_samples, envelope)  # complex x real gain
         return wav
 
     def forward(
