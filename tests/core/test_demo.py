@@ -26,8 +26,39 @@ def test_demo_sources_avoid_heldout_speakers_and_test_packages():
     assert C.RECORDED_SPEAKER not in DEV_SPEAKERS + TEST_SPEAKERS
     assert C.SOUND_EVENT[0] not in TEST_PACKAGES
     names = [n for n, _, _ in C.CLIP_MAKERS]
-    assert names == ["speech-recorded", "speech-tts", "music", "sound", "mixture"]
+    assert names == ["speech-recorded", "speech-tts", "music", "sound", "mixture", "note", "drums"]
     assert not set(C.DISTRACTOR_CAPTIONS) & {"", None}
+
+
+def _made(maker):  # noqa: ANN001, ANN202
+    try:
+        return maker()
+    except (ImportError, FileNotFoundError, RuntimeError) as e:  # no pyfluidsynth / sound font here
+        pytest.skip(f"cannot render with FluidSynth here: {e}")
+
+
+def test_the_sustained_note_is_one_steady_harmonic_stack_at_220_hz():
+    clip = _made(C.sustained_note)
+    assert clip.domain == "music" and 3.0 <= clip.seconds <= C.MAX_SECONDS
+    held = clip.wav[int(0.6 * C.SAMPLE_RATE) : int(2.4 * C.SAMPLE_RATE)]
+    spec = np.abs(np.fft.rfft(held * np.hanning(held.size)))
+    freqs = np.fft.rfftfreq(held.size, 1 / C.SAMPLE_RATE)
+    band = (freqs > 150) & (freqs < 300)
+    assert abs(freqs[band][np.argmax(spec[band])] - 220.0) < 3.0  # the fundamental, A3
+    rms = [float(np.sqrt(np.mean(x**2))) for x in np.array_split(held, 6)]
+    assert max(rms) < 2.0 * min(rms)  # held, not decaying away
+
+
+def test_the_drum_clip_has_four_separate_hits():
+    clip = _made(C.drum_hits)
+    env = np.array([np.sqrt(np.mean(x**2)) for x in np.array_split(clip.wav, int(clip.seconds * 50))])
+    hits, quiet = 0, True  # a hit: a rise above 10 % of the peak after a near-silence (< 1 %)
+    for e in env / env.max():
+        if quiet and e > 0.1:
+            hits, quiet = hits + 1, False
+        elif e < 0.01:
+            quiet = True
+    assert hits == 4
 
 
 @needs_flite

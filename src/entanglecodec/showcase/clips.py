@@ -9,7 +9,13 @@ clip                source
 ``music``            a ``pretty_midi`` composition rendered by FluidSynth with FluidR3_GM
 ``sound``            a recorded sound event (applause from ``frozen-bubble-data``)
 ``mixture``          a second flite voice (``awb``) over the music at +10 dB SNR
+``note``             one sustained French-horn note (A3, 220 Hz), FluidSynth with FluidR3_GM
+``drums``            single drum hits with silence between them (kick, snare, tom, crash)
 ==================  =========================================================================
+
+``note`` and ``drums`` are the two hardest shapes for a mel codec, drawn beside the originals in
+the demo's picture: a steady harmonic stack (every harmonic a flat line) and broadband transients
+(a vertical stripe and its decay).
 
 Every clip is made at demo time (deterministic: fixed seeds, fixed files), at 24 kHz mono, cut to
 at most :data:`MAX_SECONDS`. A clip whose source is missing (a Debian package or tool that is not
@@ -184,12 +190,51 @@ def mixture() -> DemoClip:
     )
 
 
+def _midi(program: int | None, notes: list[tuple[int, float, float, int]]) -> object:
+    """A one-instrument ``pretty_midi.PrettyMIDI``: General-MIDI ``program`` (``None``: the drum
+    kit) playing ``(pitch, start s, end s, velocity)`` notes."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program or 0, is_drum=program is None)
+    inst.notes.extend(pretty_midi.Note(velocity=v, pitch=p, start=a, end=b) for p, a, b, v in notes)
+    pm.instruments.append(inst)
+    return pm
+
+
+def sustained_note() -> DemoClip:
+    """A French horn (GM program 60) holding A3 (220 Hz) for 2.5 s, then its release."""
+    from ..data.synth.music import render_midi
+
+    wav = render_midi(_midi(60, [(57, 0.2, 2.7, 90)]), 3.5, "the sustained note")
+    return DemoClip(
+        "note", "music", _finish(wav),
+        "A French horn holds a single long note, steady in pitch and loudness.",
+        "pretty_midi + FluidSynth (FluidR3_GM): French horn, A3 (220 Hz), 2.5 s",
+    )
+
+
+def drum_hits() -> DemoClip:
+    """Single hits of the General-MIDI kit: kick, snare, low tom, crash cymbal, each after the
+    previous one has died away."""
+    from ..data.synth.music import render_midi
+
+    hits = [(36, 0.2, 0.3, 110), (38, 1.0, 1.1, 110), (45, 1.8, 1.9, 110), (49, 3.0, 3.1, 100)]
+    return DemoClip(
+        "drums", "sound", _finish(render_midi(_midi(None, hits), 4.8, "the drum hits")),
+        "Four separate drum hits: a kick drum, a snare, a tom and a crash cymbal, with silence between them.",
+        "pretty_midi + FluidSynth (FluidR3_GM): drum kit, kick / snare / low tom / crash",
+    )
+
+
 CLIP_MAKERS: tuple[tuple[str, Callable[[], DemoClip], str], ...] = (
     ("speech-recorded", recorded_speech, "the Debian package asterisk-core-sounds-es-g722 (unpacked on first use)"),
     ("speech-tts", tts_speech, "the Debian package flite"),
     ("music", music, "pyfluidsynth + pretty_midi (pip extra 'data') and the Debian package fluid-soundfont-gm"),
     ("sound", sound_event, "the Debian package frozen-bubble-data (unpacked on first use)"),
     ("mixture", mixture, "flite, pyfluidsynth + pretty_midi and fluid-soundfont-gm"),
+    ("note", sustained_note, "pyfluidsynth + pretty_midi (pip extra 'data') and fluid-soundfont-gm"),
+    ("drums", drum_hits, "pyfluidsynth + pretty_midi (pip extra 'data') and fluid-soundfont-gm"),
 )
 """Every demo clip: name, maker, and what it needs."""
 

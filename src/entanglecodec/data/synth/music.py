@@ -202,16 +202,15 @@ def to_midi(comp: Composition, rng: np.random.Generator) -> tuple[Any, int]:
     return pm, n_melody
 
 
-def render(comp: Composition, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, object]]:
-    """Render a composition at 24 kHz.
+def render_midi(pm: Any, duration: float, what: str = "the MIDI") -> np.ndarray:
+    """Render a ``pretty_midi.PrettyMIDI`` with FluidSynth and FluidR3_GM: ``float32 [duration * 24000]``
+    at 24 kHz (cut or zero-padded).
 
-    Returns:
-        ``(wav [S], attributes)`` where ``S = duration * 24000`` and ``attributes`` holds the
-        composition plus the measured melody note rate (notes per second).
+    Raises:
+        SynthError: the sound font does not load, or the rendering is silent (``what`` names the MIDI).
     """
     import fluidsynth
 
-    pm, n_melody = to_midi(comp, rng)
     synth = fluidsynth.Synth(samplerate=float(SR))
     try:
         sfid = synth.sfload(str(find_soundfont()))
@@ -220,12 +219,24 @@ def render(comp: Composition, rng: np.random.Generator) -> tuple[np.ndarray, dic
         audio = pm.fluidsynth(fs=SR, synthesizer=synth, sfid=sfid)
     finally:
         synth.delete()
-    n = int(round(comp.duration * SR))
+    n = int(round(duration * SR))
     wav = np.zeros(n, dtype=np.float32)
     m = min(n, audio.size)
     wav[:m] = audio[:m]
     if not np.any(wav):
-        raise SynthError(f"FluidSynth rendered silence for programs {comp.programs}")
+        raise SynthError(f"FluidSynth rendered silence for {what}")
+    return wav
+
+
+def render(comp: Composition, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, object]]:
+    """Render a composition at 24 kHz.
+
+    Returns:
+        ``(wav [S], attributes)`` where ``S = duration * 24000`` and ``attributes`` holds the
+        composition plus the measured melody note rate (notes per second).
+    """
+    pm, n_melody = to_midi(comp, rng)
+    wav = render_midi(pm, comp.duration, f"programs {comp.programs}")
     attrs = asdict(comp)
     attrs["instruments"] = comp.instrument_names
     attrs["melody_notes_per_second"] = round(n_melody / comp.duration, 3)
