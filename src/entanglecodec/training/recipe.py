@@ -140,6 +140,8 @@ class LossSection:
     # pass the guided velocity (1 + g) v(x, t, Z_q) - g v(x, t, null) of a frozen copy of itself,
     # g = ``distill_guidance``, so the distilled model decodes with guidance 0 (half the flow-decoder
     # work). L1 on the velocity at the flow loss's times, with the pitch contour decoding reads.
+    # ``distill_guidance: 0`` holds the decoder to its own starting velocity: the anchor of a stage 2
+    # with the critic on an already distilled model (the flow loss would pull it back to guidance 0).
     distill: float = 0.0
     distill_guidance: float = 0.25
 
@@ -210,8 +212,8 @@ class Recipe:
             raise ConfigError("stage2 with loss.adv > 0 needs discriminator: a pre-trained discriminator directory")
         if self.loss.distill > 0 and self.stage != "stage2":
             raise ConfigError(f"loss.distill (guidance distillation) is a stage2 term, not {self.stage}")
-        if self.loss.distill_guidance <= 0:
-            raise ConfigError(f"loss.distill_guidance must be > 0, got {self.loss.distill_guidance}")
+        if self.loss.distill_guidance < 0:
+            raise ConfigError(f"loss.distill_guidance must be >= 0, got {self.loss.distill_guidance}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
