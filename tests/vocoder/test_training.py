@@ -233,3 +233,12 @@ def test_training_on_a_codecs_decoded_mels(tiny_recipe: Path, tmp_path: Path) ->
     assert not any(k.startswith(("_codec", "codec.")) for k in state)
     with pytest.raises(ConfigError, match="input_codec_fraction"):
         VocoderRecipe.from_yaml(tiny_recipe, ["data.input_codec_fraction=0"])
+
+
+def test_a_wall_clock_budget_stops_the_run_with_a_checkpoint(tiny_recipe: Path, tmp_path: Path) -> None:
+    """``trainer.max_time`` (the GPU script's budget) ends a vocoder run early, with last.ckpt."""
+    run = train_vocoder(tiny_recipe, run_dir=tmp_path / "run",
+                        overrides=["trainer.max_steps=400", "trainer.ckpt_every=50", "trainer.val_every=50",
+                                   "trainer.max_time=00:00:00:02"])
+    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < step < 400, step  # without the budget: all 400 steps

@@ -299,3 +299,14 @@ BackendOpt = typer.Option(
     "vocoder), else torch (faster on long audio); 'torch'; 'onnx' (an error when the settings need torch).",
     callback=backend_value,
 )
+
+
+def weight_dtype(name: str) -> Any:
+    """``--dtype`` of the export commands: ``float32`` keeps the weights as they are (``None``);
+    ``float16`` / ``bfloat16`` give that ``torch.dtype``. Anything else exits with a one-line error."""
+    import torch
+
+    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        fail(f"--dtype: choose float32, float16 or bfloat16, not {name!r}", 2)
+    return dtypes[name]

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from . import train_vocoder
-from .common import fail
-
-if TYPE_CHECKING:
-    import torch
+from .common import fail, weight_dtype
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train EntangleCodec (Lightning recipes).")
 
@@ -58,16 +54,6 @@ def stage2(config: Path = ConfigOpt, run_dir: Path | None = RunDirOpt, resume: b
     _train(config, run_dir, resume, set_, "stage2", progress)
 
 
-def _weight_dtype(name: str) -> torch.dtype | None:
-    """``--dtype``: ``float32`` keeps the weights as they are (``None``); ``float16`` / ``bfloat16``."""
-    import torch
-
-    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in dtypes:
-        fail(f"--dtype: choose float32, float16 or bfloat16, not {name!r}", 2)
-    return dtypes[name]
-
-
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="Run folder (uses checkpoints/last.ckpt) or a .ckpt file."),
@@ -80,7 +66,7 @@ def export(
     """Export trained weights (no optimiser state) for EntangleCodec.from_pretrained."""
     from ..training.run import export_run
 
-    weights = _weight_dtype(dtype)
+    weights = weight_dtype(dtype)
     try:
         d = export_run(run, out, overwrite, weights)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
@@ -97,7 +83,7 @@ def slim(
     """Write a warm-start checkpoint (recipe + weights incl. auxiliary heads, no optimiser) for init_from."""
     from ..training.run import slim_checkpoint
 
-    weights = _weight_dtype(dtype)
+    weights = weight_dtype(dtype)
     if out.resolve() == run.resolve():
         fail(f"{out}: would overwrite the checkpoint it reads")
     try:

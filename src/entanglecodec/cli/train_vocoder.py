@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail
+from .common import fail, weight_dtype
 
 app = typer.Typer()
 
@@ -46,14 +46,18 @@ def vocoder_export(
     source: Path = typer.Argument(..., help="run directory, .ckpt file or exported vocoder directory"),
     out: Path = typer.Option(Path("checkpoints/vocoder-small"), "-o", "--out", help="destination directory"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace existing weights"),
+    dtype: str = typer.Option(
+        "float32", "--dtype", help="float32, or float16 / bfloat16: weight matrices in 16 bits (half the size)."
+    ),
 ) -> None:
     """Write a trained vocoder as config.json + model.safetensors (e.g. checkpoints/vocoder-small)."""
     from ..config import ConfigError
     from ..training.vocoder_run import export_vocoder
     from ..vocoder.model import VocoderLoadError
 
+    weights = weight_dtype(dtype)
     try:
-        path = export_vocoder(source, out, overwrite=overwrite)
+        path = export_vocoder(source, out, overwrite=overwrite, dtype=weights)
     except (ConfigError, VocoderLoadError, FileNotFoundError, FileExistsError) as e:
         fail(f"{e}")
     typer.echo(str(path))

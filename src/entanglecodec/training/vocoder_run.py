@@ -104,6 +104,7 @@ def build_vocoder_trainer(recipe: VocoderRecipe, module: VocoderModule, run_dir:
         num_nodes=tc.num_nodes,
         precision=tc.precision,
         max_epochs=int(math.ceil(tc.max_steps / tc.ckpt_every)),
+        max_time=tc.max_time,  # a wall-clock training budget (DD:HH:MM:SS), as in the codec's runs
         limit_train_batches=tc.ckpt_every,
         limit_val_batches=recipe.data.valid_batches,
         check_val_every_n_epoch=tc.val_every // tc.ckpt_every,
@@ -208,7 +209,9 @@ def warm_start(model: Vocoder, source: str | Path) -> tuple[list[str], list[str]
     return copy_matching_tensors(model, load_trained_vocoder(source).state_dict())
 
 
-def export_vocoder(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+def export_vocoder(
+    source: str | Path, out_dir: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None
+) -> Path:
     """Write the vocoder of a training run as ``config.json`` + ``model.safetensors``.
 
     Args:
@@ -216,10 +219,17 @@ def export_vocoder(source: str | Path, out_dir: str | Path, overwrite: bool = Fa
             ``checkpoints/last.ckpt``), or an exported vocoder directory.
         out_dir: destination directory (e.g. ``checkpoints/vocoder-small``).
         overwrite: replace a non-empty ``out_dir``.
+        dtype: store the weight matrices in this dtype (``torch.float16``: half the size; loading
+            casts back to float32; see :func:`~entanglecodec.checkpoint.convert_weights`).
     """
     dst = Path(out_dir)
     check_export_dir(dst, overwrite)
-    return load_trained_vocoder(source).save_pretrained(dst)
+    path = load_trained_vocoder(source).save_pretrained(dst)
+    if dtype is not None:
+        from ..checkpoint import convert_weights
+
+        convert_weights(dst, dtype)
+    return path
 
 
 __all__ = ["build_vocoder_trainer", "data_module", "export_vocoder", "load_trained_vocoder", "train_vocoder", "warm_start"]
