@@ -121,7 +121,7 @@ def test_cli_bench_rejects_bad_options(tmp_path: Path) -> None:
 def test_cli_decode_profile_times_every_stage(tmp_path: Path) -> None:
     from entanglecodec.cli.eval import app
 
-    out = tmp_path / "profile.md"
+    out = tmp_path / "new" / "profile.md"  # a folder that does not exist yet is made
     res = CliRunner().invoke(
         app, ["decode-profile", "--out", str(out), "--lengths", "1", "--batches", "1", "--precision", "float32",
               "--reps", "1"], catch_exceptions=False,
@@ -138,6 +138,9 @@ def test_cli_decode_profile_times_every_stage(tmp_path: Path) -> None:
     assert all(v >= 0 for k, v in p["stages"].items() if k != "other") and p["stages"]["flow decoder"] > 0
     bad = CliRunner().invoke(app, ["decode-profile", "--out", str(out), "--precision", "half"])
     assert bad.exit_code == 2 and "--precision" in bad.output
+    (tmp_path / "file").write_text("x")
+    bad = CliRunner().invoke(app, ["decode-profile", "--out", str(tmp_path / "file" / "p.md"), "--lengths", "1"])
+    assert bad.exit_code != 0 and "file" in bad.output and "Traceback" not in bad.output
 
 
 def test_rss_child_command_runs(tmp_path):

@@ -30,7 +30,7 @@ def decode_profile(
     from ..eval.bench.profile import profile_markdown, run_decode_profile
     from ..eval.load import load_codec
     from ..eval.report import json_safe
-    from ..fileio import atomic_write_text
+    from ..fileio import OutputError, atomic_write_text, check_writable
     from .eval_more import _command_line, _floats
 
     bad = [p for p in precision if p not in PRECISIONS]
@@ -38,6 +38,10 @@ def decode_profile(
         fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {bad[0]!r}", 2)
     if checkpoint is not None and not checkpoint.is_dir():
         fail(f"--checkpoint {checkpoint}: not a directory (expected config.json + model.safetensors)", 2)
+    try:  # before minutes of profiling: a missing folder is made, an unwritable path is one line
+        check_writable(out)
+    except OutputError as e:
+        fail(str(e))
     torch.set_num_threads(threads)
     model = load_codec(checkpoint, "small", seed=0, bundled=True, text_encoder=False).model
     err = Console(stderr=True, soft_wrap=True)
