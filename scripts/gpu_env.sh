@@ -1,14 +1,35 @@
-# Shared set-up of the GPU training scripts (gpu_train.sh, gpu_vocoder.sh); sourced, not run.
-# Needs HERE (the checkout) and LOG (the run's log file).
+# Shared set-up of the GPU training scripts (gpu_train.sh, gpu_vocoder.sh); sourced, not run:
+#   HERE=$(cd "$(dirname "$0")/.." && pwd)
+#   source "$HERE/scripts/gpu_env.sh" INPUT_NAME "$@" || exit $?
+# It reads the scripts' common arguments, INPUT RUN_DIR [MINUTES] [--set key=value ...], into INPUT,
+# RUN, MINUTES (default 7) and EXTRA (the rest), sets OUT (default RUN/out) and LOG (OUT/train.log),
+# and then:
 #  - installs the carried wheels (./.whl, see scripts/gpu_wheels.sh) into /tmp/ec-site when present
 #    (GPU_WHEELS=0 skips them: a machine whose Python already has the packages);
-#  - puts src/ on PYTHONPATH and keeps every library offline;
-#  - gpu_budget RUN MINUTES: sets RESUME (--resume when RUN/checkpoints/last.ckpt exists) and
+#  - puts src/ on PYTHONPATH, keeps every library offline, and logs the GPU and torch versions;
+#  - defines gpu_budget RUN MINUTES: sets RESUME (--resume when RUN/checkpoints/last.ckpt exists) and
 #    MAX_TIME (Lightning trainer.max_time, DD:HH:MM:SS: the time the run already trained plus MINUTES);
 #  - run_trainer CMD...: runs the trainer in the background, forwards SIGTERM/SIGINT to it (it writes
 #    last.ckpt), waits for it and sets STATUS;
 #  - split_big FILE...: splits files over 15 MiB into FILE.part-aa, -ab, ... (a device machine's limit);
 #  - collect_run RUN OUT: copies the run's newest recipe*.yaml and metrics.csv into OUT and lists OUT.
+
+if [ $# -lt 3 ]; then
+    echo "usage: $(basename "$0") $1 RUN_DIR [MINUTES] [--set key=value ...]" >&2
+    return 2
+fi
+INPUT=$2
+RUN=$3
+shift 3
+MINUTES=7
+if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
+    MINUTES=$1
+    shift
+fi
+EXTRA=("$@")
+OUT=${OUT:-$RUN/out}
+mkdir -p "$OUT" "$RUN/checkpoints"
+LOG="$OUT/train.log"
 
 if [ "${GPU_WHEELS:-1}" != 0 ] && [ -d "$HERE/.whl" ] && ls "$HERE"/.whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ec-site \

@@ -23,25 +23,10 @@
 # SIGTERM/SIGINT: the trainer writes last.ckpt, then the export still runs.
 set -uo pipefail
 
-if [ $# -lt 2 ]; then
-    echo "usage: $0 FEATURES RUN_DIR [MINUTES] [--set key=value ...]" >&2
-    exit 2
-fi
-FEATURES=$1
-RUN=$2
-shift 2
-MINUTES=7
-if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
-    MINUTES=$1
-    shift
-fi
-OUT=${OUT:-$RUN/out}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$OUT" "$RUN/checkpoints"
-LOG="$OUT/train.log"
-
 # shellcheck source=scripts/gpu_env.sh
-source "$HERE/scripts/gpu_env.sh" || exit 1
+source "$HERE/scripts/gpu_env.sh" FEATURES "$@" || exit $?
+FEATURES=$INPUT
 
 if [ -n "${RESUME_FROM:-}" ]; then
     cp "$RESUME_FROM" "$RUN/checkpoints/last.ckpt" || exit 1
@@ -55,7 +40,7 @@ run_trainer python3 -m entanglecodec.cli train stage1 -c "$CONFIG" --run-dir "$R
     --set data.batch_size=64 --set data.num_workers=8 \
     --set trainer.max_time="$MAX_TIME" --set trainer.max_steps=10000000 \
     --set trainer.ckpt_every=500 --set trainer.val_every=500 --set trainer.plot_every=2000 \
-    "$@"
+    "${EXTRA[@]}"
 
 if [ -f "$RUN/checkpoints/last.ckpt" ]; then
     rm -rf "$OUT/export"

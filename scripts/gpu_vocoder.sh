@@ -21,25 +21,10 @@
 # Further --set arguments override, e.g. --set optim.lr=2e-4. SIGTERM/SIGINT: last.ckpt, then the export.
 set -uo pipefail
 
-if [ $# -lt 2 ]; then
-    echo "usage: $0 MANIFEST RUN_DIR [MINUTES] [--set key=value ...]" >&2
-    exit 2
-fi
-MANIFEST=$1
-RUN=$2
-shift 2
-MINUTES=7
-if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
-    MINUTES=$1
-    shift
-fi
-OUT=${OUT:-$RUN/out}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$OUT" "$RUN/checkpoints"
-LOG="$OUT/train.log"
-
 # shellcheck source=scripts/gpu_env.sh
-source "$HERE/scripts/gpu_env.sh" || exit 1
+source "$HERE/scripts/gpu_env.sh" MANIFEST "$@" || exit $?
+MANIFEST=$INPUT
 gpu_budget "$RUN" "$MINUTES"
 
 START=()
@@ -55,7 +40,7 @@ run_trainer python3 -m entanglecodec.cli train vocoder -c "${CONFIG:-$HERE/confi
     --set trainer.accelerator=$ACCEL --set trainer.threads=8 --set data.num_workers=8 \
     --set data.batch_size=64 --set loss.gan_batch_size=16 --set loss.gan_start_step=0 \
     --set trainer.max_time="$MAX_TIME" --set trainer.ckpt_every=500 --set trainer.val_every=500 \
-    --set trainer.plot_every=100000000 "${LOOP[@]}" "$@"
+    --set trainer.plot_every=100000000 "${LOOP[@]}" "${EXTRA[@]}"
 
 if [ -f "$RUN/checkpoints/last.ckpt" ]; then
     rm -rf "$OUT/export" "$OUT/best"
