@@ -212,10 +212,11 @@ def convert_weights(directory: str | Path, dtype: torch.dtype, min_numel: int = 
 
     d = Path(directory)
     raw, state = read_checkpoint(d)
+    model_type = json.loads((d / CONFIG_NAME).read_text()).get(MODEL_TYPE_KEY)  # read_checkpoint drops it
     with safe_open(str(d / WEIGHTS_NAME), framework="pt") as fh:
         meta = fh.metadata() or {}
     cast = {k: v.to(dtype) if v.is_floating_point() and v.numel() >= min_numel else v for k, v in state.items()}
-    return save_checkpoint(d, raw, cast, metadata=meta)
+    return save_checkpoint(d, raw, cast, model_type=model_type, metadata=meta)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,13 +94,23 @@ def test_bundled_checkpoint_round_trips_training_tensors(bundled, tmp_path: Path
     assert torch.equal(again.training_tensors["logit_scale"], bundled.training_tensors["logit_scale"])
 
 
-def test_bundled_flat_vocoder_config_loads() -> None:
+def test_flat_vocoder_configs_of_old_releases_load(tmp_path: Path) -> None:
+    """Vocoder configs written before the mel analysis was nested (flat ``mel_n_fft``, ``n_mels``,
+    ``sample_rate``, ...; the bundled vocoder's until session 9) still load, to the same model."""
     import json
+    import shutil
 
     from entanglecodec.vocoder.model import Vocoder
 
-    raw = json.loads((REPO / "checkpoints" / "vocoder-small" / "config.json").read_text())
-    assert "mel_n_fft" in raw  # written before the mel analysis was nested
-    voc = Vocoder.from_pretrained(REPO / "checkpoints" / "vocoder-small")
-    assert voc.config.mel.n_fft == raw["mel_n_fft"] and voc.config.hop_length == raw["hop_length"]
-    assert "mel" in voc.config.to_dict()
+    src = REPO / "checkpoints" / "vocoder-small"
+    raw = json.loads((src / "config.json").read_text())
+    mel = raw.pop("mel")
+    flat = {**raw, "hop_length": mel["hop_length"], "n_mels": mel["n_mels"], "sample_rate": mel["sample_rate"],
+            **{f"mel_{k}": mel[k] for k in ("n_fft", "win_length", "f_min", "f_max", "log_floor")}}
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(src / "model.safetensors", old / "model.safetensors")
+    (old / "config.json").write_text(json.dumps(flat))
+    voc = Vocoder.from_pretrained(old)
+    assert voc.config.to_dict() == Vocoder.from_pretrained(src).config.to_dict()
+    assert voc.config.mel.n_fft == 1024 and voc.config.hop_length == 480 and "mel" in voc.config.to_dict()

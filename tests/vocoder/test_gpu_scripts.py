@@ -78,5 +78,6 @@ def test_gpu_vocoder_script_trains_exports_and_resumes(tiny_corpus: Path, tmp_pa
     full, half = out / "export" / "model.safetensors", tmp_path / "half" / "model.safetensors"
     assert half.stat().st_size < 0.75 * full.stat().st_size
     assert next(Vocoder.from_pretrained(tmp_path / "half").parameters()).dtype == torch.float32
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["model_type"] == "entanglecodec-vocoder"
     bad = CliRunner().invoke(app, ["train", "vocoder-export", str(out / "export"), "-o", str(tmp_path / "x"), "--dtype", "int8"])
     assert bad.exit_code == 2 and "--dtype" in bad.output
