@@ -456,3 +456,34 @@ def test_slim_checkpoint_warm_starts_with_its_auxiliary_heads(corpus, tmp_path):
         res = runner.invoke(app, ["train", "slim", *args])
         assert res.exit_code == code and words in res.output and "Traceback" not in res.output, res.output
     assert not (tmp_path / "x.ckpt").exists() and last.stat().st_size > slim.stat().st_size
+
+
+def test_anneal_ends_at_min_lr_and_detached_heads_spare_the_encoder(corpus, tmp_path):
+    """optim.anneal_fraction: the rate is flat, then falls by a cosine to min_lr at the last step;
+    optim.aux_detach_steps: while on, the auxiliary heads' losses send no gradient into the encoder."""
+    from entanglecodec.training.codec_module import CodecModule
+
+    run = tmp_path / "run"
+    rec = recipe(corpus, "trainer.max_steps=10", "optim.lr=1e-3", "optim.min_lr=1e-5", "optim.anneal_fraction=0.5")
+    run_training(rec, run, enable_progress_bar=False)
+    lrs = [float(r["train/lr"]) for r in metrics(run) if r.get("train/lr")]
+    assert len(lrs) == 10
+    assert lrs[:5] == pytest.approx([1e-3] * 5)
+    assert all(b < a for a, b in zip(lrs[5:], lrs[6:], strict=False)) and lrs[-1] < 0.15 * lrs[0]
+    with pytest.raises(ConfigError, match="anneal_fraction"):
+        recipe(corpus, "optim.anneal_fraction=1.5")
+
+    def encoder_grad(detach_steps: int) -> float:
+        rec = recipe(corpus, "loss.primitives=1.0", "loss.mel_regression=1.0", f"optim.aux_detach_steps={detach_steps}")
+        module = CodecModule(rec.to_dict(), str(tmp_path / f"m{detach_steps}"))
+        module.train()
+        mel = torch.randn(2, module.model.config.mel.n_mels, 60)
+        batch = {"log_mel": mel, "mel_lengths": torch.tensor([60, 60]), "f0": torch.full((2, 60), 120.0)}
+        module.recipe.loss.flow = module.recipe.loss.vq = module.recipe.loss.contrast = module.recipe.loss.pitch = 0.0
+        out = module._losses(batch)
+        loss = out["prim"] + out["mel_reg"]
+        loss.backward()
+        return sum(float(p.grad.abs().sum()) for p in module.model.encoder.parameters() if p.grad is not None)
+
+    assert encoder_grad(0) > 0
+    assert encoder_grad(5) == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 
 from ..audio import lengths_to_mask, num_frames
@@ -223,11 +225,15 @@ class CodecModule(L.LightningModule):
             loss = loss + w.pitch * out["pitch"]
         if "contrast" in out:
             loss = loss + w.contrast * out["contrast"]
+        # Fresh auxiliary heads on a warm-started encoder read detached features at first (optim.aux_detach_steps).
+        cut = self.training and self.global_step < self.recipe.optim.aux_detach_steps
         if self.primitive_head is not None:
-            out.update(self.primitive_head.loss(out["pre_quant"], batch["f0"], mel, mask))
+            pre = out["pre_quant"].detach() if cut else out["pre_quant"]
+            out.update(self.primitive_head.loss(pre, batch["f0"], mel, mask))
             loss = loss + w.primitives * out["prim"]
         if self.mel_head is not None:
-            out["mel_reg"] = self.mel_head.loss(out["quantized"], mel, mask)
+            zq = out["quantized"].detach() if cut else out["quantized"]
+            out["mel_reg"] = self.mel_head.loss(zq, mel, mask)
             loss = loss + w.mel_regression * out["mel_reg"]
         if self.teacher is not None:
             out["distill"] = self._guidance_distillation(mel, out["quantized"], mask, generator)
@@ -340,7 +346,32 @@ class CodecModule(L.LightningModule):
         if warm > 0 and self.global_step < warm:
             for g in optimizer.param_groups:  # each group's own base rate (the critic's differs)
                 g["lr"] = g.get("base_lr", self.recipe.optim.lr) * (self.global_step + 1) / warm
+        self._anneal(optimizer)
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def run_progress(self) -> float:
+        """Share of the run done, in [0, 1]: trainer.max_time's elapsed share when the run has a time
+        budget (Lightning's Timer, which counts resumed segments too), else global_step / max_steps."""
+        trainer = self.trainer
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+        if timer is not None and timer._duration:
+            return min(1.0, timer.time_elapsed() / timer._duration)
+        return min(1.0, self.global_step / max(1, trainer.max_steps))
+
+    def _anneal(self, optimizer: torch.optim.Optimizer) -> None:
+        """optim.anneal_fraction: cosine from the rate in force when the decay starts down to min_lr."""
+        o = self.recipe.optim
+        if o.anneal_fraction <= 0:
+            return
+        start = 1.0 - o.anneal_fraction
+        p = self.run_progress()
+        if p < start:
+            return
+        frac = (p - start) / o.anneal_fraction
+        scale = 0.5 * (1.0 + math.cos(math.pi * frac))
+        for g in optimizer.param_groups:
+            top = g.setdefault("anneal_from", g["lr"])
+            g["lr"] = o.min_lr + (top - o.min_lr) * scale if top > o.min_lr else top
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

@@ -100,12 +100,25 @@ class OptimSection:
     # zero, and Adam moves a weight by about lr per step, so at 2e-4 they would need thousands of steps
     # to reach useful sizes.
     pitch_lr: float | None = None
+    # Cosine decay of every group's learning rate over the last ``anneal_fraction`` of the run (0 = off;
+    # not in the paper): the progress is trainer.max_time's elapsed share when a time budget is set,
+    # else global_step / trainer.max_steps. It starts from the rate in force then (plateau cuts
+    # included) and ends at ``min_lr``; a budgeted GPU run thus ends on a low rate, not mid-plateau.
+    anneal_fraction: float = 0.0
+    # Stage 1 warm started from an export: the auxiliary heads (loss.primitives, loss.mel_regression)
+    # start fresh, and for their first ``aux_detach_steps`` steps they read detached encoder features,
+    # so their random early gradients do not reach the encoder (reports/codec-diagnosis.md §10).
+    aux_detach_steps: int = 0
 
     def validate(self) -> None:
         if len(self.betas) != 2:
             raise ConfigError("optim.betas must have two values")
         if self.accumulate < 1:
             raise ConfigError("optim.accumulate must be >= 1")
+        if not 0.0 <= self.anneal_fraction <= 1.0:
+            raise ConfigError(f"optim.anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
+        if self.aux_detach_steps < 0:
+            raise ConfigError(f"optim.aux_detach_steps must be >= 0, got {self.aux_detach_steps}")
 
 
 @dataclass
