@@ -27,6 +27,10 @@ def test_identity_is_perfect(speech: tuple[np.ndarray, str]) -> None:
     assert M.pesq_wb(wav, wav, SR) > 4.0
     assert M.vuv_f1(wav, wav, SR) == 1.0
     assert M.speaker_similarity(wav, wav, SR) == pytest.approx(1.0, abs=1e-6)
+    # unpaired (a TTS output against its voice prompt): any lengths; paired ones must match
+    assert M.speaker_similarity(wav, wav[: wav.size // 2], SR, paired=False) > 0.9
+    with pytest.raises(M.MetricError, match="samples"):
+        M.speaker_similarity(wav, wav[: wav.size // 2], SR)
     assert M.log_mel_l1(wav, wav, SR) == 0.0
     assert M.mr_stft_distance(wav, wav, SR) == pytest.approx(0.0, abs=1e-6)
     assert M.si_sdr(wav, wav, SR) == pytest.approx(M.SI_SDR_CAP_DB)

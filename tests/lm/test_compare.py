@@ -75,3 +75,20 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
     assert aqa and all(0 < q["chance"] <= 0.5 for q in aqa)
     km = json.loads((tmp_path / "work" / "tokens" / "kmeans-mel" / "meta.json").read_text())
     assert km["tokenizer"]["codebook_size"] == 64 and km["tokenizer"]["frame_rate"] == 50
+
+
+def test_tts_speaker_similarity_takes_outputs_of_any_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TTS output is never as long as its reference clip; the pilot's similarity column was empty."""
+    import soundfile as sf
+
+    from entanglecodec.eval import metrics
+    from entanglecodec.lm.compare import EvalSection, _tts_scores
+
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 24000
+    voice = (0.3 * np.sin(2 * np.pi * 140 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size))
+    sf.write(tmp_path / "ref.wav", voice.astype(np.float32), 24000)
+    monkeypatch.setattr(metrics, "transcribe", lambda *a, **k: "hello")
+    out = _tts_scores(voice[:15000].astype(np.float32), {"audio": str(tmp_path / "ref.wav"), "text": "hello"}, 24000,
+                      EvalSection(speaker_similarity=True))
+    assert out["wer"] == 0.0 and isinstance(out["speaker_sim"], float) and out["speaker_sim"] > 0.5

@@ -551,16 +551,23 @@ def _speaker_embedding(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.asarray(encoder.embed_utterance(trimmed), dtype=np.float64)
 
 
-def speaker_similarity(reference: Any, estimate: Any, sample_rate: Any) -> float:
+def speaker_similarity(reference: Any, estimate: Any, sample_rate: Any, *, paired: bool = True) -> float:
     """Cosine similarity of resemblyzer speaker embeddings (the offline stand-in for WavLM-SIM).
 
     Range -1..1; the same voice scores about 0.9, different speakers about 0.6. A silent
-    estimate carries no voice and scores 0.0.
+    estimate carries no voice and scores 0.0. ``paired`` (default): ``estimate`` is a reconstruction
+    of ``reference``, so the lengths must match (as for every metric here, which catches a
+    sample-rate mismatch); ``paired=False``: two independent clips, e.g. a TTS output against the
+    prompt whose voice it should have, of any lengths.
 
     Raises:
-        MetricError: the reference is silent.
+        MetricError: the reference is silent, or a signal or the rate is invalid.
     """
-    ref, est, sr = check_pair(reference, estimate, sample_rate)
+    if paired:
+        ref, est, sr = check_pair(reference, estimate, sample_rate)
+    else:
+        ref, est = check_signal(reference, "reference"), check_signal(estimate, "estimate")
+        sr = check_sample_rate(sample_rate)
     if not np.any(ref):
         raise MetricError("speaker similarity is undefined for a silent reference")
     if not np.any(est):

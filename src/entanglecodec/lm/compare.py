@@ -240,7 +240,7 @@ def _tts_scores(wav: np.ndarray, row: Mapping[str, Any], sr: int, cfg: EvalSecti
     if cfg.speaker_similarity:
         ref = _load_wavs([row])[0]
         try:
-            out["speaker_sim"] = float(speaker_similarity(ref, wav, sr))
+            out["speaker_sim"] = float(speaker_similarity(ref, wav, sr, paired=False))  # lengths differ
         except (MetricError, ValueError):
             out["speaker_sim"] = None
     return out
