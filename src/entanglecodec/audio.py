@@ -179,6 +179,30 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     return torch.from_numpy(weights.astype(np.float32))
 
 
+def overlap_add(frames: Tensor, hop: int, window: Tensor | None = None, frame_gain: Tensor | None = None) -> Tensor:
+    """Overlap-add ``frames [B, T, n]`` placed ``hop`` samples apart -> ``[B, (T - 1) * hop + n]``.
+
+    Each frame is multiplied by ``window [n]`` and by its ``frame_gain [B, T, 1]`` (e.g. a 0/1 frame
+    mask) when given. The work is ``ceil(n / hop)`` shifted slice additions with the products fused
+    into them, several times faster on a CPU than ``F.fold`` or ``torch.istft``'s overlap-add.
+    """
+    b, t, n = frames.shape
+    k = -(-n // hop)
+    out = frames.new_zeros(b, t + k - 1, hop)
+    for j in range(k):
+        cols = slice(j * hop, min((j + 1) * hop, n))
+        piece = frames[:, :, cols]
+        dest = out[:, j : j + t, : piece.shape[-1]]
+        if window is None and frame_gain is None:
+            dest += piece
+        elif frame_gain is None:
+            assert window is not None
+            dest.addcmul_(piece, window[cols])
+        else:
+            dest.addcmul_(piece, frame_gain if window is None else frame_gain * window[cols])
+    return out.reshape(b, -1)[:, : (t - 1) * hop + n]
+
+
 class CenteredSTFT(nn.Module):
     """STFT / least-squares inverse STFT with the mel analysis' framing, for mel inverters.
 
@@ -214,30 +238,13 @@ class CenteredSTFT(nn.Module):
         left = (n_fft - win) // 2
         return torch.nn.functional.pad(self.window, (left, n_fft - win - left))
 
-    def _overlap_add(self, frames: Tensor, weight: Tensor | None = None) -> Tensor:
-        """``[B, T, n_fft]`` frames, each multiplied by ``weight [n_fft]`` when given (fused into
-        the additions), -> ``[B, (T - 1) * hop + n_fft]``."""
-        b, t, n_fft = frames.shape
-        hop = self.cfg.hop_length
-        k = -(-n_fft // hop)
-        out = frames.new_zeros(b, t + k - 1, hop)
-        for j in range(k):
-            cols = slice(j * hop, min((j + 1) * hop, n_fft))
-            piece = frames[:, :, cols]
-            dest = out[:, j : j + t, : piece.shape[-1]]
-            if weight is None:
-                dest += piece
-            else:
-                dest.addcmul_(piece, weight[cols])
-        return out.reshape(b, -1)[:, : (t - 1) * hop + n_fft]
-
     def envelope(self, n_frames: int) -> Tensor:
         """Overlap-added squared window of ``n_frames`` frames, floored away from 0: ``[samples]``.
 
         Pass it to :meth:`istft` when many spectra with the same number of frames are inverted.
         """
         w2 = self._padded_window().square()
-        return self._overlap_add(w2.expand(1, n_frames, -1))[0].clamp_min(1e-11)
+        return overlap_add(w2.expand(1, n_frames, -1), self.cfg.hop_length)[0].clamp_min(1e-11)
 
     def istft(self, spec: Tensor, length: int, envelope: Tensor | None = None) -> Tensor:
         """Complex ``[B, n_fft//2 + 1, T]`` -> ``[B, length]`` (least-squares inverse of :meth:`stft`)."""
@@ -245,7 +252,7 @@ class CenteredSTFT(nn.Module):
         frames = torch.fft.irfft(spec.transpose(1, 2), n=n_fft, dim=-1)
         env = self.envelope(spec.shape[-1]) if envelope is None else envelope
         start = n_fft // 2
-        wav = self._overlap_add(frames, self._padded_window())[:, start : start + length]
+        wav = overlap_add(frames, self.cfg.hop_length, self._padded_window())[:, start : start + length]
         return wav / env[start : start + length]
 
 

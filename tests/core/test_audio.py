@@ -140,3 +140,24 @@ def test_centered_stft_frames_and_inverse_match_torch(n_samples: int) -> None:
         window=torch.hann_window(cfg.win_length), center=True, length=n_samples,
     )
     torch.testing.assert_close(st.istft(other, n_samples), ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("n", "hop"), [(8, 4), (10, 4), (5, 5), (3, 4)])
+def test_overlap_add_matches_fold(n: int, hop: int) -> None:
+    """The slice-addition overlap-add equals ``F.fold`` with the window and per-frame gains applied,
+    also when the frame length is not a multiple of the hop (or shorter than it)."""
+    from entanglecodec.audio import overlap_add
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(2, 7, n, generator=g)
+    window = torch.rand(n, generator=g)
+    gain = (torch.rand(2, 7, 1, generator=g) > 0.3).float()
+    total = 6 * hop + n
+
+    def fold(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.fold(x.transpose(1, 2), output_size=(1, total), kernel_size=(1, n), stride=(1, hop)).reshape(2, total)
+
+    torch.testing.assert_close(overlap_add(frames, hop), fold(frames))
+    torch.testing.assert_close(overlap_add(frames, hop, window), fold(frames * window))
+    torch.testing.assert_close(overlap_add(frames, hop, window, gain), fold(frames * window * gain))
+    torch.testing.assert_close(overlap_add(frames, hop, frame_gain=gain), fold(frames * gain))

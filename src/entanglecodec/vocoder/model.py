@@ -26,13 +26,11 @@ The configuration lives in :mod:`.config`; resolving a vocoder spec (``"default"
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..audio import lengths_to_mask
+from ..audio import lengths_to_mask, overlap_add
 from ..checkpoint import (
     CheckpointError,
     check_state,
@@ -130,27 +128,10 @@ class ISTFTHead(nn.Module):
         # mag * e^(i phase), built from cos/sin: torch.polar is ~4x slower on CPU
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))  # complex [B, T, n_fft/2+1]
         frames = torch.fft.irfft(spec, n=n_fft, dim=-1)  # [B, T, n_fft], not yet windowed
-        m = torch.ones(b, t, 1, dtype=frames.dtype, device=frames.device) if mask is None else mask.to(frames.dtype)[:, :, None]
-        wsq = self.window.square()
-        if n_fft % hop == 0:
-            # overlap-add as k shifted sums of hop-sized chunks (much faster than fold on CPU), the
-            # synthesis window (and the frame mask) multiplied in by the same additions
-            k = n_fft // hop
-            chunks = frames.reshape(b, t, k, hop)
-            y = frames.new_zeros(b, t + k - 1, hop)
-            env = frames.new_zeros(b, t + k - 1, hop)
-            wchunks, w2chunks = self.window.reshape(k, hop), wsq.reshape(k, hop)
-            for j in range(k):
-                y[:, j : j + t].addcmul_(chunks[:, :, j], wchunks[j] if mask is None else m * wchunks[j])
-                env[:, j : j + t] += m * w2chunks[j]
-            y, env = y.reshape(b, -1), env.reshape(b, -1)
-        else:
-            frames = frames * self.window * m
-            total = (t - 1) * hop + n_fft
-            wsq_frames = wsq.expand(b, t, n_fft) * m
-            kw: dict[str, Any] = {"output_size": (1, total), "kernel_size": (1, n_fft), "stride": (1, hop)}
-            y = F.fold(frames.transpose(1, 2), **kw).reshape(b, total)
-            env = F.fold(wsq_frames.transpose(1, 2), **kw).reshape(b, total)
+        # the synthesis window and the frame mask fused into the overlap-add's additions
+        m = None if mask is None else mask.to(frames.dtype)[:, :, None]
+        y = overlap_add(frames, hop, self.window, m)
+        env = overlap_add(self.window.square().expand(b if m is not None else 1, t, n_fft), hop, frame_gain=m)
         start = n_fft // 2
         y = y[:, start : start + t * hop]
         env = env[:, start : start + t * hop]
