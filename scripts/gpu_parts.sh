@@ -12,11 +12,12 @@
 #   scripts/gpu_parts.sh unpack NAME DEST       device: when every part listed in $STAGE/NAME.sha256
 #                                               is staged and intact, extract them into DEST
 #
-# Example, a feature shard in two calls (carry gpucarry/parts in both, a part in each):
-#   scripts/gpu_parts.sh pack /work/data/features-v2 gpucarry/parts/features-v2 48
-#   call 1: scripts/gpu_parts.sh stage gpucarry/parts/features-v2
-#   call 2: scripts/gpu_parts.sh stage gpucarry/parts/features-v2 && \
-#           scripts/gpu_parts.sh unpack features-v2 /tmp/f && scripts/gpu_train.sh /tmp/f/features-v2 ...
+# Example, a feature shard in three calls, each carrying PREFIX.sha256 and one part (the last call also
+# the warm start and .whl; every call's tree and carried paths must stay under 64 MiB):
+#   scripts/gpu_parts.sh pack /work/data/features-v2 gpucarry/parts/features-v2 40
+#   calls 1, 2: scripts/gpu_parts.sh stage gpucarry/parts/features-v2
+#   call 3:     scripts/gpu_parts.sh stage gpucarry/parts/features-v2 && \
+#               scripts/gpu_parts.sh unpack features-v2 /tmp/f && scripts/gpu_train.sh /tmp/f/features-v2 ...
 set -euo pipefail
 
 die() { echo "gpu_parts: $*" >&2; exit 2; }
