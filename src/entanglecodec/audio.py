@@ -193,13 +193,13 @@ def overlap_add(frames: Tensor, hop: int, window: Tensor | None = None, frame_ga
         cols = slice(j * hop, min((j + 1) * hop, n))
         piece = frames[:, :, cols]
         dest = out[:, j : j + t, : piece.shape[-1]]
-        if window is None and frame_gain is None:
+        scale = None if window is None else window[cols]
+        if frame_gain is not None:
+            scale = frame_gain if scale is None else frame_gain * scale
+        if scale is None:
             dest += piece
-        elif frame_gain is None:
-            assert window is not None
-            dest.addcmul_(piece, window[cols])
         else:
-            dest.addcmul_(piece, frame_gain if window is None else frame_gain * window[cols])
+            dest.addcmul_(piece, scale)
     return out.reshape(b, -1)[:, : (t - 1) * hop + n]
 
 
