@@ -135,3 +135,24 @@ def test_vocoder_windows_change_nothing_but_float_noise(decoded: dict[str, objec
     assert outs[0].shape == outs[1].shape == (1300 * 480,)
     err = np.abs(outs[0] - outs[1]).max()
     assert err < 2e-4 * max(1.0, float(np.abs(outs[1]).max())), f"windowed vocoding moved samples by up to {err:.2e}"
+
+
+@needs_bundled
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_vocoder_network_runs_in_the_decode_precision(decoded: dict[str, object], precision: str) -> None:
+    """``precision`` covers the vocoder's ConvNeXt network as well as the flow decoder (the speed
+    work of reports/decode-profile.md); its iSTFT head and mel-consistency passes stay float32."""
+    model = decoded["model"]
+    seen: dict[str, torch.dtype] = {}
+    voc = model.vocoder  # type: ignore[attr-defined]
+    hooks = [
+        voc.blocks[0].pwconv1.register_forward_hook(lambda _m, _i, out: seen.__setitem__("network", out.dtype)),
+        voc.head.register_forward_hook(lambda _m, _i, out: seen.__setitem__("head", out.dtype)),
+    ]
+    try:
+        audio = model.decode(decoded["codes"][:1, :50], torch.tensor([50]), precision=precision)  # type: ignore[attr-defined,index]
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == {"network": getattr(torch, precision), "head": torch.float32}
+    assert audio.wav.dtype == torch.float32

@@ -354,17 +354,23 @@ class EntangleCodec(nn.Module):
         run_windowed(flen, w, self.config.window_context, batch_windows, whole, windows)
         return mel
 
-    def _vocode(self, log_mel: Tensor, flen: Tensor) -> Tensor:
+    def _vocode(self, log_mel: Tensor, flen: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """Log-mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop]``. Clips of up to ``max_frames``
         are vocoded together in one padded pass; longer ones one at a time, in windows of
         :data:`~.windowing.VOCODER_WINDOW_FRAMES` (one window per call, keeping each window's
-        centre samples), so memory stays bounded by that window."""
+        centre samples), so memory stays bounded by that window. ``dtype``: the compute dtype of
+        the vocoder's network (see :mod:`.precision`; its iSTFT head and mel-consistency passes
+        always run in float32)."""
         b, _, f = log_mel.shape
         hop, w = self.hop_length, self.config.max_frames
         vw = max(w, VOCODER_WINDOW_FRAMES)
-        voc = self.vocoder
+        network = self.vocoder
+
+        def voc(mel: Tensor, lengths: Tensor | None) -> Tensor:
+            with compute_dtype(dtype, log_mel.device):
+                return torch.as_tensor(network(mel, lengths)).float()
         if int(flen.max()) <= w:
-            return torch.as_tensor(voc(log_mel, flen))
+            return voc(log_mel, flen)
         out = log_mel.new_zeros(b, f * hop)
 
         def whole(items: list[int]) -> None:
@@ -484,7 +490,7 @@ class EntangleCodec(nn.Module):
             f0_hz: ``[B, F]`` F0 contour in Hz (0 = unvoiced) given to a pitch-conditioned decoder
                 (``decoder.pitch_cond``) instead of the one it predicts from the tokens: the oracle
                 control of ``reports/codec-diagnosis.md``, not a codec path (it is side information).
-            precision: the flow decoder's arithmetic, ``"auto"``, ``"float32"`` or ``"bfloat16"``
+            precision: the arithmetic of the flow decoder and the vocoder network, ``"auto"``, ``"float32"`` or ``"bfloat16"``
                 (see :mod:`entanglecodec.codec.precision`); ``None``: ``$ENTANGLECODEC_DECODE_PRECISION``, else ``"auto"``.
 
         Returns:
@@ -495,12 +501,13 @@ class EntangleCodec(nn.Module):
             lengths = codes.lengths if lengths is None else lengths
             num_samples = codes.num_samples if num_samples is None else num_samples
             codes = codes.codes
+        dtype = resolve_precision(precision, self.device)
         log_mel, flen = self.decode_log_mel(codes, lengths, steps, guidance, seed, f0_hz, precision)
         b = log_mel.shape[0]
         was_training = self.training
         self.eval()
         try:
-            wav = self._vocode(log_mel, flen)
+            wav = self._vocode(log_mel, flen, dtype)
             out_len = flen * self.hop_length
             if num_samples is not None:
                 ns = torch.as_tensor(num_samples, dtype=torch.long, device=self.device).reshape(-1)

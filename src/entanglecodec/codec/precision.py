@@ -1,13 +1,16 @@
-"""Arithmetic precision of the flow decoder at inference (decode only; encoding is always float32).
+"""Arithmetic precision of the decoder's networks at inference (decode only; encoding is always float32).
 
-The flow decoder's matrix products dominate decoding on a CPU. On CPUs with native bfloat16
-matrix units (Intel AMX or AVX512-BF16; oneDNN uses them through ``torch.autocast``) running its
-Transformer in bfloat16 autocast is about 2x faster; the residual stream, the norms and the mel it
-returns stay float32. It changes the decoded mel by about 1 % RMS of its normalised value (see
-``reports/decode-profile.md`` for the measured effect on quality), so it is a setting:
+The matrix products of the flow decoder and of the vocoder's ConvNeXt network dominate decoding
+on a CPU. On CPUs with native bfloat16 matrix units (Intel AMX or AVX512-BF16; oneDNN uses them
+through ``torch.autocast``) running them in bfloat16 autocast is about 2-3x faster; the residual
+stream, the norms, the mel the flow decoder returns, the vocoder's iSTFT head and its
+mel-consistency passes stay float32. It changes the decoded mel by about 1 % RMS of its normalised
+value and the vocoder's features by about 0.4 % (see ``reports/decode-profile.md`` for the measured
+effect on quality), so it is a setting:
 
 * ``"float32"``: the reference arithmetic (what training computes);
-* ``"bfloat16"``: bfloat16 autocast for the flow decoder (slow on CPUs without native support);
+* ``"bfloat16"``: bfloat16 autocast for the flow decoder and the vocoder network (slow on CPUs
+  without native support);
 * ``"auto"`` (default): ``"bfloat16"`` on a CPU with native bfloat16 matrix support, else
   ``"float32"`` (always ``"float32"`` on other devices).
 
