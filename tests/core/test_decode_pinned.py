@@ -119,7 +119,7 @@ def test_decode_refuses_an_unknown_precision(tiny_model) -> None:  # noqa: ANN00
 
 @needs_bundled
 def test_vocoder_windows_change_nothing_but_float_noise(decoded: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The vocoder stage runs in windows of VOCODER_WINDOW_FRAMES (60 s) instead of the flow
+    """The vocoder stage runs in windows of VOCODER_WINDOW_FRAMES (30 s) instead of the flow
     decoder's 500 frames: valid because the bundled vocoder's receptive field is narrower than the
     window context, which this checks on a 26 s decoded mel vocoded in 500- and 3000-frame windows."""
     import entanglecodec.codec.model as codec_model

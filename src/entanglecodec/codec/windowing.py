@@ -29,14 +29,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch-free at run time: the ONNX runtime plans its windows here too
     from torch import Tensor
 
-#: Window of the vocoder stage of decoding, in frames (60 s at 50 Hz). The vocoder is local: an
+#: Window of the vocoder stage of decoding, in frames (30 s at 50 Hz). The vocoder is local: an
 #: output sample depends on input frames within about 41 frames of it (the embedding and 8 ConvNeXt
 #: blocks of kernel 7: 27 frames; the inverse STFT: 2; six mel-consistency passes: 12), fewer than
 #: the ``window_context`` of 50 frames each window keeps on each side. So a longer window changes
 #: its output only by float noise, while fewer windows mean less recomputed context (25 % of the
-#: vocoder's work at the flow decoder's 500-frame window, 3 % at this one). Memory stays bounded
-#: by this window (about 150 MB of activations).
-VOCODER_WINDOW_FRAMES = 3000
+#: vocoder's work at the flow decoder's 500-frame window, 7 % at this one). Longer windows are not
+#: faster: on 5 minutes of mel (2 threads, bfloat16 network) the vocoder stage took a median
+#: 0.0043 s per second of audio in 1 000- or 1 500-frame windows against 0.0053 in 3 000-frame ones,
+#: whose FFT frames no longer fit the cache (``reports/decode-profile.md`` §7). Memory stays bounded
+#: by this window (about 75 MB of activations).
+VOCODER_WINDOW_FRAMES = 1500
 
 
 @dataclass(frozen=True)
