@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -36,9 +37,15 @@ def test_f0_comparison_known_cases():
     assert compare_f0(np.zeros(4), np.zeros(4)).vuv_f1 == 1.0  # both unvoiced everywhere: they agree
 
 
-def test_diagnose_cli_writes_report(tmp_path):
+@pytest.mark.parametrize("variant", ["paper", "pitch-cond-bypass"])
+def test_diagnose_cli_writes_report(tmp_path, variant):
+    """Also for pitch-conditioned decoders (the bundled model) and the VQ-bypass control."""
     torch.manual_seed(0)
-    ckpt = EntangleCodec(EntangleCodecConfig.preset("tiny")).save_pretrained(tmp_path / "ckpt")
+    cfg = EntangleCodecConfig.preset("tiny")
+    if variant == "pitch-cond-bypass":
+        cfg.decoder.pitch_cond = True
+        cfg.quantizer.bypass = True
+    ckpt = EntangleCodec(cfg).save_pretrained(tmp_path / "ckpt")
     rows = []
     for i in range(4):
         _speech_like(tmp_path / f"c{i}.flac", 110 + 40 * i, i)

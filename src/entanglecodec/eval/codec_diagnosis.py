@@ -97,7 +97,10 @@ def gradient_norms(model: EntangleCodec, clips: Sequence[Clip], captions: Sequen
         q = m.quantizer(enc.frames, mask)
         q.pre_quant.retain_grad()
         if term == "flow":
-            loss, _ = m.decoder.loss(mel, q.quantized, mask, torch.Generator().manual_seed(seed))
+            # pitch-conditioned decoders read the comb of the codes' own contour, detached: in
+            # training it comes from a tracker, so it sends the encoder no gradient either
+            pitch = m.pitch_features(q.quantized.detach(), None)
+            loss, _ = m.decoder.loss(mel, q.quantized, mask, torch.Generator().manual_seed(seed), pitch)
         elif term == "vq":
             loss = q.loss
         else:
@@ -190,7 +193,7 @@ def _reconstruct_continuous(model: EntangleCodec, wav: np.ndarray, steps: int, g
     mel = _mel(model, wav)
     h = model.quantizer.project(model.encoder(mel).frames)
     noise = torch.randn(mel.shape, generator=torch.Generator().manual_seed(seed))
-    out = model.decoder.sample(h, None, steps, guidance, noise)
+    out = model.decoder.sample(h, None, steps, guidance, noise, model.pitch_features(h, None))
     flen = torch.tensor([mel.shape[-1]])
     return model._vocode(model.frontend.denormalize(out), flen)[0].numpy()
 
