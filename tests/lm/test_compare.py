@@ -56,7 +56,7 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
 
     out = tmp_path / "report"
     shutil.copytree(kmeans_dir, tmp_path / "work" / "kmeans" / "k64")  # the comparison reuses a fitted k-means
-    res = CliRunner().invoke(app, [
+    args = [
         "lm", "compare", "-c", str(REPO / "configs" / "lm-compare.yaml"), "--work-dir", str(tmp_path / "work"), "-o", str(out),
         "--set", f"manifest={lm_corpus}", "--set", f"recipe={REPO / 'configs' / 'lm-tiny.yaml'}",
         "--set", "recipe_overrides=[trainer.max_steps=2]", "--set", "seeds=[0]",
@@ -64,7 +64,19 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
         "--set", "eval.retrieval_clips=2", "--set", "eval.tts_clips=1", "--set", "eval.tta_clips=2",
         "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
         "--set", "kmeans_clips=30",
-    ])  # fmt: skip
+    ]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "evaluation reused" not in res.output
+    cache = tmp_path / "work" / "runs" / "tiny" / "seed0" / "eval.json"
+    first = json.loads(cache.read_text())
+    # a rerun (next session, one more tokenizer) reuses finished evaluations; other eval settings redo them
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and res.output.count("evaluation reused") == 2, res.output
+    res = CliRunner().invoke(app, [*args, "--set", "eval.retrieval_clips=1"])
+    assert res.exit_code == 0 and "evaluation reused" not in res.output, res.output
+    assert json.loads(cache.read_text())["key"] != first["key"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     md = (tmp_path / "report.md").read_text()
     doc = json.loads((tmp_path / "report.json").read_text())

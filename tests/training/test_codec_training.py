@@ -26,8 +26,9 @@ def recipe(corpus: Path, *extra: str, path: Path = TINY):
     return load_recipe(path, [f"data.train_manifest={corpus}", *extra])
 
 
-def metrics(run: Path) -> list[dict[str, str]]:
-    with open(run / "logs" / "metrics.csv") as fh:
+def metrics(run: Path, segment: str = "") -> list[dict[str, str]]:
+    """The CSV log of a run (``segment``: ``resume-N`` for a resumed segment's log)."""
+    with open(run / "logs" / segment / "metrics.csv") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -470,6 +471,11 @@ def test_anneal_ends_at_min_lr_and_detached_heads_spare_the_encoder(corpus, tmp_
     assert len(lrs) == 10
     assert lrs[:5] == pytest.approx([1e-3] * 5)
     assert all(b < a for a, b in zip(lrs[5:], lrs[6:], strict=False)) and lrs[-1] < 0.15 * lrs[0]
+    # extended to 30 steps with --resume: the rate is back at its pre-decay value until the new window
+    run_training(recipe(corpus, "trainer.max_steps=30", "optim.lr=1e-3", "optim.min_lr=1e-5", "optim.anneal_fraction=0.5"),
+                 run, resume=True, enable_progress_bar=False)  # fmt: skip
+    more = [float(r["train/lr"]) for r in metrics(run, "resume-1") if r.get("train/lr")]
+    assert len(more) == 20 and more[:5] == pytest.approx([1e-3] * 5) and more[-1] < 0.15 * more[0]
     with pytest.raises(ConfigError, match="anneal_fraction"):
         recipe(corpus, "optim.anneal_fraction=1.5")
 

@@ -271,7 +271,8 @@ def compare(
     @user_errors
     def run() -> None:
         cfg = load_compare_config(config, set_)
-        paths = run_comparison(cfg, work_dir, out, command=f"entanglecodec lm compare -c {config}")
+        paths = run_comparison(cfg, work_dir, out, command=f"entanglecodec lm compare -c {config}",
+                               progress=lambda m: console.print(m, highlight=False))
         console.print(f"wrote {paths['markdown']}", highlight=False)
 
     run()

@@ -27,6 +27,8 @@ Everything lands in ``WORK/`` (tokens, runs, generated audio); the report is ``O
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import time
@@ -41,6 +43,7 @@ import numpy as np
 
 from ..config import ConfigError, _from_dict
 from ..eval.probe.measure import TARGETS
+from ..fileio import atomic_write_text
 from ..training.recipe import read_recipe_dict
 from .aqa import QUESTION_TYPES, label_sets, make_questions
 from .audio_tokenizer import KMeansMelTokenizer, load_audio_tokenizer
@@ -308,15 +311,48 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
             )
             budget["phases"] = [asdict(p) for p in recipe.all_phases()]
             budget["batch_size"] = recipe.data.batch_size
+            key = _eval_key(cfg.eval, test, tok.fingerprint(), run / "lm")
+            cached = _cached_eval(run / "eval.json", key)
+            if cached is not None:
+                say(f"{spec.name} seed {seed}: evaluation reused ({run / 'eval.json'})")
+                results[spec.name][seed] = cached
+                continue
             say(f"{spec.name} seed {seed}: evaluating")
             with warnings.catch_warnings():  # answers/audio cut at the maximum length are counted, not shouted
                 warnings.filterwarnings("ignore", message=".*maximum length")
                 results[spec.name][seed] = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
                                                        w / "audio" / _safe(spec.name) / f"seed{seed}", seed)  # fmt: skip
+            atomic_write_text(run / "eval.json", json.dumps({"key": key, "result": results[spec.name][seed]}))
     doc = {"command": command, "config": asdict(cfg), "budget": budget, "judge_ceiling": ceiling,
            "test_clips": len(test), "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
     paths = report_paths(out, {"markdown": ".md", "json": ".json"})
     return write_report(paths, lambda: markdown(doc, cfg), doc)
+
+
+def _eval_key(cfg: EvalSection, test: Sequence[Mapping[str, Any]], fingerprint: str, lm_dir: Path) -> str:
+    """What one LM's evaluation depends on: the eval settings, the test clips, the token space, the weights.
+
+    A rerun of the comparison (a later session, an added tokenizer) reuses an evaluation whose key
+    is unchanged instead of regenerating its audio; any change to these re-evaluates.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h.update(json.dumps([str(r["id"]) for r in test]).encode())
+    h.update(fingerprint.encode())
+    for f in sorted(lm_dir.glob("*.safetensors")):
+        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _cached_eval(path: Path, key: str) -> dict[str, Any] | None:
+    """The stored result of :func:`evaluate_lm` when ``path`` holds one made under ``key``."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc["result"] if isinstance(doc, dict) and doc.get("key") == key else None
 
 
 def _acc(items: Sequence[bool]) -> str:

@@ -359,13 +359,24 @@ class CodecModule(L.LightningModule):
         return min(1.0, self.global_step / max(1, trainer.max_steps))
 
     def _anneal(self, optimizer: torch.optim.Optimizer) -> None:
-        """optim.anneal_fraction: cosine from the rate in force when the decay starts down to min_lr."""
+        """optim.anneal_fraction: cosine from the rate in force when the decay starts down to min_lr.
+
+        A run resumed with a larger ``trainer.max_steps`` (or ``max_time``) than the one it had
+        annealed for is before its new decay window again: its groups get back the rate they had
+        when the old decay began, instead of staying at ``min_lr`` until the new window.
+        """
         o = self.recipe.optim
         if o.anneal_fraction <= 0:
             return
         start = 1.0 - o.anneal_fraction
         p = self.run_progress()
         if p < start:
+            restored = [g for g in optimizer.param_groups if "anneal_from" in g]
+            for g in restored:
+                g["lr"] = g.pop("anneal_from")
+            if restored:
+                log.warning("the run was extended past the horizon it had annealed for: learning rate back to %.3g, "
+                            "the decay starts again at %.0f %% of the new horizon", restored[0]["lr"], 100 * start)  # fmt: skip
             return
         frac = (p - start) / o.anneal_fraction
         scale = 0.5 * (1.0 + math.cos(math.pi * frac))
