@@ -133,3 +133,31 @@ def test_summarize_counts_hours(tmp_path: Path) -> None:
     assert s["hours"] == pytest.approx(1.5)
     assert s["per_domain"]["music"] == {"rows": 2, "hours": pytest.approx(1.0)}
     assert s["per_split"]["train"]["rows"] == 2 and s["per_split"]["test"]["hours"] == pytest.approx(1.0)
+
+
+def test_merge_command_joins_corpora_with_absolute_paths(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from entanglecodec.cli import app
+
+    a, b = tmp_path / "a" / "manifest.jsonl", tmp_path / "b" / "manifest.jsonl"
+    write_manifest([_row("audio/x.flac", id="x", split="train"), _row("audio/y.flac", id="y", split="test")], a)
+    write_manifest([_row("audio/x.flac", id="bx", split="train")], b)
+    out = tmp_path / "joined" / "manifest.jsonl"
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "merge", str(a), str(b), "-o", str(out)])
+    assert res.exit_code == 0 and "wrote 3 rows" in res.output, res.output
+    rows = read_manifest(out)
+    assert [r["id"] for r in rows] == ["x", "y", "bx"] and [r["split"] for r in rows] == ["train", "test", "train"]
+    assert rows[0]["audio"] == str((tmp_path / "a" / "audio" / "x.flac").resolve())
+    assert rows[2]["audio"] == str((tmp_path / "b" / "audio" / "x.flac").resolve())
+    before = out.read_bytes()
+    for args, words in (
+        ([str(a), str(a), "-o", str(tmp_path / "dup.jsonl")], "duplicate id 'x'"),
+        ([str(a), "-o", str(out)], "already exists"),
+        ([str(a), "-o", str(a), "--overwrite"], "one of the input manifests"),
+        ([str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "n.jsonl")], "not found"),
+    ):
+        res = runner.invoke(app, ["data", "merge", *args])
+        assert res.exit_code != 0 and words in res.output and "Traceback" not in res.output, res.output
+    assert out.read_bytes() == before and not (tmp_path / "dup.jsonl").exists()

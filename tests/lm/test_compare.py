@@ -63,7 +63,7 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
         "--set", f"tokenizers=[{{name: tiny, path: {tiny_codec}}}, {{name: kmeans-mel, kmeans: true}}]",
         "--set", "eval.retrieval_clips=2", "--set", "eval.tts_clips=1", "--set", "eval.tta_clips=2",
         "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
-        "--set", "kmeans_clips=30",
+        "--set", "kmeans_clips=30", "--set", "contrasts=[[kmeans-mel, tiny]]",
     ]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -81,7 +81,7 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
     md = (tmp_path / "report.md").read_text()
     doc = json.loads((tmp_path / "report.json").read_text())
     assert set(doc["results"]) == {"tiny", "kmeans-mel"} and set(doc["results"]["tiny"]) == {"0"}
-    for section in ("## AQA accuracy", "### Per question type", "## Captioning", "## TTS", "## TTA judged", "tiny - kmeans-mel"):
+    for section in ("## AQA accuracy", "### Per question type", "## Captioning", "## TTS", "## TTA judged", "kmeans-mel - tiny"):
         assert section in md
     aqa = doc["results"]["tiny"]["0"]["aqa"]
     assert aqa and all(0 < q["chance"] <= 0.5 for q in aqa)
@@ -104,3 +104,16 @@ def test_tts_speaker_similarity_takes_outputs_of_any_length(tmp_path: Path, monk
     out = _tts_scores(voice[:15000].astype(np.float32), {"audio": str(tmp_path / "ref.wav"), "text": "hello"}, 24000,
                       EvalSection(speaker_similarity=True))
     assert out["wer"] == 0.0 and isinstance(out["speaker_sim"], float) and out["speaker_sim"] > 0.5
+
+
+def test_compare_config_checks_contrasts() -> None:
+    from entanglecodec.config import ConfigError
+    from entanglecodec.lm.compare import load_compare_config
+
+    cfg = load_compare_config(REPO / "configs" / "lm-compare.yaml")
+    assert cfg.pairs()[0] == ("entanglecodec", "kmeans-mel") and len(cfg.pairs()) == len(cfg.contrasts)
+    bare = load_compare_config(REPO / "configs" / "lm-compare.yaml", ["contrasts=[]"])
+    names = [t.name for t in bare.tokenizers]
+    assert bare.pairs() == [(names[0], n) for n in names[1:]]
+    with pytest.raises(ConfigError, match="contrasts"):
+        load_compare_config(REPO / "configs" / "lm-compare.yaml", ["contrasts=[[entanglecodec, nope]]"])

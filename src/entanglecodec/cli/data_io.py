@@ -294,6 +294,32 @@ def import_musicbench_cmd(
         ),
     )
 
+@app.command("merge")
+def merge_cmd(
+    manifests: Annotated[list[Path], typer.Argument(help="Manifests (.jsonl) to join, in order.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The joined manifest (.jsonl) to write.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+) -> None:
+    """Join corpora into one manifest (audio paths made absolute; ids must stay unique; splits kept).
+
+    For tools that read one manifest, e.g. the LM comparison over several synthetic corpora.
+    """
+    _setup_logging()
+    from ..data.manifest import read_manifests, summarize, write_manifest
+
+    if any(out.resolve() == m.resolve() for m in manifests):
+        fail(f"{out}: is one of the input manifests; write the joined manifest elsewhere")
+    errors: tuple[type[BaseException], ...] = (*_expected_errors(), FileExistsError, FileNotFoundError)
+    try:
+        rows = read_manifests(manifests)
+        n = write_manifest(rows, out, overwrite=overwrite, relative_paths=False)
+    except errors as e:
+        fail(str(e))
+    per_split = summarize(rows)["per_split"]
+    splits = ", ".join(f"{k} {int(v['rows'])} ({v['hours']:.2f} h)" for k, v in sorted(per_split.items()))
+    typer.echo(f"wrote {n} rows from {len(manifests)} manifests to {out}: {splits} (files not checked; see data validate)")
+
+
 @app.command("validate")
 def validate_cmd(
     manifest: Annotated[Path, typer.Argument(help="Manifest (.jsonl) to check.")],

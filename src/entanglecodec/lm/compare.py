@@ -100,6 +100,9 @@ class CompareConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     tokenizers: list[TokenizerSpec] = field(default_factory=list)
     kmeans_clips: int = 2000
+    # Pairs [a, b] whose AQA difference a - b gets a Newcombe interval; empty: the first tokenizer
+    # against each other one. E.g. the ablations against the full recipe trained for the same steps.
+    contrasts: list[list[str]] = field(default_factory=list)
     eval: EvalSection = field(default_factory=EvalSection)
 
     def check(self) -> None:
@@ -111,6 +114,16 @@ class CompareConfig:
             raise ConfigError(f"tokenizers: duplicate names {names}")
         if not self.seeds:
             raise ConfigError("seeds: at least one seed")
+        for pair in self.contrasts:
+            if len(pair) != 2 or any(n not in names for n in pair):
+                raise ConfigError(f"contrasts: each entry is [name, name] of two listed tokenizers, got {pair}")
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The AQA differences to report: ``contrasts``, else the first tokenizer against each other."""
+        if self.contrasts:
+            return [(a, b) for a, b in self.contrasts]
+        names = [t.name for t in self.tokenizers]
+        return [(names[0], n) for n in names[1:]]
 
 
 def load_compare_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
@@ -386,14 +399,14 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
             mc = [i for i in items if i["mc"]]
             chance = 100 * float(np.mean([i["chance"] for i in mc])) if mc else float("nan")
             lines.append(f"| {name} | {seed} | {_acc([i['correct'] for i in items])} | {_acc([i['correct'] for i in mc])} | {chance:.1f} |")
-    if len(names) > 1:
-        lines += ["", f"Difference to {names[0]} (all AQA questions, pooled seeds):", "",
-                  "| tokenizer | difference [95 % CI] (points) |", "|---|---|"]  # fmt: skip
-        a = pooled[names[0]]
-        for name in names[1:]:
-            o = pooled[name]
+    pairs = [(x, y) for x, y in cfg.pairs() if x in pooled and y in pooled]
+    if pairs:
+        lines += ["", "Differences (all AQA questions, pooled seeds; an interval that excludes 0 is a difference "
+                  "at this budget):", "", "| tokenizers | difference [95 % CI] (points) |", "|---|---|"]  # fmt: skip
+        for x, y in pairs:
+            a, o = pooled[x], pooled[y]
             d, lo, hi = diff_interval(sum(i["correct"] for i in a), len(a), sum(i["correct"] for i in o), len(o))
-            lines.append(f"| {names[0]} - {name} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+            lines.append(f"| {x} - {y} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
     lines += ["", "### Per question type (pooled seeds)", "",
               "Chance: mean over the type's questions of 1/options (multiple choice) or 1/labels (open).", "",
               "| type | chance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
