@@ -493,3 +493,33 @@ def test_anneal_ends_at_min_lr_and_detached_heads_spare_the_encoder(corpus, tmp_
 
     assert encoder_grad(0) > 0
     assert encoder_grad(5) == 0
+
+
+def test_warm_start_into_a_larger_codebook_keeps_the_trained_codes(corpus, tmp_path):
+    """The 'larger codebook' control: init_from a run with K codes into a model with 2K codes copies the
+    K trained codes into the leading entries; the new ones start unused and the dead-code rule seeds them."""
+    from entanglecodec.training.codec_module import CodecModule
+    from entanglecodec.training.run import warm_start_stage1
+
+    base = tmp_path / "base"
+    run_training(recipe(corpus, "trainer.max_steps=4"), base, enable_progress_bar=False)
+    ckpt = base / "checkpoints" / "last.ckpt"
+    theirs = load_run(base).state_dict()
+    k = next(v.shape[1] for n, v in theirs.items() if n.endswith("_codebook.embed"))
+    rec = recipe(corpus, f"init_from={ckpt}", "trainer.max_steps=3", f"model.overrides.quantizer.codebook_size={2 * k}")
+    module = CodecModule(rec.to_dict(), str(tmp_path / "probe"))
+    (tmp_path / "probe").mkdir()
+    warm_start_stage1(module, ckpt, tmp_path / "probe")
+    mine = module.state_dict()
+    for name in ("embed", "embed_avg", "cluster_size"):
+        key = next(n for n in theirs if n.endswith(f"_codebook.{name}"))
+        assert mine[key].shape[1] == 2 * k and torch.equal(mine[key][:, :k], theirs[key]), key
+    fresh = CodecModule(rec.to_dict(), str(tmp_path / "fresh")).state_dict()
+    size = next(n for n in mine if n.endswith("_codebook.cluster_size"))
+    assert torch.equal(mine[size][:, k:], fresh[size][:, k:])  # the new codes keep the library's initial usage
+    assert float(mine[size][:, k:].max()) < float(mine[size][:, :k].mean())  # ... below the trained codes'
+    trained = run_training(rec, tmp_path / "big", enable_progress_bar=False)
+    assert trained.model.config.quantizer.codebook_size == 2 * k
+    embed = next(n for n in mine if n.endswith("_codebook.embed"))
+    moved = (trained.state_dict()[embed][0, k:] - mine[embed][0, k:]).abs().amax(-1) > 0
+    assert bool(moved.any())  # new codes were seeded from the batches

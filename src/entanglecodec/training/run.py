@@ -87,6 +87,34 @@ def copy_matching_tensors(model: torch.nn.Module, theirs: Mapping[str, torch.Ten
     return sorted(take), sorted(set(mine) - set(take))
 
 
+def grow_codebook(model: torch.nn.Module, theirs: Mapping[str, torch.Tensor], names: list[str]) -> list[str]:
+    """Warm start into a larger codebook: the source's codes fill the first entries.
+
+    For each of ``names`` (tensors :func:`copy_matching_tensors` left as initialised) that is a
+    codebook tensor (``..._codebook.{embed, embed_avg, cluster_size}``) and whose source shape
+    differs only by fewer entries along the codebook axis, the source is copied into the leading
+    entries. The new entries keep their initialisation (the library's initial usage, far below
+    the trained codes'), so the dead-code rule re-seeds them from the batches' ``h~`` in the first steps (the 'larger codebook' control of
+    ``reports/codec-diagnosis.md``).
+
+    Returns:
+        The names filled this way.
+    """
+    mine = model.state_dict()
+    grown = []
+    for k in names:
+        if k not in theirs or k.rsplit(".", 1)[-1] not in ("embed", "embed_avg", "cluster_size") or "_codebook." not in k:
+            continue
+        a, b = mine[k], theirs[k]
+        if a.dim() != b.dim() or a.dim() < 2 or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:] or a.shape[1] <= b.shape[1]:
+            continue
+        fresh = a.clone()
+        fresh[:, : b.shape[1]] = b.to(a.dtype)
+        model.load_state_dict({k: fresh}, strict=False)
+        grown.append(k)
+    return grown
+
+
 def warm_start_stage1(module: CodecModule, source: str | Path, run_dir: Path) -> None:
     """Stage-1 ``init_from``: copy the matching tensors of another stage-1 run into ``module``.
 
@@ -121,6 +149,10 @@ def warm_start_stage1(module: CodecModule, source: str | Path, run_dir: Path) ->
     copied, kept = copy_matching_tensors(target, theirs)
     if not copied:
         raise ConfigError(f"init_from {source}: no tensor matches this model (different architecture?)")
+    grown = grow_codebook(target, theirs, kept)
+    if grown:
+        log.info("warm start from %s: a larger codebook; the source's codes fill its first entries (%s)", source, grown)
+        kept = [k for k in kept if k not in grown]
     kept = [k for k in kept if not k.startswith(frozen)]  # the caption backbone loads from its own files
     fe = module.model.frontend
     save_mel_stats(run_dir / "mel_stats.json", fe.mel_mean, fe.mel_std, 0, module.model.config.mel)
