@@ -238,10 +238,20 @@ class DecoderConfig:
     # one-step output draws harmonics at one pitch instead of averaging over the possible ones.
     pitch_cond: bool = False
     pitch_hidden: int = 256  # channels of the pitch predictor's convolutions
+    # Voiced-frame phase (not in the paper; reports/codec-diagnosis.md §15; needs pitch_cond): in the
+    # frames the tokens call voiced, the vocoder's spectrum takes the phase of a pulse train at the
+    # F0 they predict (bins up to pulse_phase_max_hz; 0: all), before the mel-consistency passes, so
+    # voiced speech comes out periodic. A decode-time setting, kept out of the token fingerprint.
+    pulse_phase: bool = False
+    pulse_phase_max_hz: float = 0.0
 
     def validate(self) -> None:
         if self.pitch_hidden < 1:
             raise ConfigError("decoder: pitch_hidden must be >= 1")
+        if self.pulse_phase and not self.pitch_cond:
+            raise ConfigError("decoder: pulse_phase needs pitch_cond (the F0 comes from the pitch predictor)")
+        if self.pulse_phase_max_hz < 0:
+            raise ConfigError("decoder: pulse_phase_max_hz must be >= 0 (0: every bin)")
         if not 0.0 <= self.guidance <= 10.0:
             raise ConfigError("decoder: guidance must lie in [0, 10]")
         if not 0.0 <= self.t_zero_fraction <= 1.0:

@@ -118,20 +118,27 @@ def test_decode_refuses_an_unknown_precision(tiny_model) -> None:  # noqa: ANN00
 
 
 @needs_bundled
-def test_vocoder_windows_change_nothing_but_float_noise(decoded: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("pulse_phase", [False, True])
+def test_vocoder_windows_change_nothing_but_float_noise(
+    decoded: dict[str, object], monkeypatch: pytest.MonkeyPatch, pulse_phase: bool
+) -> None:
     """The vocoder stage runs in windows of VOCODER_WINDOW_FRAMES (30 s) instead of the flow
     decoder's 500 frames: valid because the bundled vocoder's receptive field is narrower than the
-    window context, which this checks on a 26 s decoded mel vocoded in 500- and 3000-frame windows."""
+    window context, which this checks on a 26 s decoded mel vocoded in 500- and 3000-frame windows.
+    With ``decoder.pulse_phase`` each window builds its piece of one continuous pulse train."""
     import entanglecodec.codec.model as codec_model
 
     model = decoded["model"]
     codes = torch.from_numpy(np.random.default_rng(3).integers(0, 8192, (1, 1300)))
     log_mel, flen = model.decode_log_mel(codes, precision="float32")  # type: ignore[attr-defined]
+    monkeypatch.setattr(model.config.decoder, "pulse_phase", pulse_phase)  # type: ignore[attr-defined]
+    pitch = model._pulse_pitch(codes, None, None)  # type: ignore[attr-defined]
+    assert (pitch is not None) == pulse_phase
     outs = []
     for frames in (500, 3000):
         monkeypatch.setattr(codec_model, "VOCODER_WINDOW_FRAMES", frames)
         with torch.no_grad():
-            outs.append(model._vocode(log_mel, flen)[0].numpy())  # type: ignore[attr-defined]
+            outs.append(model._vocode(log_mel, flen, pitch=pitch)[0].numpy())  # type: ignore[attr-defined]
     assert outs[0].shape == outs[1].shape == (1300 * 480,)
     err = np.abs(outs[0] - outs[1]).max()
     assert err < 2e-4 * max(1.0, float(np.abs(outs[1]).max())), f"windowed vocoding moved samples by up to {err:.2e}"

@@ -126,3 +126,59 @@ def test_eval_system_oracle_f0_tracks_the_input():
     oracle = EntangleCodecSystem(m, oracle_f0=True).process(tone)
     predicted = EntangleCodecSystem(m).process(tone)
     assert oracle.shape == predicted.shape == tone.shape and not np.allclose(oracle, predicted)
+
+
+def test_pulse_train_spacing_and_segments():
+    from entanglecodec.codec.pitch import pulse_excitation
+
+    f0 = torch.full((1, 20), 200.0)
+    voiced = torch.ones(1, 20, dtype=torch.bool)
+    voiced[0, 12:] = False
+    e = pulse_excitation(f0, voiced, 480, 24000)[0]
+    at = torch.nonzero(e).flatten()
+    assert e.shape == (20 * 480,) and set(e.unique().tolist()) <= {0.0, 1.0}
+    assert set(torch.diff(at).tolist()) <= {119, 120, 121}  # one 200 Hz period = 120 samples
+    assert int(at.max()) < 12 * 480 - 240  # silent where unvoiced (frame 12 starts half a hop early)
+    g = torch.rand(2, 37, generator=torch.Generator().manual_seed(0)) * 400 + 70
+    v = torch.rand(2, 37, generator=torch.Generator().manual_seed(1)) > 0.3
+    whole = pulse_excitation(g, v, 480, 24000)
+    for start, n in ((0, 5000), (4321, 9000), (37 * 480 - 700, 700)):  # any segment = that slice of the whole
+        assert torch.equal(pulse_excitation(g, v, 480, 24000, start, n), whole[:, start : start + n])
+    with pytest.raises(ValueError, match="outside"):
+        pulse_excitation(g, v, 480, 24000, 37 * 480 - 10, 20)
+
+
+def test_pulse_phase_makes_voiced_frames_periodic_and_keeps_the_token_space():
+    from entanglecodec.config import ConfigError
+    from entanglecodec.vocoder.model import Vocoder, VocoderConfig
+
+    m = pitch_model()
+    torch.nn.init.normal_(m.decoder.out.weight, std=0.1)
+    torch.manual_seed(0)
+    m.set_vocoder(Vocoder(VocoderConfig.preset("tiny")).eval())  # a network phase to replace (Griffin-Lim has none)
+    fp = m.fingerprint()
+    tokens = m.encode(torch.randn(1, 24000 * 2) * 0.1, 24000)
+    f = tokens.codes.shape[1]
+    f0 = torch.full((1, f), 150.0)
+    f0[0, f // 2 :] = 0.0  # voiced first half, unvoiced second half (oracle contour)
+    off = m.decode(tokens, f0_hz=f0, precision="float32").wav[0]
+    m.config.decoder.pulse_phase = True
+    m.__dict__["_fingerprint"] = None
+    assert m.fingerprint() == fp  # a decode-time option: token files stay valid
+    on = m.decode(tokens, f0_hz=f0, precision="float32").wav[0]
+    assert on.shape == off.shape and torch.isfinite(on).all()
+    half = (f // 2) * 480
+
+    def periodicity(x: torch.Tensor) -> float:  # normalised autocorrelation at one 150 Hz period
+        x = x - x.mean()
+        return float((x[:-160] * x[160:]).sum() / x.square().sum().clamp_min(1e-12))
+
+    voiced_on, voiced_off = on[2000 : half - 2000], off[2000 : half - 2000]
+    assert periodicity(voiced_on) > periodicity(voiced_off) + 0.2
+    assert not torch.allclose(voiced_on, voiced_off)
+    err = float((on[half + 2000 :] - off[half + 2000 :]).abs().max())
+    assert err < 2e-3 * float(off.abs().max())  # unvoiced frames keep the network phase (float noise)
+    data = EntangleCodecConfig.preset("tiny").to_dict()
+    data["decoder"]["pulse_phase"] = True
+    with pytest.raises(ConfigError, match="pulse_phase needs pitch_cond"):
+        EntangleCodecConfig.from_dict(data)

@@ -77,23 +77,60 @@ def test_numpy_dsp_equals_the_torch_dsp() -> None:
     np.testing.assert_allclose(ours, filtered, atol=2e-4 * max(1.0, float(np.abs(filtered).max())))
 
 
+def test_numpy_pulse_phase_equals_the_torch_one() -> None:
+    from entanglecodec.codec.pitch import F0_CEIL_HZ, F0_FLOOR_HZ, pulse_excitation
+
+    cfg = MelConfig()
+    g = torch.Generator().manual_seed(0)
+    f0, voiced = torch.rand(1, 66, generator=g) * 300 + 70, torch.rand(1, 66, generator=g) > 0.4
+    for start, n in ((0, 66 * 480), (1234, 9000)):
+        want = pulse_excitation(f0, voiced, 480, 24000, start, n)[0].numpy()
+        got = dsp.pulse_excitation(f0[0].numpy(), voiced[0].numpy(), 480, 24000, start, n, F0_FLOOR_HZ, F0_CEIL_HZ)
+        assert (got != want).sum() <= 2  # float64 cycle sums may put a pulse one sample apart
+    wav = _signal(1.32)
+    exc = pulse_excitation(f0, voiced, 480, 24000)[0].numpy()
+    for max_hz in (0.0, 3000.0):
+        want = MelConsistencyFilter(cfg).adopt_phase(torch.from_numpy(wav)[None], torch.from_numpy(exc)[None], max_hz)[0]
+        got = dsp.adopt_phase(wav, exc, cfg.n_fft, cfg.hop_length, cfg.sample_rate, max_hz)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4 * max(1.0, float(want.abs().max())))
+
+
 # ---------------------------------------------------------------------------------------------- model
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny pitch-conditioned codec with guidance 1 (two flow passes) and windows of 40 frames,
-    and a tiny neural vocoder; both saved as checkpoint folders (the codec names the vocoder)."""
-    root = tmp_path_factory.mktemp("rt")
+def _tiny_pair(root: Path, pulse_phase: bool = False) -> tuple[Path, Path]:
     torch.manual_seed(0)
     voc_dir = Vocoder(VocoderConfig.preset("tiny")).save_pretrained(root / "voc")
     cfg = EntangleCodecConfig.preset("tiny")
     cfg.max_frames, cfg.window_context = 40, 6
     cfg.decoder.pitch_cond, cfg.decoder.guidance = True, 1.0
+    cfg.decoder.pulse_phase, cfg.decoder.pulse_phase_max_hz = pulse_phase, 3000.0 if pulse_phase else 0.0
     cfg.vocoder = str(voc_dir)
     model = EntangleCodec(cfg, build_text_encoder=False)
     with torch.no_grad():  # a decoder that does something: non-zero output layers
         for p in (model.decoder.out.weight, model.decoder.harmonic_depth.weight):
             p.normal_(0, 0.05)
     return model.save_pretrained(root / "codec"), Path(voc_dir)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny pitch-conditioned codec with guidance 1 (two flow passes) and windows of 40 frames,
+    and a tiny neural vocoder; both saved as checkpoint folders (the codec names the vocoder)."""
+    return _tiny_pair(tmp_path_factory.mktemp("rt"))
+
+
+def test_runtime_follows_the_pulse_phase_option(tmp_path: Path) -> None:
+    """decoder.pulse_phase: the runtime runs the pitch predictor's graph and builds the same pulse
+    train window by window, so its audio stays the torch model's."""
+    codec_dir, voc_dir = _tiny_pair(tmp_path, pulse_phase=True)
+    model = EntangleCodec.from_pretrained(codec_dir, build_text_encoder=False)
+    rt = OnnxCodec(build_runtime(codec_dir, voc_dir), threads=2)
+    assert rt.meta["pulse_phase"]["max_hz"] == 3000.0
+    codes = model.encode(torch.from_numpy(_signal(3.1, seed=5)), 24000).codes[0].numpy()
+    audio = model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy()
+    got = rt.decode(codes, seed=3)
+    np.testing.assert_allclose(got, audio, atol=1e-3 * max(1.0, float(np.abs(audio).max())))
+    model.config.decoder.pulse_phase = False
+    assert not np.allclose(model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy(), audio)
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from ..checkpoint import (
 from ..config import ConfigError, EntangleCodecConfig
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
-from .pitch import PitchConditioner
+from .pitch import PitchConditioner, octaves_to_hz, pulse_excitation
 from .precision import compute_dtype, resolve_precision
 from .quantizer import Quantizer
 from .sampling import MAX_GUIDANCE as MAX_GUIDANCE  # re-exported: the names callers import from here
@@ -62,7 +62,9 @@ LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
 """Config options added after release 0.1.0, with the value that behaves as 0.1.0 did: the
 0.1.0 fingerprint hashed the config without them (see :meth:`EntangleCodec.legacy_fingerprint`)."""
 
-DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (("decoder", "guidance"),)
+DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (
+    ("decoder", "guidance"), ("decoder", "pulse_phase"), ("decoder", "pulse_phase_max_hz"),
+)
 """Config options that change how tokens are decoded by default but not the token space: left out
 of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
 
@@ -354,23 +356,53 @@ class EntangleCodec(nn.Module):
         run_windowed(flen, w, self.config.window_context, batch_windows, whole, windows)
         return mel
 
-    def _vocode(self, log_mel: Tensor, flen: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    def _pulse_pitch(
+        self, codes: Tensor | np.ndarray, lengths: Tensor | Sequence[int] | None, f0_hz: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """``(f0_hz [B, F], voiced [B, F])`` for ``decoder.pulse_phase``: the pitch predictor's contour
+        of the tokens (voiced where its logit > 0, as the decoder's conditioning), or the oracle
+        ``f0_hz`` when one is given; ``None`` when the option is off."""
+        if not self.config.decoder.pulse_phase or self.pitch is None:
+            return None
+        if f0_hz is not None:
+            f0 = f0_hz.to(self.device).float()
+            return f0, f0 > 0
+        c, _ = self._check_codes(codes, lengths)
+        logit, octaves = self.pitch.predict(self.quantizer.embed_codes(c))
+        return octaves_to_hz(octaves).float(), logit > 0
+
+    def _vocode(
+        self, log_mel: Tensor, flen: Tensor, dtype: torch.dtype = torch.float32, pitch: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """Log-mel ``[B, n_mels, F]`` -> waveform ``[B, F * hop]``. Clips of up to ``max_frames``
         are vocoded together in one padded pass; longer ones one at a time, in windows of
         :data:`~.windowing.VOCODER_WINDOW_FRAMES` (one window per call, keeping each window's
         centre samples), so memory stays bounded by that window. ``dtype``: the compute dtype of
         the vocoder's network (see :mod:`.precision`; its iSTFT head and mel-consistency passes
-        always run in float32)."""
+        always run in float32). ``pitch``: ``(f0_hz [B, F], voiced [B, F])`` for
+        ``decoder.pulse_phase`` (a neural vocoder's voiced frames take the phase of
+        :func:`~.pitch.pulse_excitation`, computed window by window)."""
         b, _, f = log_mel.shape
         hop, w = self.hop_length, self.config.max_frames
         vw = max(w, VOCODER_WINDOW_FRAMES)
         network = self.vocoder
+        if pitch is not None:
+            from ..vocoder.model import Vocoder
 
-        def voc(mel: Tensor, lengths: Tensor | None) -> Tensor:
+            if not isinstance(network, Vocoder):
+                pitch = None  # Griffin-Lim has no network phase to replace
+
+        def voc(mel: Tensor, lengths: Tensor | None, items: Tensor | slice, start: int) -> Tensor:
+            extra: dict[str, Any] = {}
+            if pitch is not None:
+                extra["excitation"] = pulse_excitation(
+                    pitch[0][items], pitch[1][items], hop, self.sample_rate, start * hop, mel.shape[-1] * hop
+                )
+                extra["excitation_max_hz"] = self.config.decoder.pulse_phase_max_hz
             with compute_dtype(dtype, log_mel.device):
-                return torch.as_tensor(network(mel, lengths)).float()
+                return torch.as_tensor(network(mel, lengths, **extra)).float()
         if int(flen.max()) <= w:
-            return voc(log_mel, flen)
+            return voc(log_mel, flen, slice(None), 0)
         out = log_mel.new_zeros(b, f * hop)
 
         def whole(items: list[int]) -> None:
@@ -378,14 +410,14 @@ class EntangleCodec(nn.Module):
             if short:
                 idx = torch.tensor(short, device=log_mel.device)
                 fs = int(flen[idx].max())
-                out[idx, : fs * hop] = voc(log_mel[idx, :, :fs], flen[idx])
+                out[idx, : fs * hop] = voc(log_mel[idx, :, :fs], flen[idx], idx, 0)
             for i in (i for i in items if int(flen[i]) > w):
                 n = int(flen[i])
-                out[i, : n * hop] = voc(log_mel[i : i + 1, :, :n], None)[0]
+                out[i, : n * hop] = voc(log_mel[i : i + 1, :, :n], None, slice(i, i + 1), 0)[0]
 
         def windows(chunk: list[Window]) -> None:
             (j,) = chunk
-            piece = voc(log_mel[j.item : j.item + 1, :, j.start : j.start + vw], None)[0]
+            piece = voc(log_mel[j.item : j.item + 1, :, j.start : j.start + vw], None, slice(j.item, j.item + 1), j.start)[0]
             out[j.item, j.keep_start * hop : j.keep_end * hop] = piece[j.inner.start * hop : j.inner.stop * hop]
 
         run_windowed(flen, vw, self.config.window_context, 1, whole, windows)
@@ -507,7 +539,7 @@ class EntangleCodec(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            wav = self._vocode(log_mel, flen, dtype)
+            wav = self._vocode(log_mel, flen, dtype, self._pulse_pitch(codes, lengths, f0_hz))
             out_len = flen * self.hop_length
             if num_samples is not None:
                 ns = torch.as_tensor(num_samples, dtype=torch.long, device=self.device).reshape(-1)

@@ -149,7 +149,40 @@ class PitchConditioner(nn.Module):
         return pitch_loss(logit, octaves, f0_hz, mask)
 
 
+def pulse_excitation(f0_hz: Tensor, voiced: Tensor, hop: int, sample_rate: int, start: int = 0,
+                     length: int | None = None) -> Tensor:  # fmt: skip
+    """Unit pulses one F0 period apart where the contour is voiced, zeros elsewhere (float32).
+
+    Frame ``f`` of ``f0_hz [B, F]`` (Hz, clamped to [``F0_FLOOR_HZ``, ``F0_CEIL_HZ``]) and
+    ``voiced [B, F]`` (bool) governs the samples nearest to its centre ``f * hop``. The pulse phase
+    runs continuously from sample 0 (float64 cycles), so any segment ``[start, start + length)``
+    (``length`` default: to ``F * hop``) equals that slice of the whole train: a windowed vocoder
+    gets the same excitation as one pass over the file, in memory bounded by the window.
+
+    Returns:
+        ``[B, length]`` float32.
+    """
+    b, n_frames = f0_hz.shape
+    total = n_frames * hop
+    length = total - start if length is None else length
+    if start < 0 or length < 0 or start + length > total:
+        raise ValueError(f"segment [{start}, {start + length}) outside the {total} samples of {n_frames} frames")
+    f0 = f0_hz.double().clamp(F0_FLOOR_HZ, F0_CEIL_HZ)
+    # samples before `start` in each frame's span [f*hop - hop/2, f*hop + hop/2) (frame 0 from sample 0)
+    edges = (torch.arange(n_frames + 1, dtype=torch.float64, device=f0.device) - 0.5) * hop
+    edges = edges.ceil().clamp(0, total)
+    edges[-1] = total
+    before = (edges[1:].clamp(max=start) - edges[:-1].clamp(max=start)).clamp_min(0)  # [F]
+    offset = (f0 * before).sum(-1, keepdim=True) / sample_rate  # cycles at `start`, [B, 1]
+    idx = torch.div(torch.arange(start, start + length, device=f0.device) + hop // 2, hop, rounding_mode="floor")
+    idx = idx.clamp_max(n_frames - 1)
+    cycles = offset + torch.cumsum(f0[:, idx], dim=-1) / sample_rate  # after each sample, [B, length]
+    prev = torch.cat([offset, cycles[:, :-1]], dim=-1)
+    pulses = (torch.floor(cycles) > torch.floor(prev)) & voiced[:, idx].bool()
+    return pulses.float()
+
+
 __all__ = [
     "F0_CEIL_HZ", "F0_FLOOR_HZ", "F0_REFERENCE_HZ", "PitchConditioner", "hz_to_octaves", "masked_mean",
-    "octaves_to_hz", "pitch_loss",
+    "octaves_to_hz", "pitch_loss", "pulse_excitation",
 ]

@@ -119,4 +119,36 @@ def consistency_filter(
     return out
 
 
-__all__ = ["consistency_filter", "hann", "istft", "overlap_add", "power_frames", "stft", "window_envelope"]
+def pulse_excitation(f0_hz: np.ndarray, voiced: np.ndarray, hop: int, sample_rate: int, start: int, length: int,
+                     floor_hz: float, ceil_hz: float) -> np.ndarray:  # fmt: skip
+    """Samples ``[start, start + length)`` of the pulse train of ``f0_hz [F]`` / ``voiced [F]``: NumPy
+    twin of :func:`entanglecodec.codec.pitch.pulse_excitation` (one item; float32 ``[length]``)."""
+    n_frames = f0_hz.shape[0]
+    total = n_frames * hop
+    f0 = np.clip(f0_hz.astype(np.float64), floor_hz, ceil_hz)
+    edges = np.clip(np.ceil((np.arange(n_frames + 1, dtype=np.float64) - 0.5) * hop), 0, total)
+    edges[-1] = total
+    before = np.maximum(np.minimum(edges[1:], start) - np.minimum(edges[:-1], start), 0)
+    offset = float((f0 * before).sum()) / sample_rate
+    idx = np.minimum((np.arange(start, start + length) + hop // 2) // hop, n_frames - 1)
+    cycles = offset + np.cumsum(f0[idx]) / sample_rate
+    prev = np.concatenate([[offset], cycles[:-1]])
+    return ((np.floor(cycles) > np.floor(prev)) & voiced[idx].astype(bool)).astype(np.float32)
+
+
+def adopt_phase(wav: np.ndarray, excitation: np.ndarray, n_fft: int, hop: int, sample_rate: int, max_hz: float) -> np.ndarray:
+    """NumPy twin of :meth:`entanglecodec.vocoder.mel_consistency.MelConsistencyFilter.adopt_phase` (one item)."""
+    window = hann(n_fft)
+    spec = stft(wav.astype(np.float32), n_fft, hop, window)  # [T, n_freq]
+    exc = stft(excitation.astype(np.float32), n_fft, hop, window)
+    use = (exc.real.astype(np.float32) ** 2 + exc.imag.astype(np.float32) ** 2).sum(1, keepdims=True) > 0  # [T, 1]
+    if max_hz > 0:
+        use = use & (np.arange(spec.shape[1]) * (sample_rate / n_fft) <= max_hz)[None, :]
+    mixed = np.where(use, np.abs(spec) * np.exp(1j * np.angle(exc)), spec)
+    return istft(mixed, hop, window, wav.shape[0], window_envelope(spec.shape[0], hop, window))
+
+
+__all__ = [
+    "adopt_phase", "consistency_filter", "hann", "istft", "overlap_add", "power_frames", "pulse_excitation", "stft",
+    "window_envelope",
+]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..codec.pitch import F0_CEIL_HZ, F0_FLOOR_HZ, F0_REFERENCE_HZ
 from ..fileio import replace_dir
 from .cache import FORMAT_VERSION, RuntimeFolderError
 
@@ -56,6 +57,19 @@ class _DecoderGraph(nn.Module):
         zq = m.quantizer.embed_codes(codes)
         mel = m.decoder.sample(zq, None, 1, self.guidance, noise, m.pitch_features(zq, None))
         return m.frontend.denormalize(mel)  # type: ignore[no-any-return]
+
+
+class _PitchGraph(nn.Module):
+    """Token ids -> the pitch predictor's voicing logits and log2(F0 / 200 Hz), each ``[B, F]``
+    (``decoder.pulse_phase``: the runtime builds the same pulse train as the torch model)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.model
+        return m.pitch.predict(m.quantizer.embed_codes(codes))  # type: ignore[no-any-return]
 
 
 class _VocoderGraph(nn.Module):
@@ -118,13 +132,17 @@ def export_runtime(model: Any, out_dir: str | Path, key: str, threads: int = 1) 
                     {"codes": {0: "batch", 1: "frames"}, "noise": {0: "batch", 2: "frames"}}, ["log_mel"]),
         "vocoder": (_VocoderGraph(vocoder), (log_mel,), {"log_mel": {0: "batch", 2: "frames"}}, ["real", "imag"]),
     }
+    pulse = bool(cfg.decoder.pulse_phase and model.pitch is not None)
+    if pulse:
+        graphs["pitch"] = (_PitchGraph(model), (codes,), {"codes": {0: "batch", 1: "frames"}}, ["voicing_logit", "octaves"])
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.", ignore_cleanup_errors=True) as tmp:
         t = Path(tmp)
         # checked on a different batch and length than the export's example (dynamic axes really dynamic)
         m2 = n // 2 + 3
-        probe = {"encoder": (log_mel[:1, :, :m2],), "decoder": (codes[:1, :m2], noise[:1, :, :m2]), "vocoder": (log_mel[:1, :, :m2],)}
+        probe = {"encoder": (log_mel[:1, :, :m2],), "decoder": (codes[:1, :m2], noise[:1, :, :m2]), "vocoder": (log_mel[:1, :, :m2],),
+                 "pitch": (codes[:1, :m2],)}  # fmt: skip
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         with torch.no_grad():
@@ -159,6 +177,9 @@ def export_runtime(model: Any, out_dir: str | Path, key: str, threads: int = 1) 
             "window_context": cfg.window_context,
             "codebook_size": model.codebook_size,
             "guidance": guidance,
+            # decoder.pulse_phase: voiced frames take the phase of a pulse train at the predicted F0
+            "pulse_phase": {"max_hz": float(cfg.decoder.pulse_phase_max_hz), "floor_hz": F0_FLOOR_HZ,
+                            "ceil_hz": F0_CEIL_HZ, "reference_hz": F0_REFERENCE_HZ} if pulse else None,  # fmt: skip
             "vocoder": {
                 "n_fft": vc.n_fft,
                 "hop_length": vc.hop_length,

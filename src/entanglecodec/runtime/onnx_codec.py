@@ -183,29 +183,42 @@ class OnnxCodec:
         run_windowed([n], w, self.meta["window_context"], DECODE_BATCH, whole, windows)
         return mel
 
-    def vocode(self, log_mel: np.ndarray) -> np.ndarray:
+    def pitch(self, codes: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(f0_hz [F], voiced [F])`` the pitch predictor reads from token ids ``[F]`` for
+        ``decoder.pulse_phase`` (``None`` when the checkpoint does not use it)."""
+        p = self.meta.get("pulse_phase")
+        if not p:
+            return None
+        logit, octaves = self._session("pitch").run(None, {"codes": self._check_codes(codes)[None]})
+        return (p["reference_hz"] * np.exp2(octaves[0].astype(np.float64))).astype(np.float32), logit[0] > 0
+
+    def vocode(self, log_mel: np.ndarray, pitch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Log-mel ``[n_mels, F]`` -> waveform ``[F * hop]`` (network, inverse STFT, consistency
         passes), window by window past :data:`~entanglecodec.codec.windowing.VOCODER_WINDOW_FRAMES`
-        as the torch model."""
+        as the torch model; ``pitch`` (:meth:`pitch`): voiced frames take the pulse train's phase."""
         n, hop, w = log_mel.shape[1], self.hop_length, max(self.meta["max_frames"], VOCODER_WINDOW_FRAMES)
         out = np.zeros(n * hop, dtype=np.float32)
 
         def whole(_: list[int]) -> None:
-            out[:] = self._vocode_window(log_mel)
+            out[:] = self._vocode_window(log_mel, pitch, 0)
 
         def windows(chunk: list[Window]) -> None:
             (j,) = chunk
-            piece = self._vocode_window(log_mel[:, j.start : j.start + w])
+            piece = self._vocode_window(log_mel[:, j.start : j.start + w], pitch, j.start)
             out[j.keep_start * hop : j.keep_end * hop] = piece[j.inner.start * hop : j.inner.stop * hop]
 
         run_windowed([n], w, self.meta["window_context"], 1, whole, windows)
         return out
 
-    def _vocode_window(self, log_mel: np.ndarray) -> np.ndarray:
+    def _vocode_window(self, log_mel: np.ndarray, pitch: tuple[np.ndarray, np.ndarray] | None, start: int) -> np.ndarray:
         v, m = self.meta["vocoder"], self.meta
         n = log_mel.shape[1]
         real, imag = self._session("vocoder").run(None, {"log_mel": np.ascontiguousarray(log_mel[None])})
         wav = dsp.istft(real[0] + 1j * imag[0], v["hop_length"], self.voc_window, n * v["hop_length"])
+        if pitch is not None:
+            p, hop = m["pulse_phase"], m["hop_length"]
+            exc = dsp.pulse_excitation(pitch[0], pitch[1], hop, m["sample_rate"], start * hop, n * hop, p["floor_hz"], p["ceil_hz"])
+            wav = dsp.adopt_phase(wav, exc, m["n_fft"], hop, m["sample_rate"], p["max_hz"])
         if v["consistency_passes"] > 0:
             wav = dsp.consistency_filter(
                 wav, log_mel, self.mel_fb, v["consistency_passes"], v["consistency_step"], m["n_fft"],
@@ -227,7 +240,7 @@ class OnnxCodec:
                 f"num_samples {num_samples} inconsistent with {c.shape[0]} tokens "
                 f"(must lie in ({n - self.hop_length}, {n}])"
             )
-        wav = self.vocode(self.decode_mel(c, seed))
+        wav = self.vocode(self.decode_mel(c, seed), self.pitch(c))
         return wav[: n if num_samples is None else int(num_samples)]
 
     def reconstruct(self, wav: np.ndarray, sample_rate: int, seed: int = 0) -> np.ndarray:

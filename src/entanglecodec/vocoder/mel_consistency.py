@@ -77,6 +77,29 @@ class MelConsistencyFilter(nn.Module):
             wav = self.stft.istft(spec * torch.exp(lin).transpose(1, 2), n_samples, envelope)
         return wav
 
+    def adopt_phase(self, wav: Tensor, excitation: Tensor, max_hz: float = 0.0) -> Tensor:
+        """Give ``wav [B, S]`` the STFT phase of ``excitation [B, S]`` wherever the excitation is not silent.
+
+        Frames in which ``excitation`` has no energy (e.g. the zeros of
+        :func:`~entanglecodec.codec.pitch.pulse_excitation` in unvoiced frames) keep ``wav``'s own
+        phase, as do bins above ``max_hz`` (0: none). Magnitudes are ``wav``'s. Same STFT as the passes.
+
+        Returns:
+            ``[B, S]`` float32.
+        """
+        if wav.shape != excitation.shape:
+            raise ValueError(f"wav {tuple(wav.shape)} and excitation {tuple(excitation.shape)} differ in shape")
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            spec = self.stft.stft(wav.float())
+            exc = self.stft.stft(excitation.float())
+            use = exc.real.square().add(exc.imag.square()).sum(1, keepdim=True) > 0  # [B, 1, T]
+            if max_hz > 0:
+                n_freq = spec.shape[1]
+                hz = torch.arange(n_freq, device=wav.device) * (self.cfg.sample_rate / self.cfg.n_fft)
+                use = use & (hz <= max_hz)[None, :, None]
+            mixed = torch.where(use, torch.polar(spec.abs(), torch.angle(exc)), spec)
+            return self.stft.istft(mixed, wav.shape[-1], self.stft.envelope(spec.shape[-1]))
+
     def forward(
         self, wav: Tensor, log_mel: Tensor, lengths: Tensor | None = None, passes: int = 6, step: float = 1.5
     ) -> Tensor:

@@ -250,8 +250,9 @@ class Vocoder(nn.Module):
         return lens
 
     def forward(
-        self, log_mel: Tensor, lengths: Tensor | None = None, consistency_passes: int | None = None
-    ) -> Tensor:
+        self, log_mel: Tensor, lengths: Tensor | None = None, consistency_passes: int | None = None,
+        excitation: Tensor | None = None, excitation_max_hz: float = 0.0,
+    ) -> Tensor:  # fmt: skip
         """Synthesise audio.
 
         Args:
@@ -260,6 +261,10 @@ class Vocoder(nn.Module):
                 length never influence its samples.
             consistency_passes: passes of the mel-consistency filter (``None``:
                 ``config.consistency_passes``; 0: the network's raw output, as in training).
+            excitation: ``[B, F * hop_length]``: where it is not silent, the network's output takes
+                its STFT phase before the passes (:meth:`MelConsistencyFilter.adopt_phase`; the
+                codec's pulse train at its predicted F0, ``decoder.pulse_phase``), in bins up to
+                ``excitation_max_hz`` (0: all).
 
         Returns:
             Waveform ``[B, F * hop_length]`` float32; samples past ``lengths * hop_length`` are 0.
@@ -267,6 +272,8 @@ class Vocoder(nn.Module):
         lens = self._check_input(log_mel, lengths)
         fmask = None if lens is None else lengths_to_mask(lens, log_mel.shape[2])  # [B, T] bool
         wav = self.head(self.hidden(log_mel, fmask), fmask, self.magnitude_prior(log_mel))
+        if excitation is not None:
+            wav = self.consistency.adopt_phase(wav, excitation.to(wav.device), excitation_max_hz)
         if lens is not None:
             wav = wav * lengths_to_mask(lens * self.hop_length, wav.shape[1]).to(wav.dtype)
         passes = self.config.consistency_passes if consistency_passes is None else int(consistency_passes)
