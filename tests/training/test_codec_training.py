@@ -514,12 +514,10 @@ def test_warm_start_into_a_larger_codebook_keeps_the_trained_codes(corpus, tmp_p
     for name in ("embed", "embed_avg", "cluster_size"):
         key = next(n for n in theirs if n.endswith(f"_codebook.{name}"))
         assert mine[key].shape[1] == 2 * k and torch.equal(mine[key][:, :k], theirs[key]), key
-    fresh = CodecModule(rec.to_dict(), str(tmp_path / "fresh")).state_dict()
     size = next(n for n in mine if n.endswith("_codebook.cluster_size"))
-    assert torch.equal(mine[size][:, k:], fresh[size][:, k:])  # the new codes keep the library's initial usage
-    assert float(mine[size][:, k:].max()) < float(mine[size][:, :k].mean())  # ... below the trained codes'
+    assert float(mine[size][:, k:].abs().max()) == 0.0  # unused, so dead at once whatever the threshold
     trained = run_training(rec, tmp_path / "big", enable_progress_bar=False)
     assert trained.model.config.quantizer.codebook_size == 2 * k
     embed = next(n for n in mine if n.endswith("_codebook.embed"))
     moved = (trained.state_dict()[embed][0, k:] - mine[embed][0, k:]).abs().amax(-1) > 0
-    assert bool(moved.any())  # new codes were seeded from the batches
+    assert float(moved.float().mean()) > 0.5  # most new codes were seeded from the batches

@@ -93,8 +93,9 @@ def grow_codebook(model: torch.nn.Module, theirs: Mapping[str, torch.Tensor], na
     For each of ``names`` (tensors :func:`copy_matching_tensors` left as initialised) that is a
     codebook tensor (``..._codebook.{embed, embed_avg, cluster_size}``) and whose source shape
     differs only by fewer entries along the codebook axis, the source is copied into the leading
-    entries. The new entries keep their initialisation (the library's initial usage, far below
-    the trained codes'), so the dead-code rule re-seeds them from the batches' ``h~`` in the first steps (the 'larger codebook' control of
+    entries. The new entries start with zero usage, so the dead-code rule re-seeds them from the
+    batches' ``h~`` in the first steps (with the library's initial usage of 1 they would stay above a
+    large codebook's tiny per-code threshold for hundreds of steps, never used) (the 'larger codebook' control of
     ``reports/codec-diagnosis.md``).
 
     Returns:
@@ -110,6 +111,8 @@ def grow_codebook(model: torch.nn.Module, theirs: Mapping[str, torch.Tensor], na
             continue
         fresh = a.clone()
         fresh[:, : b.shape[1]] = b.to(a.dtype)
+        if k.endswith("cluster_size"):
+            fresh[:, b.shape[1] :] = 0  # unused: dead at the first step, whatever the threshold
         model.load_state_dict({k: fresh}, strict=False)
         grown.append(k)
     return grown
