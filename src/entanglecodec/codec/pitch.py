@@ -162,7 +162,7 @@ def pulse_excitation(f0_hz: Tensor, voiced: Tensor, hop: int, sample_rate: int, 
     Returns:
         ``[B, length]`` float32.
     """
-    b, n_frames = f0_hz.shape
+    n_frames = f0_hz.shape[-1]
     total = n_frames * hop
     length = total - start if length is None else length
     if start < 0 or length < 0 or start + length > total:

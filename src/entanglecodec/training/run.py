@@ -94,9 +94,9 @@ def grow_codebook(model: torch.nn.Module, theirs: Mapping[str, torch.Tensor], na
     codebook tensor (``..._codebook.{embed, embed_avg, cluster_size}``) and whose source shape
     differs only by fewer entries along the codebook axis, the source is copied into the leading
     entries. The new entries start with zero usage, so the dead-code rule re-seeds them from the
-    batches' ``h~`` in the first steps (with the library's initial usage of 1 they would stay above a
-    large codebook's tiny per-code threshold for hundreds of steps, never used) (the 'larger codebook' control of
-    ``reports/codec-diagnosis.md``).
+    batches' ``h~`` in the first steps; at the library's initial usage of 1 they would stay above a
+    large codebook's per-code threshold for hundreds of steps, unused. Used by the 'larger codebook'
+    control of ``reports/codec-diagnosis.md`` §16.
 
     Returns:
         The names filled this way.
