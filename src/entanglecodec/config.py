@@ -244,6 +244,11 @@ class DecoderConfig:
     # voiced speech comes out periodic. A decode-time setting, kept out of the token fingerprint.
     pulse_phase: bool = False
     pulse_phase_max_hz: float = 0.0
+    # F0 of the pulse train between frame centres: "hold" (each sample takes its nearest frame's F0,
+    # a staircase) or "linear" (a straight line between two voiced frames; smoother glides).
+    pulse_f0: str = "hold"
+    # voicing probability above which a frame gets the pulse phase (the decoder's comb uses 0.5)
+    pulse_voiced_prob: float = 0.5
 
     def validate(self) -> None:
         if self.pitch_hidden < 1:
@@ -252,6 +257,10 @@ class DecoderConfig:
             raise ConfigError("decoder: pulse_phase needs pitch_cond (the F0 comes from the pitch predictor)")
         if self.pulse_phase_max_hz < 0:
             raise ConfigError("decoder: pulse_phase_max_hz must be >= 0 (0: every bin)")
+        if not 0.0 < self.pulse_voiced_prob < 1.0:
+            raise ConfigError(f"decoder: pulse_voiced_prob must lie in (0, 1), got {self.pulse_voiced_prob}")
+        if self.pulse_f0 not in ("hold", "linear"):
+            raise ConfigError(f"decoder: pulse_f0 must be 'hold' or 'linear', not {self.pulse_f0!r}")
         if not 0.0 <= self.guidance <= 10.0:
             raise ConfigError("decoder: guidance must lie in [0, 10]")
         if not 0.0 <= self.t_zero_fraction <= 1.0:

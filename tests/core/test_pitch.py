@@ -148,6 +148,44 @@ def test_pulse_train_spacing_and_segments():
         pulse_excitation(g, v, 480, 24000, 37 * 480 - 10, 20)
 
 
+@pytest.mark.parametrize("interpolate", [False, True])
+def test_pulse_train_segments_equal_the_whole(interpolate: bool):
+    from entanglecodec.codec.pitch import pulse_excitation
+
+    g = torch.rand(2, 37, generator=torch.Generator().manual_seed(0)) * 400 + 70
+    v = torch.rand(2, 37, generator=torch.Generator().manual_seed(1)) > 0.3
+    whole = pulse_excitation(g, v, 480, 24000, interpolate=interpolate)
+    for start, n in ((0, 5000), (4321, 9000), (480 * 7, 480), (37 * 480 - 700, 700), (37 * 480, 0)):
+        part = pulse_excitation(g, v, 480, 24000, start, n, interpolate=interpolate)
+        assert (part != whole[:, start : start + n]).sum() <= 1  # float64 sums: a pulse may move one sample
+
+
+def test_linear_pulse_f0_glides_between_frame_centres():
+    """A rising contour: "hold" keeps each frame's period for its whole span (a staircase), "linear"
+    shortens the period sample by sample; both follow the mean pitch, and stay silent where unvoiced."""
+    from entanglecodec.codec.pitch import pulse_excitation
+
+    f0 = torch.linspace(100.0, 300.0, 30)[None]
+    voiced = torch.ones(1, 30, dtype=torch.bool)
+    voiced[0, :2] = False
+    periods = {}
+    for interp in (False, True):
+        at = torch.nonzero(pulse_excitation(f0, voiced, 480, 24000, interpolate=interp)[0]).flatten()
+        assert int(at.min()) >= 2 * 480 - 240  # nothing in the unvoiced frames
+        periods[interp] = torch.diff(at).double()
+    hold, lin = periods[False], periods[True]
+    assert abs(len(hold) - len(lin)) <= 1  # the same number of cycles over the clip
+    assert (torch.diff(lin) <= 1).all()  # a glide: the period never grows (beyond rounding) on a rising pitch
+
+    def period_error(interp: bool) -> float:  # against the period of the straight-line contour itself
+        at = torch.nonzero(pulse_excitation(f0, voiced, 480, 24000, interpolate=interp)[0]).flatten().double()
+        mid = (at[1:] + at[:-1]) / 2 / 480  # in frames
+        true_f0 = 100.0 + (300.0 - 100.0) * mid / 29
+        return float((torch.diff(at) - 24000 / true_f0).abs().mean())
+
+    assert period_error(True) < 0.6 < period_error(False)  # the staircase is off by up to half a frame's step
+
+
 def test_pulse_phase_makes_voiced_frames_periodic_and_keeps_the_token_space():
     from entanglecodec.config import ConfigError
     from entanglecodec.vocoder.model import Vocoder, VocoderConfig
@@ -182,3 +220,7 @@ def test_pulse_phase_makes_voiced_frames_periodic_and_keeps_the_token_space():
     data["decoder"]["pulse_phase"] = True
     with pytest.raises(ConfigError, match="pulse_phase needs pitch_cond"):
         EntangleCodecConfig.from_dict(data)
+    data["decoder"]["pitch_cond"] = True
+    for key, bad, msg in (("pulse_f0", "cubic", "pulse_f0 must be"), ("pulse_voiced_prob", 1.0, "pulse_voiced_prob")):
+        with pytest.raises(ConfigError, match=msg):
+            EntangleCodecConfig.from_dict({**data, "decoder": {**data["decoder"], key: bad}})

@@ -65,11 +65,17 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
         "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
         "--set", "kmeans_clips=30", "--set", "contrasts=[[kmeans-mel, tiny]]",
     ]  # fmt: skip
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    assert "evaluation reused" not in res.output
+    # --only: one tokenizer's rows (another process may fill the others), no report
+    res = CliRunner().invoke(app, [*args, "--only", "tiny"])
+    assert res.exit_code == 0 and "no report written" in res.output, res.output
+    assert "evaluation reused" not in res.output and not out.with_suffix(".md").exists()
+    assert not (tmp_path / "work" / "tokens" / "kmeans-mel").exists()
+    res = CliRunner().invoke(app, [*args, "--only", "nope"])
+    assert res.exit_code == 1 and "--only nope: not a tokenizer" in res.output, res.output
     cache = tmp_path / "work" / "runs" / "tiny" / "seed0" / "eval.json"
     first = json.loads(cache.read_text())
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and res.output.count("evaluation reused") == 1, res.output
     # a rerun (next session, one more tokenizer) reuses finished evaluations; other eval settings redo them
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and res.output.count("evaluation reused") == 2, res.output

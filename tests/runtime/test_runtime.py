@@ -4,11 +4,13 @@ backends as documented, and its ONNX path never imports torch."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,9 +85,11 @@ def test_numpy_pulse_phase_equals_the_torch_one() -> None:
     cfg = MelConfig()
     g = torch.Generator().manual_seed(0)
     f0, voiced = torch.rand(1, 66, generator=g) * 300 + 70, torch.rand(1, 66, generator=g) > 0.4
-    for start, n in ((0, 66 * 480), (1234, 9000)):
-        want = pulse_excitation(f0, voiced, 480, 24000, start, n)[0].numpy()
-        got = dsp.pulse_excitation(f0[0].numpy(), voiced[0].numpy(), 480, 24000, start, n, F0_FLOOR_HZ, F0_CEIL_HZ)
+    for (start, n), interp in itertools.product(((0, 66 * 480), (1234, 9000)), (False, True)):
+        want = pulse_excitation(f0, voiced, 480, 24000, start, n, interpolate=interp)[0].numpy()
+        got = dsp.pulse_excitation(
+            f0[0].numpy(), voiced[0].numpy(), 480, 24000, start, n, F0_FLOOR_HZ, F0_CEIL_HZ, interp
+        )
         assert (got != want).sum() <= 2  # float64 cycle sums may put a pulse one sample apart
     wav = _signal(1.32)
     exc = pulse_excitation(f0, voiced, 480, 24000)[0].numpy()
@@ -96,13 +100,15 @@ def test_numpy_pulse_phase_equals_the_torch_one() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- model
-def _tiny_pair(root: Path, pulse_phase: bool = False) -> tuple[Path, Path]:
+def _tiny_pair(root: Path, pulse_phase: bool = False, **decoder: Any) -> tuple[Path, Path]:
     torch.manual_seed(0)
     voc_dir = Vocoder(VocoderConfig.preset("tiny")).save_pretrained(root / "voc")
     cfg = EntangleCodecConfig.preset("tiny")
     cfg.max_frames, cfg.window_context = 40, 6
     cfg.decoder.pitch_cond, cfg.decoder.guidance = True, 1.0
     cfg.decoder.pulse_phase, cfg.decoder.pulse_phase_max_hz = pulse_phase, 3000.0 if pulse_phase else 0.0
+    for key, value in decoder.items():
+        setattr(cfg.decoder, key, value)
     cfg.vocoder = str(voc_dir)
     model = EntangleCodec(cfg, build_text_encoder=False)
     with torch.no_grad():  # a decoder that does something: non-zero output layers
@@ -118,13 +124,15 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _tiny_pair(tmp_path_factory.mktemp("rt"))
 
 
-def test_runtime_follows_the_pulse_phase_option(tmp_path: Path) -> None:
-    """decoder.pulse_phase: the runtime runs the pitch predictor's graph and builds the same pulse
-    train window by window, so its audio stays the torch model's."""
-    codec_dir, voc_dir = _tiny_pair(tmp_path, pulse_phase=True)
+@pytest.mark.parametrize("options", [{}, {"pulse_f0": "linear", "pulse_voiced_prob": 0.3}])
+def test_runtime_follows_the_pulse_phase_option(tmp_path: Path, options: dict[str, Any]) -> None:
+    """decoder.pulse_phase (and its F0 shape and voicing threshold): the runtime runs the pitch
+    predictor's graph and builds the same pulse train window by window, so its audio stays the torch model's."""
+    codec_dir, voc_dir = _tiny_pair(tmp_path, pulse_phase=True, **options)
     model = EntangleCodec.from_pretrained(codec_dir, build_text_encoder=False)
     rt = OnnxCodec(build_runtime(codec_dir, voc_dir), threads=2)
     assert rt.meta["pulse_phase"]["max_hz"] == 3000.0
+    assert rt.meta["pulse_phase"]["interpolate"] == (options.get("pulse_f0") == "linear")
     codes = model.encode(torch.from_numpy(_signal(3.1, seed=5)), 24000).codes[0].numpy()
     audio = model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy()
     got = rt.decode(codes, seed=3)

@@ -264,6 +264,10 @@ def compare(
     work_dir: Path = typer.Option(Path("runs/lm-compare"), "--work-dir", help="Tokens, runs and generated audio."),
     out: Path = typer.Option(Path("reports/lm"), "-o", "--out", help="Report path without extension (.md/.json)."),
     set_: list[str] | None = SetOpt,
+    only: list[str] | None = typer.Option(
+        None, "--only",
+        help="Prepare just this tokenizer's rows (repeatable) and write no report: lets processes fill rows in parallel.",
+    ),
 ) -> None:
     """Codec-controlled comparison: identical LMs on each tokenizer's tokens -> reports/lm.md."""
     from ..lm.compare import load_compare_config, run_comparison
@@ -272,8 +276,9 @@ def compare(
     def run() -> None:
         cfg = load_compare_config(config, set_)
         paths = run_comparison(cfg, work_dir, out, command=f"entanglecodec lm compare -c {config}",
-                               progress=lambda m: console.print(m, highlight=False))
-        console.print(f"wrote {paths['markdown']}", highlight=False)
+                               progress=lambda m: console.print(m, highlight=False), only=only)
+        if paths:
+            console.print(f"wrote {paths['markdown']}", highlight=False)
 
     run()
 

@@ -64,6 +64,7 @@ LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
 
 DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (
     ("decoder", "guidance"), ("decoder", "pulse_phase"), ("decoder", "pulse_phase_max_hz"),
+    ("decoder", "pulse_f0"), ("decoder", "pulse_voiced_prob"),
 )
 """Config options that change how tokens are decoded by default but not the token space: left out
 of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
@@ -360,8 +361,8 @@ class EntangleCodec(nn.Module):
         self, codes: Tensor | np.ndarray, lengths: Tensor | Sequence[int] | None, f0_hz: Tensor | None
     ) -> tuple[Tensor, Tensor] | None:
         """``(f0_hz [B, F], voiced [B, F])`` for ``decoder.pulse_phase``: the pitch predictor's contour
-        of the tokens (voiced where its logit > 0, as the decoder's conditioning), or the oracle
-        ``f0_hz`` when one is given; ``None`` when the option is off."""
+        of the tokens (voiced where its voicing probability > ``decoder.pulse_voiced_prob``), or the
+        oracle ``f0_hz`` when one is given; ``None`` when the option is off."""
         if not self.config.decoder.pulse_phase or self.pitch is None:
             return None
         if f0_hz is not None:
@@ -369,7 +370,8 @@ class EntangleCodec(nn.Module):
             return f0, f0 > 0
         c, _ = self._check_codes(codes, lengths)
         logit, octaves = self.pitch.predict(self.quantizer.embed_codes(c))
-        return octaves_to_hz(octaves).float(), logit > 0
+        p = self.config.decoder.pulse_voiced_prob
+        return octaves_to_hz(octaves).float(), logit > math.log(p / (1 - p))
 
     def _vocode(
         self, log_mel: Tensor, flen: Tensor, dtype: torch.dtype = torch.float32, pitch: tuple[Tensor, Tensor] | None = None
@@ -396,7 +398,8 @@ class EntangleCodec(nn.Module):
             extra: dict[str, Any] = {}
             if pitch is not None:
                 extra["excitation"] = pulse_excitation(
-                    pitch[0][items], pitch[1][items], hop, self.sample_rate, start * hop, mel.shape[-1] * hop
+                    pitch[0][items], pitch[1][items], hop, self.sample_rate, start * hop, mel.shape[-1] * hop,
+                    interpolate=self.config.decoder.pulse_f0 == "linear",
                 )
                 extra["excitation_max_hz"] = self.config.decoder.pulse_phase_max_hz
             with compute_dtype(dtype, log_mel.device):

@@ -150,12 +150,15 @@ class PitchConditioner(nn.Module):
 
 
 def pulse_excitation(f0_hz: Tensor, voiced: Tensor, hop: int, sample_rate: int, start: int = 0,
-                     length: int | None = None) -> Tensor:  # fmt: skip
+                     length: int | None = None, interpolate: bool = False) -> Tensor:  # fmt: skip
     """Unit pulses one F0 period apart where the contour is voiced, zeros elsewhere (float32).
 
-    Frame ``f`` of ``f0_hz [B, F]`` (Hz, clamped to [``F0_FLOOR_HZ``, ``F0_CEIL_HZ``]) and
-    ``voiced [B, F]`` (bool) governs the samples nearest to its centre ``f * hop``. The pulse phase
-    runs continuously from sample 0 (float64 cycles), so any segment ``[start, start + length)``
+    ``f0_hz [B, F]`` (Hz, clamped to [``F0_FLOOR_HZ``, ``F0_CEIL_HZ``]) and ``voiced [B, F]`` (bool)
+    are frame values at the frame centres ``f * hop``; a sample is voiced when its nearest frame is.
+    The F0 of a sample is its nearest frame's (``interpolate=False``, piecewise constant) or the
+    straight line between the two frame centres around it (``interpolate=True``; only between two
+    voiced frames — next to an unvoiced frame the voiced one's F0 is held). The pulse phase runs
+    continuously from sample 0 (float64 cycles), so any segment ``[start, start + length)``
     (``length`` default: to ``F * hop``) equals that slice of the whole train: a windowed vocoder
     gets the same excitation as one pass over the file, in memory bounded by the window.
 
@@ -168,17 +171,32 @@ def pulse_excitation(f0_hz: Tensor, voiced: Tensor, hop: int, sample_rate: int, 
     if start < 0 or length < 0 or start + length > total:
         raise ValueError(f"segment [{start}, {start + length}) outside the {total} samples of {n_frames} frames")
     f0 = f0_hz.double().clamp(F0_FLOOR_HZ, F0_CEIL_HZ)
-    # samples before `start` in each frame's span [f*hop - hop/2, f*hop + hop/2) (frame 0 from sample 0)
-    edges = (torch.arange(n_frames + 1, dtype=torch.float64, device=f0.device) - 0.5) * hop
-    edges = edges.ceil().clamp(0, total)
-    edges[-1] = total
-    before = (edges[1:].clamp(max=start) - edges[:-1].clamp(max=start)).clamp_min(0)  # [F]
-    offset = (f0 * before).sum(-1, keepdim=True) / sample_rate  # cycles at `start`, [B, 1]
-    idx = torch.div(torch.arange(start, start + length, device=f0.device) + hop // 2, hop, rounding_mode="floor")
-    idx = idx.clamp_max(n_frames - 1)
-    cycles = offset + torch.cumsum(f0[:, idx], dim=-1) / sample_rate  # after each sample, [B, length]
+    v = voiced.bool()
+    n = torch.arange(start, start + length, device=f0.device)
+    near = torch.div(n + hop // 2, hop, rounding_mode="floor").clamp_max(n_frames - 1)  # nearest frame
+    if interpolate:
+        # segment s = [s*hop, (s+1)*hop) between centres s and s+1: F0 = base_s + slope_s * k / hop
+        nxt_f0, nxt_v = torch.cat([f0[:, 1:], f0[:, -1:]], -1), torch.cat([v[:, 1:], torch.zeros_like(v[:, -1:])], -1)
+        base = torch.where(~v & nxt_v, nxt_f0, f0)
+        slope = torch.where(v & nxt_v, nxt_f0 - f0, torch.zeros_like(f0))
+        s0 = min(start // hop, n_frames - 1)
+        m = start - s0 * hop  # samples of segment s0 before `start`
+        full = (hop * base[:, :s0] + slope[:, :s0] * ((hop - 1) / 2)).sum(-1, keepdim=True)
+        part = m * base[:, s0 : s0 + 1] + slope[:, s0 : s0 + 1] * (m * (m - 1) / (2 * hop))
+        offset = (full + part) / sample_rate  # cycles at `start`, [B, 1]
+        seg = torch.div(n, hop, rounding_mode="floor").clamp_max(n_frames - 1)
+        per_sample = base[:, seg] + slope[:, seg] * ((n - seg * hop).double() / hop)
+    else:
+        # samples before `start` in each frame's span [f*hop - hop/2, f*hop + hop/2) (frame 0 from sample 0)
+        edges = (torch.arange(n_frames + 1, dtype=torch.float64, device=f0.device) - 0.5) * hop
+        edges = edges.ceil().clamp(0, total)
+        edges[-1] = total
+        before = (edges[1:].clamp(max=start) - edges[:-1].clamp(max=start)).clamp_min(0)  # [F]
+        offset = (f0 * before).sum(-1, keepdim=True) / sample_rate  # cycles at `start`, [B, 1]
+        per_sample = f0[:, near]
+    cycles = offset + torch.cumsum(per_sample, dim=-1) / sample_rate  # after each sample, [B, length]
     prev = torch.cat([offset, cycles[:, :-1]], dim=-1)
-    pulses = (torch.floor(cycles) > torch.floor(prev)) & voiced[:, idx].bool()
+    pulses = (torch.floor(cycles) > torch.floor(prev)) & v[:, near]
     return pulses.float()
 
 

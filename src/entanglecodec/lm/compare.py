@@ -263,8 +263,14 @@ def _tts_scores(wav: np.ndarray, row: Mapping[str, Any], sr: int, cfg: EvalSecti
 
 
 def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, command: str = "",
-                   progress: Callable[[str], None] | None = None) -> dict[str, Path]:  # fmt: skip
-    """Tokenise, train and evaluate every tokenizer x seed; write the report (see module docstring)."""
+                   progress: Callable[[str], None] | None = None,
+                   only: Sequence[str] | None = None) -> dict[str, Path]:  # fmt: skip
+    """Tokenise, train and evaluate every tokenizer x seed; write the report (see module docstring).
+
+    ``only``: prepare just these tokenizers' rows (tokens, LMs, cached evaluations) and write no
+    report, so that separate processes can fill different rows of the same ``work`` folder (e.g. the
+    rows whose codecs are ready while others still train); a later full run reuses them. Returns
+    ``{}`` then."""
     from ..data.manifest import read_manifest
     from ..eval.probe.measure import select_rows
     from ..eval.report import report_paths, write_report
@@ -274,6 +280,10 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
 
     say = progress or log.info
     w = Path(work)
+    names = [t.name for t in cfg.tokenizers]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise ConfigError(f"--only {', '.join(unknown)}: not a tokenizer of the config ({', '.join(names)})")
     rows = [dict(r) for r in read_manifest(cfg.manifest)]
     test = [dict(r) for r in select_rows([r for r in rows if r["split"] == "test"], cfg.eval.max_test_clips, 0)]
     if not test:
@@ -292,6 +302,8 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
     results: dict[str, dict[int, Any]] = {}
     budget: dict[str, Any] = {}
     for spec in cfg.tokenizers:
+        if only and spec.name not in only:
+            continue
         path = spec.path
         if spec.kmeans:
             k = spec.k or first_k or load_audio_tokenizer(None).codebook_size
@@ -336,6 +348,9 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
                 results[spec.name][seed] = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
                                                        w / "audio" / _safe(spec.name) / f"seed{seed}", seed)  # fmt: skip
             atomic_write_text(run / "eval.json", json.dumps({"key": key, "result": results[spec.name][seed]}))
+    if only:
+        say(f"rows ready: {', '.join(only)}; no report written (run without --only for it)")
+        return {}
     doc = {"command": command, "config": asdict(cfg), "budget": budget, "judge_ceiling": ceiling,
            "test_clips": len(test), "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
     paths = report_paths(out, {"markdown": ".md", "json": ".json"})

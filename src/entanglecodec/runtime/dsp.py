@@ -120,20 +120,34 @@ def consistency_filter(
 
 
 def pulse_excitation(f0_hz: np.ndarray, voiced: np.ndarray, hop: int, sample_rate: int, start: int, length: int,
-                     floor_hz: float, ceil_hz: float) -> np.ndarray:  # fmt: skip
+                     floor_hz: float, ceil_hz: float, interpolate: bool = False) -> np.ndarray:  # fmt: skip
     """Samples ``[start, start + length)`` of the pulse train of ``f0_hz [F]`` / ``voiced [F]``: NumPy
     twin of :func:`entanglecodec.codec.pitch.pulse_excitation` (one item; float32 ``[length]``)."""
     n_frames = f0_hz.shape[0]
     total = n_frames * hop
     f0 = np.clip(f0_hz.astype(np.float64), floor_hz, ceil_hz)
-    edges = np.clip(np.ceil((np.arange(n_frames + 1, dtype=np.float64) - 0.5) * hop), 0, total)
-    edges[-1] = total
-    before = np.maximum(np.minimum(edges[1:], start) - np.minimum(edges[:-1], start), 0)
-    offset = float((f0 * before).sum()) / sample_rate
-    idx = np.minimum((np.arange(start, start + length) + hop // 2) // hop, n_frames - 1)
-    cycles = offset + np.cumsum(f0[idx]) / sample_rate
+    v = voiced.astype(bool)
+    n = np.arange(start, start + length)
+    near = np.minimum((n + hop // 2) // hop, n_frames - 1)
+    if interpolate:
+        nxt_f0, nxt_v = np.append(f0[1:], f0[-1]), np.append(v[1:], False)
+        base = np.where(~v & nxt_v, nxt_f0, f0)
+        slope = np.where(v & nxt_v, nxt_f0 - f0, 0.0)
+        s0 = min(start // hop, n_frames - 1)
+        m = start - s0 * hop
+        full = float((hop * base[:s0] + slope[:s0] * ((hop - 1) / 2)).sum())
+        offset = (full + m * base[s0] + slope[s0] * (m * (m - 1) / (2 * hop))) / sample_rate
+        seg = np.minimum(n // hop, n_frames - 1)
+        per_sample = base[seg] + slope[seg] * ((n - seg * hop) / hop)
+    else:
+        edges = np.clip(np.ceil((np.arange(n_frames + 1, dtype=np.float64) - 0.5) * hop), 0, total)
+        edges[-1] = total
+        before = np.maximum(np.minimum(edges[1:], start) - np.minimum(edges[:-1], start), 0)
+        offset = float((f0 * before).sum()) / sample_rate
+        per_sample = f0[near]
+    cycles = offset + np.cumsum(per_sample) / sample_rate
     prev = np.concatenate([[offset], cycles[:-1]])
-    return ((np.floor(cycles) > np.floor(prev)) & voiced[idx].astype(bool)).astype(np.float32)
+    return ((np.floor(cycles) > np.floor(prev)) & v[near]).astype(np.float32)
 
 
 def adopt_phase(wav: np.ndarray, excitation: np.ndarray, n_fft: int, hop: int, sample_rate: int, max_hz: float) -> np.ndarray:

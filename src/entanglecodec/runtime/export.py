@@ -179,6 +179,8 @@ def export_runtime(model: Any, out_dir: str | Path, key: str, threads: int = 1) 
             "guidance": guidance,
             # decoder.pulse_phase: voiced frames take the phase of a pulse train at the predicted F0
             "pulse_phase": {"max_hz": float(cfg.decoder.pulse_phase_max_hz), "floor_hz": F0_FLOOR_HZ,
+                            "interpolate": cfg.decoder.pulse_f0 == "linear",
+                            "voiced_prob": float(cfg.decoder.pulse_voiced_prob),
                             "ceil_hz": F0_CEIL_HZ, "reference_hz": F0_REFERENCE_HZ} if pulse else None,  # fmt: skip
             "vocoder": {
                 "n_fft": vc.n_fft,

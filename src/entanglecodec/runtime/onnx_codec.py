@@ -190,7 +190,9 @@ class OnnxCodec:
         if not p:
             return None
         logit, octaves = self._session("pitch").run(None, {"codes": self._check_codes(codes)[None]})
-        return (p["reference_hz"] * np.exp2(octaves[0].astype(np.float64))).astype(np.float32), logit[0] > 0
+        prob = float(p.get("voiced_prob", 0.5))
+        voiced = logit[0] > np.log(prob / (1 - prob))
+        return (p["reference_hz"] * np.exp2(octaves[0].astype(np.float64))).astype(np.float32), voiced
 
     def vocode(self, log_mel: np.ndarray, pitch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Log-mel ``[n_mels, F]`` -> waveform ``[F * hop]`` (network, inverse STFT, consistency
@@ -217,7 +219,10 @@ class OnnxCodec:
         wav = dsp.istft(real[0] + 1j * imag[0], v["hop_length"], self.voc_window, n * v["hop_length"])
         if pitch is not None:
             p, hop = m["pulse_phase"], m["hop_length"]
-            exc = dsp.pulse_excitation(pitch[0], pitch[1], hop, m["sample_rate"], start * hop, n * hop, p["floor_hz"], p["ceil_hz"])
+            exc = dsp.pulse_excitation(
+                pitch[0], pitch[1], hop, m["sample_rate"], start * hop, n * hop, p["floor_hz"], p["ceil_hz"],
+                bool(p.get("interpolate", False)),
+            )
             wav = dsp.adopt_phase(wav, exc, m["n_fft"], hop, m["sample_rate"], p["max_hz"])
         if v["consistency_passes"] > 0:
             wav = dsp.consistency_filter(
