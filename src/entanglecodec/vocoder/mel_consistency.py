@@ -97,7 +97,10 @@ class MelConsistencyFilter(nn.Module):
                 n_freq = spec.shape[1]
                 hz = torch.arange(n_freq, device=wav.device) * (self.cfg.sample_rate / self.cfg.n_fft)
                 use = use & (hz <= max_hz)[None, :, None]
-            mixed = torch.where(use, torch.polar(spec.abs(), torch.angle(exc)), spec)
+            mag = exc.abs()
+            # exp(i angle(exc)) without atan2 / sin / cos; angle(0) = 0
+            unit = torch.where(mag > 0, exc / torch.where(mag > 0, mag, 1.0), torch.ones_like(exc))
+            mixed = torch.where(use, spec.abs() * unit, spec)
             return self.stft.istft(mixed, wav.shape[-1], self.stft.envelope(spec.shape[-1]))
 
     def forward(
