@@ -14,6 +14,7 @@
 #                   exported it) the w/o-rich-caption row
 #   2. report       a last `lm compare` without --only reuses every row and writes reports/lm.{md,json}
 #
+# `scripts/lm_compare.sh a` (or b, or report) runs one part alone, e.g. to restart a lane.
 # Environment: DATA (/work/data), RUNS (/work/runs), STEPS (600; must match the names in the config),
 # THREADS (1 per codec lane; the LMs take trainer.threads from the config).
 set -euo pipefail
@@ -74,6 +75,18 @@ lane_b() {
     rows "w/o rich caption-$STEPS"
 }
 
+report() {
+    say "report"
+    $EC lm compare -c configs/lm-compare.yaml --work-dir "$WORK" -o reports/lm
+}
+
+case "${1:-all}" in  # one part alone (after an interruption of that part): a | b | report
+    a) lane_a; exit ;;
+    b) lane_b; exit ;;
+    report) report; exit ;;
+    all) ;;
+    *) echo "usage: $0 [a|b|report]" >&2; exit 2 ;;
+esac
 lane_a > "$RUNS/lm-compare-lane-a.log" 2>&1 &
 a=$!
 lane_b > "$RUNS/lm-compare-lane-b.log" 2>&1 &
@@ -81,5 +94,4 @@ b=$!
 say "lanes running: A (pid $a, codecs) -> $RUNS/lm-compare-lane-a.log, B (pid $b) -> $RUNS/lm-compare-lane-b.log"
 wait $a
 wait $b
-say "report"
-$EC lm compare -c configs/lm-compare.yaml --work-dir "$WORK" -o reports/lm
+report

@@ -76,10 +76,12 @@ def test_cli_bench_quick(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     md = (out / "bench.md").read_text()
     for needle in ("Real-time factor, batch 1", "Real-time factor, batch 8", "Linearity", "Peak memory", "tokens/s",
-                   "| tiny |", "Load average", "Speed targets", "load average after each"):  # fmt: skip
+                   "| tiny |", "load average (1/5/15 min", "of its CPU during the run", "Speed targets",
+                   "load average after each"):  # fmt: skip
         assert needle in md, needle
     assert (out / "bench-rtf.png").stat().st_size > 1000 and (out / "bench-memory.png").stat().st_size > 1000
     doc = json.loads((out / "bench.json").read_text())
+    assert 0.0 <= doc["machine"]["other_cpu_share"] <= 1.0
     ops = {(m["op"], m["batch"]) for m in doc["measurements"]}
     for op in ("encode", "decode-1", "end-to-end"):
         assert (op, 1) in ops and (op, 8) in ops
@@ -102,6 +104,15 @@ def test_cli_bench_quick(tmp_path: Path) -> None:
     skipped = " ".join(n for n in doc["notes"] if n.startswith("baseline skipped"))
     for name in ("codec2-700C", "opus-6k", "mel-oracle-gl"):
         assert name in baselines or name.split("-")[0] in skipped.lower(), (name, doc["notes"])
+
+
+def test_other_cpu_share_leaves_out_the_benchmarks_own_time() -> None:
+    from entanglecodec.eval.bench.run import other_cpu_share
+
+    # 40 CPU-s passed on the machine, 20 of them busy, 10 of those ours: others used a quarter
+    assert other_cpu_share(((10.0, 100.0), 1.0), ((30.0, 140.0), 11.0)) == pytest.approx(0.25)
+    assert other_cpu_share(((10.0, 100.0), 1.0), ((12.0, 140.0), 11.0)) == 0.0  # clock granularity: never < 0
+    assert other_cpu_share((None, 1.0), ((12.0, 140.0), 11.0)) is None
 
 
 def test_cli_bench_rejects_bad_options(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,23 @@ def _targets(res: BenchResults) -> list[str]:
             "", "The targets hold for 2 threads on an idle 2-core CPU; compare with the load average above."]
 
 
+IDLE_OTHER_SHARE = 0.05
+"""Other processes' share of the machine's CPU under which a run counts as on an idle machine."""
+
+
+def _load_sentence(ma: Mapping[str, Any]) -> str:
+    """What else ran during the benchmark: other processes' CPU share (``/proc/stat`` minus the
+    benchmark's own CPU time) when known, and the load average (which counts the benchmark's own threads)."""
+    share = ma.get("other_cpu_share")
+    avg = f"load average (1/5/15 min, the benchmark's own threads included) {ma['loadavg_start']} at start, {ma['loadavg_end']} at end"
+    if share is None:
+        return f"**{avg[0].upper()}{avg[1:]}**: a load near the core count means the CPU was shared; times are then pessimistic."
+    if share < IDLE_OTHER_SHARE:
+        return f"**Idle machine: other processes used {100 * share:.1f} % of its CPU during the run** ({avg})."
+    return (f"**Shared machine: other processes used {100 * share:.0f} % of its CPU during the run** ({avg}); "
+            "absolute times are pessimistic and noisy.")
+
+
 def markdown_report(res: BenchResults, plots: dict[str, str], command: str | None = None) -> str:
     """The benchmark report (tables of RTF, memory, linear fits, tokens/s and FLOPs)."""
     mi, ma = res.model, res.machine
@@ -78,8 +95,7 @@ def markdown_report(res: BenchResults, plots: dict[str, str], command: str | Non
         f"{_count(mi['params_decoder'])} parameters, codebook {mi['codebook_size']}, {mi['bitrate']:.0f} bps, "
         f"vocoder {mi['vocoder']}, window {window:g} s).",
         f"Machine: {ma['cpu']}, {ma['cores']} cores, torch {ma['torch']} with {ma['torch_threads']} threads. "
-        f"**Load average (1/5/15 min) at start {ma['loadavg_start']}, at end {ma['loadavg_end']}**: the CPU is "
-        "shared with other jobs, so absolute times are pessimistic and noisy.",
+        + _load_sentence(ma),
         f"Total benchmark time {res.settings['total_wall_s']:.0f} s.",
     ]
     loads = [m.load1 for m in res.measurements if math.isfinite(m.load1)]

@@ -68,6 +68,33 @@ def _loadavg() -> list[float]:
         return []
 
 
+def _machine_cpu() -> tuple[float, float] | None:
+    """``(busy, total)`` CPU seconds of the whole machine since boot, all cores (``/proc/stat``;
+    ``None`` where it is not readable)."""
+    try:
+        v = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        hz = float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+    return (sum(v) - v[3] - v[4]) / hz, sum(v) / hz  # busy = all but idle and iowait
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its waited-for children (the baselines' subprocesses)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def other_cpu_share(start: tuple[tuple[float, float] | None, float], end: tuple[tuple[float, float] | None, float]) -> float | None:
+    """Share of the machine's CPU (0..1, all cores) that *other* processes used between two
+    ``(_machine_cpu(), _own_cpu())`` readings: the load the benchmark competed with, which the load
+    average cannot tell apart from the benchmark's own threads."""
+    (m0, own0), (m1, own1) = start, end
+    if m0 is None or m1 is None or m1[1] <= m0[1]:
+        return None
+    return min(1.0, max(0.0, (m1[0] - m0[0]) - (own1 - own0)) / (m1[1] - m0[1]))
+
+
 def load_bench_model(
     checkpoint: str | Path | None, preset: str, notes: list[str], bundled: bool = True
 ) -> tuple[EntangleCodec, dict[str, Any]]:
@@ -258,6 +285,7 @@ def run_bench(
         else:
             threads_why = "torch default"
     t_start = time.perf_counter()
+    cpu_start = (_machine_cpu(), _own_cpu())
     from ...codec.precision import native_cpu_bf16, resolve_precision
 
     machine = {
@@ -298,6 +326,7 @@ def run_bench(
         except (RuntimeError, ValueError, MemoryError) as e:
             notes.append(f"FLOPs of preset {p} not counted: {e}")
     machine["loadavg_end"] = _loadavg()
+    machine["other_cpu_share"] = other_cpu_share(cpu_start, (_machine_cpu(), _own_cpu()))
     settings = {
         "lengths_s": sorted(float(x) for x in lengths), "batches": list(batches), "reps": reps,
         "max_call_s": max_call_s, "flops_presets": list(flops_presets), "total_wall_s": time.perf_counter() - t_start,
