@@ -224,3 +224,16 @@ def test_pulse_phase_makes_voiced_frames_periodic_and_keeps_the_token_space():
     for key, bad, msg in (("pulse_f0", "cubic", "pulse_f0 must be"), ("pulse_voiced_prob", 1.0, "pulse_voiced_prob")):
         with pytest.raises(ConfigError, match=msg):
             EntangleCodecConfig.from_dict({**data, "decoder": {**data["decoder"], key: bad}})
+
+
+def test_pitch_predictor_in_chunks_equals_one_pass():
+    """Long clips are predicted in chunks with context (bounded memory); the result is the whole-clip one."""
+    torch.manual_seed(0)
+    p = PitchConditioner(MelConfig(), cond_dim=14, hidden=16).eval()
+    zq = torch.randn(2, 331, 14)
+    with torch.no_grad():
+        whole = p.predict(zq, chunk=10_000)
+        for chunk in (7, 50, 330):
+            parts = p.predict(zq, chunk=chunk)
+            for a, b in zip(whole, parts, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -31,6 +31,10 @@ from ..config import MelConfig
 F0_REFERENCE_HZ = 200.0  # log-F0 values are octaves relative to this frequency
 F0_FLOOR_HZ = 60.0
 F0_CEIL_HZ = 900.0
+PREDICT_CHUNK_FRAMES = 1500
+"""Frames the pitch predictor reads per call on long clips (30 s; see :meth:`PitchConditioner.predict`)."""
+PREDICT_CONTEXT_FRAMES = 8
+"""Context frames on each side of a chunk: the predictor sees 4 (two convolutions of 5 taps)."""
 
 
 def hz_to_octaves(f0_hz: Tensor) -> Tensor:
@@ -110,9 +114,24 @@ class PitchConditioner(nn.Module):
         """Size of :meth:`features`' last axis: the comb's ``n_mels`` + voicing + log-F0."""
         return self.n_mels + 2
 
-    def predict(self, zq: Tensor) -> tuple[Tensor, Tensor]:
-        """``Z_q [B, F, D_quant]`` -> (voicing logits ``[B, F]``, ``log2(F0 / 200 Hz)`` ``[B, F]``)."""
-        y = self.predictor(zq.transpose(1, 2))
+    def predict(self, zq: Tensor, chunk: int = PREDICT_CHUNK_FRAMES) -> tuple[Tensor, Tensor]:
+        """``Z_q [B, F, D_quant]`` -> (voicing logits ``[B, F]``, ``log2(F0 / 200 Hz)`` ``[B, F]``).
+
+        Clips longer than ``chunk`` frames are predicted ``chunk`` frames at a time, each with
+        :data:`PREDICT_CONTEXT_FRAMES` of context on both sides (more than the two 5-tap convolutions
+        see), so the hidden activations stay bounded (``hidden`` x ``chunk`` floats) and the result
+        is the whole-clip one up to float rounding.
+        """
+        f = zq.shape[1]
+        if f <= chunk:
+            y = self.predictor(zq.transpose(1, 2))
+            return y[:, 0], y[:, 1]
+        parts = []
+        for s in range(0, f, chunk):
+            lo, hi = max(0, s - PREDICT_CONTEXT_FRAMES), min(f, s + chunk + PREDICT_CONTEXT_FRAMES)
+            y = self.predictor(zq[:, lo:hi].transpose(1, 2))
+            parts.append(y[:, :, s - lo : s - lo + min(chunk, f - s)])
+        y = torch.cat(parts, dim=-1)
         return y[:, 0], y[:, 1]
 
     def comb(self, f0_hz: Tensor) -> Tensor:
