@@ -7,11 +7,11 @@ fast path import this module directly so that they never load torch.
 
 from __future__ import annotations
 
-import io
 import math
 import numbers
+import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write
 
 
 class AudioError(ValueError):
@@ -173,6 +173,18 @@ PEAK_LIMIT = 0.999
 """Largest absolute sample value :func:`save_audio` writes (just under PCM full scale)."""
 
 
+_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}
+
+
+def _output_format(p: Path) -> tuple[str, str | None]:
+    """``(soundfile format, subtype)`` of an output path from its extension (WAV/FLAC: 16-bit PCM)."""
+    ext = p.suffix.lower()
+    fmt = _FORMATS.get(ext)
+    if fmt is None:
+        raise AudioError(f"{p}: unsupported output format {ext or '(no extension)'!r} (use .wav, .flac or .ogg)")
+    return fmt, "PCM_16" if ext in (".wav", ".flac") else None
+
+
 def save_audio(path: str | Path, wav: Any, sample_rate: int) -> None:
     """Write a mono waveform ``[S]`` to ``path`` atomically (format from the extension; WAV/FLAC: 16-bit PCM).
 
@@ -187,35 +199,67 @@ def save_audio(path: str | Path, wav: Any, sample_rate: int) -> None:
     """
     if hasattr(wav, "detach"):  # a torch tensor, without importing torch
         wav = wav.detach().cpu().float().numpy()
-    x = np.asarray(wav, dtype=np.float32).reshape(-1)
+    save_audio_stream(path, [np.asarray(wav, dtype=np.float32).reshape(-1)], sample_rate)
+
+
+def save_audio_stream(path: str | Path, pieces: Iterable[np.ndarray], sample_rate: int) -> None:
+    """:func:`save_audio` for a waveform given as consecutive float32 pieces (e.g. a streamed decode).
+
+    A list or tuple of pieces is written directly; any other iterable is first spooled to an
+    anonymous temporary file beside the output (4 bytes per sample on disk, one piece in memory),
+    because the peak that decides the scaling is known only at the end. Same checks, warning and
+    atomic write as :func:`save_audio`.
+    """
     p = Path(path)
-    if x.size == 0:
-        raise AudioError(f"{p}: refusing to write empty audio")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise AudioError(f"{p}: refusing to write audio with {bad} NaN/Inf samples of {x.size}")
-    peak = float(np.abs(x).max())
-    if peak > 1.0:
-        over = float((np.abs(x) > 1.0).mean()) * 100
-        x = x * np.float32(PEAK_LIMIT / peak)
-        warnings.warn(
-            f"{p}: output peaks at {peak:.2f}x full scale ({over:.1f} % of samples would clip); "
-            f"scaled down by {20 * math.log10(peak / PEAK_LIMIT):.1f} dB",
-            AudioWarning,
-            stacklevel=2,
-        )
-    x = np.clip(x, -PEAK_LIMIT, PEAK_LIMIT)
-    ext = p.suffix.lower()
-    subtype = "PCM_16" if ext in (".wav", ".flac") else None
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}.get(ext)
-    if fmt is None:
-        raise AudioError(f"{p}: unsupported output format {ext or '(no extension)'!r} (use .wav, .flac or .ogg)")
-    buf = io.BytesIO()
+    fmt, subtype = _output_format(p)
+    spool = None if isinstance(pieces, (list, tuple)) else tempfile.TemporaryFile(dir=p.parent if p.parent.is_dir() else None)
     try:
-        sf.write(buf, x, int(sample_rate), format=fmt, subtype=subtype)
-    except Exception as e:
-        raise AudioError(f"{p}: cannot encode audio as {fmt} ({e})") from e
-    atomic_write_bytes(p, buf.getvalue())
+        n = over = bad = 0
+        peak = 0.0
+        for piece in pieces:
+            x = np.asarray(piece, dtype=np.float32).reshape(-1)
+            finite = np.isfinite(x)
+            bad += int(x.size - finite.sum())
+            if x.size and finite.any():
+                peak = max(peak, float(np.abs(x[finite]).max()))
+                over += int((np.abs(x) > 1.0).sum())
+            n += x.size
+            if spool is not None:
+                spool.write(x.tobytes())
+        if n == 0:
+            raise AudioError(f"{p}: refusing to write empty audio")
+        if bad:
+            raise AudioError(f"{p}: refusing to write audio with {bad} NaN/Inf samples of {n}")
+        scale = np.float32(1.0)
+        if peak > 1.0:
+            scale = np.float32(PEAK_LIMIT / peak)
+            warnings.warn(
+                f"{p}: output peaks at {peak:.2f}x full scale ({100 * over / n:.1f} % of samples would clip); "
+                f"scaled down by {20 * math.log10(peak / PEAK_LIMIT):.1f} dB",
+                AudioWarning,
+                stacklevel=2,
+            )
+
+        def blocks() -> Iterator[np.ndarray]:
+            if spool is None:
+                yield from (np.asarray(x, dtype=np.float32).reshape(-1) for x in pieces)
+                return
+            spool.seek(0)
+            while chunk := spool.read(4 * 1_048_576):
+                yield np.frombuffer(chunk, dtype=np.float32)
+
+        def write(tmp: Path) -> None:
+            try:
+                with sf.SoundFile(str(tmp), "w", int(sample_rate), 1, subtype=subtype, format=fmt) as f:
+                    for x in blocks():
+                        f.write(np.clip(x * scale if scale != 1 else x, -PEAK_LIMIT, PEAK_LIMIT))
+            except (RuntimeError, sf.SoundFileError, ValueError) as e:
+                raise AudioError(f"{p}: cannot encode audio as {fmt} ({e})") from e
+
+        atomic_write(p, write)
+    finally:
+        if spool is not None:
+            spool.close()
 
 
 def warn_if_short(lengths: Any, sample_rate: int, what: str = "input") -> None:

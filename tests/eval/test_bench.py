@@ -161,5 +161,13 @@ def test_rss_child_command_runs(tmp_path):
 
     from entanglecodec.eval.bench.rss import CLI_MODULE
 
-    res = subprocess.run([sys.executable, "-m", CLI_MODULE, "encode", "--help"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "encode" in res.stdout.lower(), res.stderr[-500:]
+    for cmd in ("encode", "decode"):
+        res = subprocess.run([sys.executable, "-m", CLI_MODULE, cmd, "--help"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and cmd in res.stdout.lower() and "--backend" in res.stdout, res.stderr[-500:]
+
+
+def test_rss_report_has_encode_and_decode_columns() -> None:
+    from entanglecodec.eval.bench.rss import RssPoint, rss_markdown
+
+    md = rss_markdown([RssPoint(60, 380, 1.0, 400, 2.0), RssPoint(3600, 390, 20.0, 405, 30.0)], "cmd")
+    assert "| 1 min | 380 | +0 | 1.0 | 400 | +0 | 2.0 |" in md and "| 1 h | 390 | +10 | 20.0 | 405 | +5 | 30.0 |" in md

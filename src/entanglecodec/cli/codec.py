@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,14 +188,15 @@ def decode(
             return rt.decode(tf.codes, seed, tf.num_samples), rt.sample_rate
 
     else:
+        from ..codec.streaming import decode_stream
+
         model = load_model(checkpoint, vocoder)
         accepted = [x for x in (model.fingerprint(), model.legacy_fingerprint()) if x]
 
-        def one(f: Path) -> tuple[Any, int]:
+        def one(f: Path) -> tuple[Any, int]:  # streamed: memory bounded by one 30 s window, whatever the length
             tf = tokens[f]
             tf.check_compatible(accepted, model.codebook_size, f)
-            a = model.decode(tf.codes, steps=steps, guidance=guidance, num_samples=[tf.num_samples], seed=seed)
-            return a.wav[0, : int(a.lengths[0])], a.sample_rate
+            return decode_stream(model, tf.codes, tf.num_samples, steps, guidance, seed), model.sample_rate
 
     done, skipped = _write_each(files, outs, good, "decoding", skip_errors, one)
     finish(done, n_bad + skipped, "file(s)", outs[0].parent)
@@ -249,12 +250,13 @@ def _write_each(
     files: list[Path], outs: list[Path], good: list[int], label: str, skip_errors: bool,
     make: Callable[[Path], tuple[Any, int]],
 ) -> tuple[int, int]:
-    """``make(file) -> (wav [S], sample_rate)`` for each input in ``good``, saved to its output.
+    """``make(file) -> (wav [S] or an iterator of consecutive pieces, sample_rate)`` for each input in
+    ``good``, saved to its output (pieces are written as they come: a streamed decode).
 
     A ``ValueError`` names the file; with ``skip_errors`` it is printed and the file skipped.
     Returns ``(written, skipped)``.
     """
-    from ..audio_io import save_audio
+    from ..audio_io import save_audio, save_audio_stream
 
     done = skipped = 0
     with _progress() as prog:
@@ -263,6 +265,8 @@ def _write_each(
             f = files[i]
             try:
                 wav, sr = make(f)
+                if isinstance(wav, Iterator):
+                    save_audio_stream(outs[i], wav, sr)  # decoding runs inside: its errors land below
             except ValueError as e:
                 msg = str(e) if str(f) in str(e) else f"{f}: {error_message(e)}"
                 if not skip_errors:
@@ -270,7 +274,8 @@ def _write_each(
                 skipped += 1
                 console.print(f"[bold yellow]skipped:[/] {msg}", highlight=False)
             else:
-                save_audio(outs[i], wav, sr)
+                if not isinstance(wav, Iterator):
+                    save_audio(outs[i], wav, sr)
                 done += 1
             prog.advance(task)
     return done, skipped

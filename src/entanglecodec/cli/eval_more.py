@@ -281,7 +281,7 @@ def bench_rss(
     seconds: str = typer.Option("60,600,3600", help="Durations in seconds, comma-separated."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Codec directory (default: bundled)."),
 ) -> None:
-    """Peak RSS of the encode CLI on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
+    """Peak RSS of the encode and decode CLIs on 1 min / 10 min / 1 h generated files -> OUT/bench-rss.md."""
     from ..eval.bench.rss import rss_markdown, run_rss
     from ..fileio import atomic_write_text
 

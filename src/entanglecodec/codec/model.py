@@ -335,9 +335,7 @@ class EntangleCodec(nn.Module):
         mel = zq.new_zeros(b, self.config.mel.n_mels, f)
 
         def sample(c: Tensor, m: Tensor | None, z: Tensor, oracle: Tensor | None) -> Tensor:
-            p = self.pitch_features(c, oracle)  # float32: the F0 and the comb stay exact
-            with compute_dtype(dtype, zq.device):
-                return self.decoder.sample(c, m, steps, guidance, z, p).float()
+            return self._sample_mel(c, m, z, steps, guidance, dtype, oracle)
 
         def whole(items: list[int]) -> None:
             idx = torch.tensor(items, device=zq.device)
@@ -356,6 +354,16 @@ class EntangleCodec(nn.Module):
 
         run_windowed(flen, w, self.config.window_context, batch_windows, whole, windows)
         return mel
+
+    def _sample_mel(
+        self, zq: Tensor, mask: Tensor | None, noise: Tensor, steps: int, guidance: float, dtype: torch.dtype,
+        f0_hz: Tensor | None = None,
+    ) -> Tensor:
+        """One flow-decoder pass over whole windows: ``Z_q [N, W, Dq]``, ``noise [N, n_mels, W]`` ->
+        normalised mel ``[N, n_mels, W]`` (float32; pitch features computed in float32)."""
+        p = self.pitch_features(zq, f0_hz)  # float32: the F0 and the comb stay exact
+        with compute_dtype(dtype, zq.device):
+            return self.decoder.sample(zq, mask, steps, guidance, noise, p).float()
 
     def _pulse_pitch(
         self, codes: Tensor | np.ndarray, lengths: Tensor | Sequence[int] | None, f0_hz: Tensor | None
@@ -387,23 +395,11 @@ class EntangleCodec(nn.Module):
         b, _, f = log_mel.shape
         hop, w = self.hop_length, self.config.max_frames
         vw = max(w, VOCODER_WINDOW_FRAMES)
-        network = self.vocoder
-        if pitch is not None:
-            from ..vocoder.model import Vocoder
-
-            if not isinstance(network, Vocoder):
-                pitch = None  # Griffin-Lim has no network phase to replace
 
         def voc(mel: Tensor, lengths: Tensor | None, items: Tensor | slice, start: int) -> Tensor:
-            extra: dict[str, Any] = {}
-            if pitch is not None:
-                extra["excitation"] = pulse_excitation(
-                    pitch[0][items], pitch[1][items], hop, self.sample_rate, start * hop, mel.shape[-1] * hop,
-                    interpolate=self.config.decoder.pulse_f0 == "linear",
-                )
-                extra["excitation_max_hz"] = self.config.decoder.pulse_phase_max_hz
-            with compute_dtype(dtype, log_mel.device):
-                return torch.as_tensor(network(mel, lengths, **extra)).float()
+            part = None if pitch is None else (pitch[0][items], pitch[1][items])
+            return self._vocode_piece(mel, lengths, dtype, part, start)
+
         if int(flen.max()) <= w:
             return voc(log_mel, flen, slice(None), 0)
         out = log_mel.new_zeros(b, f * hop)
@@ -425,6 +421,28 @@ class EntangleCodec(nn.Module):
 
         run_windowed(flen, vw, self.config.window_context, 1, whole, windows)
         return out
+
+    def _vocode_piece(
+        self, log_mel: Tensor, lengths: Tensor | None, dtype: torch.dtype, pitch: tuple[Tensor, Tensor] | None,
+        start: int,
+    ) -> Tensor:
+        """The vocoder on one padded batch or window: ``log_mel [N, n_mels, T]`` whose first frame is
+        frame ``start`` of its clip -> ``[N, T * hop]`` float32. ``pitch``: the items' whole
+        ``(f0_hz [N, F], voiced [N, F])`` for ``decoder.pulse_phase`` (ignored by Griffin-Lim, which
+        has no network phase to replace); the pulse train is cut at ``start``."""
+        from ..vocoder.model import Vocoder
+
+        network = self.vocoder
+        extra: dict[str, Any] = {}
+        if pitch is not None and isinstance(network, Vocoder):
+            hop = self.hop_length
+            extra["excitation"] = pulse_excitation(
+                pitch[0], pitch[1], hop, self.sample_rate, start * hop, log_mel.shape[-1] * hop,
+                interpolate=self.config.decoder.pulse_f0 == "linear",
+            )
+            extra["excitation_max_hz"] = self.config.decoder.pulse_phase_max_hz
+        with compute_dtype(dtype, log_mel.device):
+            return torch.as_tensor(network(log_mel, lengths, **extra)).float()
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()

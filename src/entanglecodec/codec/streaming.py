@@ -1,4 +1,10 @@
-"""Streamed encoding of long files: memory bounded by the window, whatever the duration.
+"""Streamed encoding and decoding of long files: memory bounded by the window, whatever the duration.
+
+:func:`decode_stream` is the other direction: it yields the waveform of a token sequence piece by
+piece (one vocoder window of 30 s at a time), computing only the flow-decoder windows that piece
+needs and drawing their noise from a :class:`~.sampling.NoiseStream`, so neither the noise, nor the
+mel, nor the waveform of the whole clip is ever held. Its pieces join into exactly what
+:meth:`EntangleCodec.decode` returns (same windows, same batches of windows, same noise).
 
 :func:`encode_file` reads the file block by block (:func:`~entanglecodec.audio.audio_blocks`,
 which resamples with a soxr stream) and runs the codec's window plan
@@ -15,7 +21,7 @@ encoded in one pass by :meth:`EntangleCodec.encode`, like the in-memory path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +30,9 @@ import numpy as np
 import torch
 
 from ..audio import audio_blocks, num_frames, warn_if_short
-from .windowing import Window, unclamped_start, window_plan
+from .precision import resolve_precision
+from .sampling import NoiseStream, TokenError, check_sampling
+from .windowing import VOCODER_WINDOW_FRAMES, Window, unclamped_start, window_plan
 
 if TYPE_CHECKING:
     from .model import EntangleCodec
@@ -165,3 +173,78 @@ def encode_file(model: EntangleCodec, path: str | Path, block_seconds: float = 1
         AudioError: unreadable, empty or non-finite audio (the message names the file).
     """
     return encode_stream(model, audio_blocks(path, model.sample_rate, block_seconds))
+
+
+@torch.no_grad()
+def decode_stream(
+    model: EntangleCodec,
+    codes: np.ndarray | torch.Tensor,
+    num_samples: int | None = None,
+    steps: int = 1,
+    guidance: float | None = None,
+    seed: int = 0,
+    precision: str | None = None,
+    batch_windows: int = 4,
+) -> Iterator[np.ndarray]:
+    """Decode one token sequence ``codes [F]`` as consecutive float32 waveform pieces.
+
+    The pieces concatenate to ``model.decode(codes, num_samples=[num_samples], ...).wav[0]`` (the
+    same flow-decoder windows in the same batches of ``batch_windows``, the same noise, the same
+    vocoder windows), but memory stays bounded by one vocoder window (30 s) however long the clip
+    is: only the codes, their pitch contour and a few bytes of noise state per second grow with it.
+    Clips of at most one vocoder window are decoded in one call.
+
+    Raises:
+        TokenError: ids out of range, not one item, or ``num_samples`` inconsistent with ``F``.
+    """
+    c, flen = model._check_codes(torch.as_tensor(np.asarray(codes)).reshape(1, -1), None)
+    f, hop = int(flen[0]), model.hop_length
+    if num_samples is not None and not (f - 1) * hop < int(num_samples) <= f * hop:
+        raise TokenError(f"num_samples {num_samples} inconsistent with {f} tokens (must lie in ({(f - 1) * hop}, {f * hop}])")
+    total = f * hop if num_samples is None else int(num_samples)
+    cfg = model.config
+    w, ctx = cfg.max_frames, cfg.window_context
+    vw = max(w, VOCODER_WINDOW_FRAMES)
+    if f <= vw:
+        audio = model.decode(c, steps=steps, guidance=guidance, num_samples=[total], seed=seed, precision=precision)
+        yield audio.wav[0, :total].cpu().numpy()
+        return
+    steps, guidance = check_sampling(steps, cfg.decoder.guidance if guidance is None else guidance)
+    dtype = resolve_precision(precision, model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        zq = model.quantizer.embed_codes(c)  # [1, F, Dq]
+        pitch = model._pulse_pitch(c, flen, None)
+        noise = NoiseStream(seed, cfg.mel.n_mels, f)
+        flow = [Window(0, s, ks, ke) for s, ks, ke in window_plan(f, w, ctx)]
+        kept: dict[int, torch.Tensor] = {}  # flow window -> its kept normalised mel [n_mels, ke - ks]
+
+        def compute_group(g: int) -> None:  # windows [g*B, (g+1)*B): the in-memory decoder's batch
+            batch = flow[g * batch_windows : (g + 1) * batch_windows]
+            zw = torch.stack([zq[0, j.start : j.start + w] for j in batch])
+            z = torch.from_numpy(np.stack([noise.slice(j.start, j.start + w) for j in batch])).to(model.device)
+            out = model._sample_mel(zw, None, z, steps, guidance, dtype)
+            for k, j in enumerate(batch):
+                kept[g * batch_windows + k] = out[k, :, j.inner]
+
+        written = 0
+        for vs, vks, vke in window_plan(f, vw, ctx):
+            lo, hi = vs, vs + vw
+            parts = []
+            for i, j in enumerate(flow):
+                if j.keep_end <= lo or j.keep_start >= hi:
+                    continue
+                if i not in kept:
+                    compute_group(i // batch_windows)
+                parts.append(kept[i][:, max(lo, j.keep_start) - j.keep_start : min(hi, j.keep_end) - j.keep_start])
+            log_mel = model.frontend.denormalize(torch.cat(parts, dim=-1)[None])
+            part = None if pitch is None else (pitch[0], pitch[1])
+            wav = model._vocode_piece(log_mel, None, dtype, part, vs)[0]
+            piece = wav[(vks - vs) * hop : (vke - vs) * hop][: total - written]
+            written += piece.shape[0]
+            for i in [i for i, j in enumerate(flow) if j.keep_end <= vke - ctx]:  # no later window needs them
+                kept.pop(i, None)
+            yield piece.cpu().numpy()
+    finally:
+        model.train(was_training)
