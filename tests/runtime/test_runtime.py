@@ -29,6 +29,7 @@ from entanglecodec.runtime import (
     build_runtime,
     dsp,
     find_runtime,
+    onnx_codec,
     resolve_pair,
     runtime_key,
 )
@@ -125,7 +126,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("options", [{}, {"pulse_f0": "linear", "pulse_voiced_prob": 0.3}])
-def test_runtime_follows_the_pulse_phase_option(tmp_path: Path, options: dict[str, Any]) -> None:
+def test_runtime_follows_the_pulse_phase_option(
+    tmp_path: Path, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """decoder.pulse_phase (and its F0 shape and voicing threshold): the runtime runs the pitch
     predictor's graph and builds the same pulse train window by window, so its audio stays the torch model's."""
     codec_dir, voc_dir = _tiny_pair(tmp_path, pulse_phase=True, **options)
@@ -139,6 +142,13 @@ def test_runtime_follows_the_pulse_phase_option(tmp_path: Path, options: dict[st
     np.testing.assert_allclose(got, audio, atol=1e-3 * max(1.0, float(np.abs(audio).max())))
     model.config.decoder.pulse_phase = False
     assert not np.allclose(model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy(), audio)
+    whole = rt.pitch(codes)
+    assert whole is not None
+    monkeypatch.setattr(onnx_codec, "PREDICT_CHUNK_FRAMES", 37)  # long clips: chunks with context, same contour
+    parts = rt.pitch(codes)
+    assert parts is not None
+    np.testing.assert_allclose(parts[0], whole[0], rtol=1e-4)
+    assert (parts[1] == whole[1]).mean() > 0.99
 
 
 @pytest.fixture(scope="module")

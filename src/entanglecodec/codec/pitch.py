@@ -27,14 +27,11 @@ from torch import Tensor, nn
 
 from ..audio import mel_filterbank
 from ..config import MelConfig
+from .windowing import PREDICT_CHUNK_FRAMES, PREDICT_CONTEXT_FRAMES
 
 F0_REFERENCE_HZ = 200.0  # log-F0 values are octaves relative to this frequency
 F0_FLOOR_HZ = 60.0
 F0_CEIL_HZ = 900.0
-PREDICT_CHUNK_FRAMES = 1500
-"""Frames the pitch predictor reads per call on long clips (30 s; see :meth:`PitchConditioner.predict`)."""
-PREDICT_CONTEXT_FRAMES = 8
-"""Context frames on each side of a chunk: the predictor sees 4 (two convolutions of 5 taps)."""
 
 
 def hz_to_octaves(f0_hz: Tensor) -> Tensor:

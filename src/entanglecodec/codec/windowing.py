@@ -41,6 +41,12 @@ if TYPE_CHECKING:  # torch-free at run time: the ONNX runtime plans its windows 
 #: by this window (about 75 MB of activations).
 VOCODER_WINDOW_FRAMES = 1500
 
+PREDICT_CHUNK_FRAMES = 1500
+"""Frames the pitch predictor reads per call on long clips (30 s; see
+:meth:`entanglecodec.codec.pitch.PitchConditioner.predict`, and the ONNX runtime's ``pitch``)."""
+PREDICT_CONTEXT_FRAMES = 8
+"""Context frames on each side of such a chunk: the predictor sees 4 (two convolutions of 5 taps)."""
+
 
 @dataclass(frozen=True)
 class Window:

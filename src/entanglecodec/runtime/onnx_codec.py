@@ -18,7 +18,13 @@ import numpy as np
 
 from ..audio_io import AudioError, resample, warn_if_short
 from ..codec.sampling import TokenError, decode_noise
-from ..codec.windowing import VOCODER_WINDOW_FRAMES, Window, run_windowed
+from ..codec.windowing import (
+    PREDICT_CHUNK_FRAMES,
+    PREDICT_CONTEXT_FRAMES,
+    VOCODER_WINDOW_FRAMES,
+    Window,
+    run_windowed,
+)
 from . import dsp
 from .cache import FORMAT_VERSION, META_NAME, RuntimeFolderError
 
@@ -189,10 +195,17 @@ class OnnxCodec:
         p = self.meta.get("pulse_phase")
         if not p:
             return None
-        logit, octaves = self._session("pitch").run(None, {"codes": self._check_codes(codes)[None]})
+        c = self._check_codes(codes)
+        f, sess = c.shape[0], self._session("pitch")
+        logit, octaves = np.empty(f, dtype=np.float32), np.empty(f, dtype=np.float32)
+        for s in range(0, f, PREDICT_CHUNK_FRAMES):  # long clips in chunks with context, as the torch model
+            lo, hi = max(0, s - PREDICT_CONTEXT_FRAMES), min(f, s + PREDICT_CHUNK_FRAMES + PREDICT_CONTEXT_FRAMES)
+            lg, oc = sess.run(None, {"codes": c[None, lo:hi]})
+            keep = slice(s - lo, s - lo + min(PREDICT_CHUNK_FRAMES, f - s))
+            logit[s : s + keep.stop - keep.start], octaves[s : s + keep.stop - keep.start] = lg[0, keep], oc[0, keep]
         prob = float(p.get("voiced_prob", 0.5))
-        voiced = logit[0] > np.log(prob / (1 - prob))
-        return (p["reference_hz"] * np.exp2(octaves[0].astype(np.float64))).astype(np.float32), voiced
+        voiced = logit > np.log(prob / (1 - prob))
+        return (p["reference_hz"] * np.exp2(octaves.astype(np.float64))).astype(np.float32), voiced
 
     def vocode(self, log_mel: np.ndarray, pitch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Log-mel ``[n_mels, F]`` -> waveform ``[F * hop]`` (network, inverse STFT, consistency
