@@ -87,8 +87,10 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
     md = (tmp_path / "report.md").read_text()
     doc = json.loads((tmp_path / "report.json").read_text())
     assert set(doc["results"]) == {"tiny", "kmeans-mel"} and set(doc["results"]["tiny"]) == {"0"}
-    for section in ("## AQA accuracy", "### Per question type", "## Captioning", "## TTS", "## TTA judged", "kmeans-mel - tiny"):
+    for section in ("## AQA accuracy", "### Per question type", "## Captioning", "## TTS", "## TTA judged", "kmeans-mel - tiny",
+                    "| answer prior (no audio) |"):  # fmt: skip
         assert section in md
+    assert doc["answer_prior"] and {"type", "mc", "correct", "chance"} <= set(doc["answer_prior"][0])
     aqa = doc["results"]["tiny"]["0"]["aqa"]
     assert aqa and all(0 < q["chance"] <= 0.5 for q in aqa)
     km = json.loads((tmp_path / "work" / "tokens" / "kmeans-mel" / "meta.json").read_text())
@@ -110,6 +112,18 @@ def test_tts_speaker_similarity_takes_outputs_of_any_length(tmp_path: Path, monk
     out = _tts_scores(voice[:15000].astype(np.float32), {"audio": str(tmp_path / "ref.wav"), "text": "hello"}, 24000,
                       EvalSection(speaker_similarity=True))
     assert out["wer"] == 0.0 and isinstance(out["speaker_sim"], float) and out["speaker_sim"] > 0.5
+
+
+def test_answer_prior_answers_the_most_frequent_training_label() -> None:
+    from entanglecodec.lm.compare import answer_prior
+
+    def row(i: int, split: str, gender: str) -> dict[str, object]:
+        return {"id": f"r{i}", "split": split, "domain": "speech", "attributes": {"speaker": {"gender": gender}}}
+
+    train = [row(i, "train", "female" if i < 8 else "male") for i in range(10)]
+    test = [row(10 + i, "test", g) for i, g in enumerate(["female", "female", "male"])]
+    items = [i for i in answer_prior(train, test, train + test, mc_fraction=0.0) if i["type"] == "gender"]
+    assert len(items) == 3 and [i["correct"] for i in items] == [True, True, False]  # always "female"
 
 
 def test_compare_config_checks_contrasts() -> None:

@@ -33,7 +33,7 @@ import logging
 import re
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,6 +245,27 @@ def evaluate_lm(
     return res
 
 
+def answer_prior(train: Sequence[Mapping[str, Any]], test: Sequence[Mapping[str, Any]],
+                 all_rows: Sequence[Mapping[str, Any]], mc_fraction: float) -> list[dict[str, Any]]:  # fmt: skip
+    """The AQA score of answering without listening: the test questions of :func:`evaluate_lm`, each
+    answered with the label its type takes most often in the ``train`` rows (among the options, for
+    multiple choice). An LM that ignores the audio can reach this from the text alone, so it is the
+    bar that says whether the tokens were used; chance (1/options) is below it when labels are skewed."""
+    freq: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in train:
+        for name, qt in QUESTION_TYPES.items():
+            if (label := qt.extract(r)) is not None:
+                freq[name][_norm(label)] += 1
+    labels = label_sets(all_rows)
+    items = []
+    for q in make_questions(test, labels, test=True, seed=0, mc_fraction=mc_fraction):
+        choices = list(q.options) if q.options else labels[q.qtype]
+        pred = max(choices, key=lambda c: freq[q.qtype][_norm(c)])  # ties: the first listed
+        chance = q.chance if q.options else 1.0 / max(1, len(labels[q.qtype]))
+        items.append({"type": q.qtype, "mc": bool(q.options), "correct": _norm(pred) == _norm(q.answer), "chance": chance})
+    return items
+
+
 def _tts_scores(wav: np.ndarray, row: Mapping[str, Any], sr: int, cfg: EvalSection) -> dict[str, Any]:
     from ..eval.metrics import MetricError, score_transcript, speaker_similarity, transcribe
 
@@ -351,8 +372,10 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
     if only:
         say(f"rows ready: {', '.join(only)}; no report written (run without --only for it)")
         return {}
+    prior = answer_prior([r for r in rows if r["split"] == "train"], test, rows, cfg.eval.mc_fraction)
     doc = {"command": command, "config": asdict(cfg), "budget": budget, "judge_ceiling": ceiling,
-           "test_clips": len(test), "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
+           "test_clips": len(test), "answer_prior": prior,
+           "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
     paths = report_paths(out, {"markdown": ".md", "json": ".json"})
     return write_report(paths, lambda: markdown(doc, cfg), doc)
 
@@ -414,6 +437,14 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
             mc = [i for i in items if i["mc"]]
             chance = 100 * float(np.mean([i["chance"] for i in mc])) if mc else float("nan")
             lines.append(f"| {name} | {seed} | {_acc([i['correct'] for i in items])} | {_acc([i['correct'] for i in mc])} | {chance:.1f} |")
+    prior = doc.get("answer_prior") or []
+    if prior:
+        pmc = [i for i in prior if i["mc"]]
+        lines += [f"| answer prior (no audio) | – | {_acc([i['correct'] for i in prior])} | {_acc([i['correct'] for i in pmc])} | "
+                  f"{100 * float(np.mean([i['chance'] for i in pmc])) if pmc else float('nan'):.1f} |", "",
+                  "The answer prior answers every question with the label its type takes most often in the training "
+                  "clips, without the audio: what an LM can score from the question alone. Rows above chance but not "
+                  "above the prior have not shown that they use the audio."]  # fmt: skip
     pairs = [(x, y) for x, y in cfg.pairs() if x in pooled and y in pooled]
     if pairs:
         lines += ["", "Differences (all AQA questions, pooled seeds; an interval that excludes 0 is a difference "
@@ -424,13 +455,14 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
             lines.append(f"| {x} - {y} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
     lines += ["", "### Per question type (pooled seeds)", "",
               "Chance: mean over the type's questions of 1/options (multiple choice) or 1/labels (open).", "",
-              "| type | chance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+              "| type | chance | answer prior | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]  # fmt: skip
     for qt in QUESTION_TYPES:
         per = {n: [i for i in pooled[n] if i["type"] == qt] for n in names}
         if not any(per.values()):
             continue
         ch = [i["chance"] for n in names for i in per[n]]
-        lines.append(f"| {qt} | {100 * float(np.mean(ch)):.1f} | " + " | ".join(_acc([i["correct"] for i in per[n]]) for n in names) + " |")
+        pr = _acc([i["correct"] for i in prior if i["type"] == qt]) if prior else "–"
+        lines.append(f"| {qt} | {100 * float(np.mean(ch)):.1f} | {pr} | " + " | ".join(_acc([i["correct"] for i in per[n]]) for n in names) + " |")
     lines += ["", "## Captioning (%)", "", "Retrieval R@1 ranks the test captions by the LM's likelihood given the audio "
               "(chance 1/N); attribute accuracy: the greedy caption names the clip's label.", "",
               "| tokenizer | seed | retrieval R@1 | chance | attributes named |", "|---|---|---|---|---|"]  # fmt: skip
