@@ -252,7 +252,7 @@ def save_audio_stream(path: str | Path, pieces: Iterable[np.ndarray], sample_rat
             try:
                 with sf.SoundFile(str(tmp), "w", int(sample_rate), 1, subtype=subtype, format=fmt) as f:
                     for x in blocks():
-                        f.write(np.clip(x * scale if scale != 1 else x, -PEAK_LIMIT, PEAK_LIMIT))
+                        f.write(np.clip(x * scale, -PEAK_LIMIT, PEAK_LIMIT))
             except (RuntimeError, sf.SoundFileError, ValueError) as e:
                 raise AudioError(f"{p}: cannot encode audio as {fmt} ({e})") from e
 

@@ -265,7 +265,8 @@ def _write_each(
             f = files[i]
             try:
                 wav, sr = make(f)
-                if isinstance(wav, Iterator):
+                streamed = isinstance(wav, Iterator)
+                if streamed:
                     save_audio_stream(outs[i], wav, sr)  # decoding runs inside: its errors land below
             except ValueError as e:
                 msg = str(e) if str(f) in str(e) else f"{f}: {error_message(e)}"
@@ -274,7 +275,7 @@ def _write_each(
                 skipped += 1
                 console.print(f"[bold yellow]skipped:[/] {msg}", highlight=False)
             else:
-                if not isinstance(wav, Iterator):
+                if not streamed:
                     save_audio(outs[i], wav, sr)
                 done += 1
             prog.advance(task)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..audio import mel_filterbank
 from ..config import MelConfig
-from .windowing import PREDICT_CHUNK_FRAMES, PREDICT_CONTEXT_FRAMES
+from .windowing import PREDICT_CHUNK_FRAMES, PREDICT_CONTEXT_FRAMES, window_plan
 
 F0_REFERENCE_HZ = 200.0  # log-F0 values are octaves relative to this frequency
 F0_FLOOR_HZ = 60.0
@@ -114,21 +114,18 @@ class PitchConditioner(nn.Module):
     def predict(self, zq: Tensor, chunk: int = PREDICT_CHUNK_FRAMES) -> tuple[Tensor, Tensor]:
         """``Z_q [B, F, D_quant]`` -> (voicing logits ``[B, F]``, ``log2(F0 / 200 Hz)`` ``[B, F]``).
 
-        Clips longer than ``chunk`` frames are predicted ``chunk`` frames at a time, each with
+        Clips longer than ``chunk + 2 * PREDICT_CONTEXT_FRAMES`` frames are predicted in the windows of
+        :func:`~.windowing.window_plan`, keeping ``chunk`` frames of each with
         :data:`PREDICT_CONTEXT_FRAMES` of context on both sides (more than the two 5-tap convolutions
-        see), so the hidden activations stay bounded (``hidden`` x ``chunk`` floats) and the result
-        is the whole-clip one up to float rounding.
+        see), so the hidden activations stay bounded (``hidden`` x the window) and the result is the
+        whole-clip one up to float rounding.
         """
-        f = zq.shape[1]
-        if f <= chunk:
-            y = self.predictor(zq.transpose(1, 2))
-            return y[:, 0], y[:, 1]
+        width = chunk + 2 * PREDICT_CONTEXT_FRAMES
         parts = []
-        for s in range(0, f, chunk):
-            lo, hi = max(0, s - PREDICT_CONTEXT_FRAMES), min(f, s + chunk + PREDICT_CONTEXT_FRAMES)
-            y = self.predictor(zq[:, lo:hi].transpose(1, 2))
-            parts.append(y[:, :, s - lo : s - lo + min(chunk, f - s)])
-        y = torch.cat(parts, dim=-1)
+        for start, keep_s, keep_e in window_plan(zq.shape[1], width, PREDICT_CONTEXT_FRAMES):
+            y = self.predictor(zq[:, start : start + width].transpose(1, 2))
+            parts.append(y[:, :, keep_s - start : keep_e - start])
+        y = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         return y[:, 0], y[:, 1]
 
     def comb(self, f0_hz: Tensor) -> Tensor:

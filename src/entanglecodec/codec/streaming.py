@@ -239,8 +239,7 @@ def decode_stream(
                     compute_group(i // batch_windows)
                 parts.append(kept[i][:, max(lo, j.keep_start) - j.keep_start : min(hi, j.keep_end) - j.keep_start])
             log_mel = model.frontend.denormalize(torch.cat(parts, dim=-1)[None])
-            part = None if pitch is None else (pitch[0], pitch[1])
-            wav = model._vocode_piece(log_mel, None, dtype, part, vs)[0]
+            wav = model._vocode_piece(log_mel, None, dtype, pitch, vs)[0]
             piece = wav[(vks - vs) * hop : (vke - vs) * hop][: total - written]
             written += piece.shape[0]
             for i in [i for i, j in enumerate(flow) if j.keep_end <= vke - ctx]:  # no later window needs them

@@ -24,6 +24,7 @@ from ..codec.windowing import (
     VOCODER_WINDOW_FRAMES,
     Window,
     run_windowed,
+    window_plan,
 )
 from . import dsp
 from .cache import FORMAT_VERSION, META_NAME, RuntimeFolderError
@@ -198,11 +199,10 @@ class OnnxCodec:
         c = self._check_codes(codes)
         f, sess = c.shape[0], self._session("pitch")
         logit, octaves = np.empty(f, dtype=np.float32), np.empty(f, dtype=np.float32)
-        for s in range(0, f, PREDICT_CHUNK_FRAMES):  # long clips in chunks with context, as the torch model
-            lo, hi = max(0, s - PREDICT_CONTEXT_FRAMES), min(f, s + PREDICT_CHUNK_FRAMES + PREDICT_CONTEXT_FRAMES)
-            lg, oc = sess.run(None, {"codes": c[None, lo:hi]})
-            keep = slice(s - lo, s - lo + min(PREDICT_CHUNK_FRAMES, f - s))
-            logit[s : s + keep.stop - keep.start], octaves[s : s + keep.stop - keep.start] = lg[0, keep], oc[0, keep]
+        width = PREDICT_CHUNK_FRAMES + 2 * PREDICT_CONTEXT_FRAMES  # long clips in windows, as the torch model
+        for start, keep_s, keep_e in window_plan(f, width, PREDICT_CONTEXT_FRAMES):
+            lg, oc = sess.run(None, {"codes": c[None, start : start + width]})
+            logit[keep_s:keep_e], octaves[keep_s:keep_e] = lg[0, keep_s - start : keep_e - start], oc[0, keep_s - start : keep_e - start]
         prob = float(p.get("voiced_prob", 0.5))
         voiced = logit > np.log(prob / (1 - prob))
         return (p["reference_hz"] * np.exp2(octaves.astype(np.float64))).astype(np.float32), voiced
