@@ -72,3 +72,37 @@ def test_examples_layout_and_loss_mask(lm_corpus: Path, tokens: Path) -> None:
         generation_prompt("tta", vocab, tok, "  ")
     with pytest.raises(TaskError, match="unknown task 'sing'"):
         check_task("sing")
+
+
+def test_aqa_turns_pack_a_clips_questions_and_label_every_answer(lm_corpus: Path, tokens: Path) -> None:
+    rows = [dict(r) for r in read_manifest(lm_corpus)]
+    shards = TokenShards(tokens)
+    model, tok, vocab = build_lm(LMModelConfig(preset="tiny"), shards.tokenizer["fingerprint"],
+                                 np.random.default_rng(0).standard_normal((64, 14)), ["hello world"] * 5)  # fmt: skip
+    train = [r for r in rows if r["split"] == "train"]
+    one, _ = build_examples(train, rows, shards, tok, vocab, TaskConfig(["aqa"], [], aqa_per_row=2), False, 4096)
+    packed, _ = build_examples(train, rows, shards, tok, vocab, TaskConfig(["aqa"], [], aqa_per_row=2, aqa_turns=4),
+                               False, 4096)  # fmt: skip
+    # the same questions, about 4x fewer sequences, at most 4 per sequence and all about one clip
+    assert sum(1 + len(e.turns) for e in packed) == len(one) and len(packed) < len(one) / 2
+    assert max(len(e.turns) for e in packed) == 3
+    def answers(exs: list) -> list:  # noqa: ANN001
+        return sorted((e.row_id, tuple(p[-12:]), tuple(t)) for e in exs for p, t in e.segments())
+
+    assert answers(packed) == answers(one)
+    batch = collate(packed[:4], vocab.pad_id)
+    for i, e in enumerate(packed[:4]):
+        assert e.prompt[-1] == vocab.special[ANSWER] and e.prompt[1] == vocab.special[AUDIO_START]
+        lab, ids, at = batch["labels"][i], batch["input_ids"][i], 0
+        for prompt, target in e.segments():
+            assert ids[at : at + len(prompt)].tolist() == prompt and (lab[at : at + len(prompt)] == IGNORE).all()
+            at += len(prompt)
+            assert lab[at : at + len(target)].tolist() == target and target[-1] == vocab.eos_id
+            at += len(target)
+        assert at == len(e) and (lab[at:] == IGNORE).all() and int(batch["attention_mask"][i].sum()) == len(e)
+        for prompt, _ in e.turns:  # later turns: question + <|answer|>, no second audio span
+            assert prompt[-1] == vocab.special[ANSWER] and vocab.special[AUDIO_START] not in prompt
+    # test examples keep one question each
+    test, _ = build_examples([r for r in rows if r["split"] == "test"], rows, shards, tok, vocab,
+                             TaskConfig(["aqa"], [], aqa_turns=4), True, 4096)  # fmt: skip
+    assert test and all(not e.turns for e in test)

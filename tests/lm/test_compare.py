@@ -137,3 +137,39 @@ def test_compare_config_checks_contrasts() -> None:
     assert bare.pairs() == [(names[0], n) for n in names[1:]]
     with pytest.raises(ConfigError, match="contrasts"):
         load_compare_config(REPO / "configs" / "lm-compare.yaml", ["contrasts=[[entanglecodec, nope]]"])
+
+
+def test_compare_trains_understanding_and_generation_lms_apart(lm_corpus: Path, tiny_codec: Path, tmp_path: Path) -> None:
+    """With a generation recipe, each tokenizer x seed gets two LMs, each scored on what it trained."""
+    work, out = tmp_path / "work", tmp_path / "report"
+    tiny = REPO / "configs" / "lm-tiny.yaml"
+    args = [
+        "lm", "compare", "-c", str(REPO / "configs" / "lm-compare.yaml"), "--work-dir", str(work), "-o", str(out),
+        "--set", f"manifest={lm_corpus}", "--set", f"recipe={tiny}",
+        "--set", "recipe_overrides=[trainer.max_steps=2, 'data.tasks=[aqa, caption]', data.aqa_turns=3]",
+        "--set", "seeds=[0]", "--set", f"tokenizers=[{{name: tiny, path: {tiny_codec}}}]", "--set", "contrasts=[]",
+        "--set", "eval.retrieval_clips=2", "--set", "eval.tts_clips=1", "--set", "eval.tta_clips=2",
+        "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
+    ]  # fmt: skip
+    # understanding LM alone: no TTS/TTA rows are invented for it
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    scored = json.loads((work / "runs" / "tiny" / "seed0" / "eval.json").read_text())["result"]
+    assert set(scored) == {"aqa", "caption"}
+    md = out.with_suffix(".md").read_text()
+    assert "Scored on: aqa, caption." in md and "| tiny | 0 | not trained | – | – | – | – |" in md
+    # + a generation LM: trained apart, scored on TTS/TTA; the understanding LM's evaluation is reused
+    gen = ["--set", f"generation_recipe={tiny}", "--set", "generation_overrides=[trainer.max_steps=2, 'data.tasks=[tts, tta]']"]
+    res = CliRunner().invoke(app, [*args, *gen])
+    assert res.exit_code == 0 and res.output.count("evaluation reused") == 1, res.output
+    assert "(generation LM): evaluating tts, tta" in res.output
+    g = json.loads((work / "runs" / "tiny" / "seed0-gen" / "eval.json").read_text())["result"]
+    assert set(g) == {"tts", "tta"}
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert set(doc["results"]["tiny"]["0"]) == {"aqa", "caption", "tts", "tta"}
+    assert doc["budget"]["scored"] == {"lm": ["aqa", "caption"], "generation": ["tts", "tta"]}
+    assert "not trained" not in out.with_suffix(".md").read_text()
+    # a generation recipe that trains no generation task is refused in one line
+    bad = ["--set", f"generation_recipe={tiny}", "--set", "generation_overrides=['data.tasks=[aqa]']"]
+    res = CliRunner().invoke(app, [*args, *bad])
+    assert res.exit_code == 1 and "generation LM recipe trains none of the scored tasks tts, tta" in res.output, res.output

@@ -51,6 +51,8 @@ from .judge import AudioJudge, diff_interval, wilson
 from .tasks import understanding_prompt
 
 log = logging.getLogger(__name__)
+EVAL_PARTS: tuple[str, ...] = ("aqa", "caption", "tts", "tta")
+"""What an LM is scored on; each part needs the LM to have trained on the task of the same name."""
 
 
 @dataclass
@@ -97,6 +99,11 @@ class CompareConfig:
     manifest: str = ""
     recipe: str = "configs/lm-small.yaml"
     recipe_overrides: list[str] = field(default_factory=list)
+    # The paper trains its understanding and generation LMs apart (Table 7). With a generation recipe,
+    # `recipe` trains the understanding LM (scored on AQA + captioning) and this one a second LM per
+    # tokenizer and seed (scored on TTS + TTA); without it one LM is scored on every task it trained on.
+    generation_recipe: str | None = None
+    generation_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     tokenizers: list[TokenizerSpec] = field(default_factory=list)
     kmeans_clips: int = 2000
@@ -169,19 +176,32 @@ def _norm(text: str) -> str:
 
 def evaluate_lm(
     lm_dir: Path, tok: Any, rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], cfg: EvalSection,
-    judge: AudioJudge, tta_domains: Sequence[str], audio_dir: Path, seed: int,
+    judge: AudioJudge, tta_domains: Sequence[str], audio_dir: Path, seed: int, parts: Sequence[str] = EVAL_PARTS,
 ) -> dict[str, Any]:  # fmt: skip
-    """Every metric of one trained LM on the test ``rows`` (see module docstring)."""
-    from ..audio import save_audio
+    """The metrics of one trained LM on the test ``rows`` (see module docstring), for the tasks in
+    ``parts`` (:data:`EVAL_PARTS`; an LM is scored only on the tasks it trained on)."""
     from .generate import AudioLM, Sampling
-    from .tasks import TaskError
 
     lm = AudioLM(lm_dir, tok)
-    for sub in ("tts", "tta"):
-        (audio_dir / sub).mkdir(parents=True, exist_ok=True)
     codes = {r["id"]: lm.encode_audio(_load_wavs([r])[0]) for r in rows}
     res: dict[str, Any] = {}
-    # AQA
+    if "aqa" in parts:
+        res["aqa"] = _eval_aqa(lm, codes, rows, all_rows, cfg)
+    if "caption" in parts:
+        res["caption"] = _eval_caption(lm, codes, rows, cfg)
+    s = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, int(cfg.max_seconds * lm.vocab.frame_rate), seed, cfg.guidance)
+    if "tts" in parts:
+        res["tts"] = _eval_tts(lm, s, rows, cfg, tok.sample_rate, audio_dir / "tts")
+    if "tta" in parts:
+        res["tta"] = _eval_tta(lm, s, rows, judge, tta_domains, tok.sample_rate, audio_dir / "tta", cfg.tta_clips)
+    return res
+
+
+def _eval_aqa(lm: Any, codes: Mapping[str, np.ndarray], rows: list[dict[str, Any]], all_rows: list[dict[str, Any]],
+              cfg: EvalSection) -> list[dict[str, Any]]:  # fmt: skip
+    """AQA items ``{type, mc, correct, chance}`` of the test questions (held-out template)."""
+    from .tasks import TaskError
+
     labels = label_sets(all_rows)
     items = []
     for q in make_questions(rows, labels, test=True, seed=0, mc_fraction=cfg.mc_fraction):
@@ -196,8 +216,11 @@ def evaluate_lm(
         except TaskError:
             continue
         items.append({"type": q.qtype, "mc": bool(q.options), "correct": _norm(pred) == _norm(q.answer), "chance": chance})
-    res["aqa"] = items
-    # Captioning: retrieval by the LM's likelihood + attributes named by the greedy caption
+    return items
+
+
+def _eval_caption(lm: Any, codes: Mapping[str, np.ndarray], rows: list[dict[str, Any]], cfg: EvalSection) -> dict[str, Any]:
+    """Captioning: retrieval by the LM's likelihood + attributes named by the greedy caption."""
     cap_rows = [r for r in rows if str(r.get("caption") or "").strip()][: cfg.retrieval_clips]
     caps = [str(r["caption"]) for r in cap_rows]
     hits, attr = [], []
@@ -210,22 +233,37 @@ def evaluate_lm(
             label = qt.extract(r)
             if label is not None and name not in ("count", "domain"):
                 attr.append({"type": name, "correct": _norm(label) in _norm(text)})
-    res["caption"] = {"retrieval_hits": hits, "attributes": attr}
-    # TTS
-    s = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, int(cfg.max_seconds * lm.vocab.frame_rate), seed, cfg.guidance)
+    return {"retrieval_hits": hits, "attributes": attr}
+
+
+def _eval_tts(lm: Any, s: Any, rows: list[dict[str, Any]], cfg: EvalSection, sr: int, out: Path) -> list[dict[str, Any]]:
+    """TTS of English test transcripts: WER and speaker similarity per clip (audio saved under ``out``)."""
+    from ..audio import save_audio
+    from .tasks import TaskError
+
+    out.mkdir(parents=True, exist_ok=True)
     tts_rows = [r for r in rows if r["domain"] == "speech" and str(r.get("text") or "").strip()
                 and str(TARGETS["language"].extract(r) or "en").startswith("en")][: cfg.tts_clips]  # fmt: skip
-    res["tts"] = []
+    res: list[dict[str, Any]] = []
     for r in tts_rows:
         try:
             wav, truncated = lm.synthesize("tts", str(r["text"]), s)
         except TaskError:  # closed the audio span at once: nothing intelligible
-            res["tts"].append({"id": r["id"], "truncated": False, "wer": 1.0, "hypothesis": "", "speaker_sim": None})
+            res.append({"id": r["id"], "truncated": False, "wer": 1.0, "hypothesis": "", "speaker_sim": None})
             continue
-        save_audio(audio_dir / "tts" / f"{_safe(r['id'])}.wav", wav, tok.sample_rate)
-        res["tts"].append({"id": r["id"], "truncated": truncated, **_tts_scores(wav, r, tok.sample_rate, cfg)})
-    # TTA judged by the independent classifier
-    tta_rows = [r for r in rows if r["domain"] in tta_domains and str(r.get("caption") or "").strip()][: cfg.tta_clips]
+        save_audio(out / f"{_safe(r['id'])}.wav", wav, sr)
+        res.append({"id": r["id"], "truncated": truncated, **_tts_scores(wav, r, sr, cfg)})
+    return res
+
+
+def _eval_tta(lm: Any, s: Any, rows: list[dict[str, Any]], judge: AudioJudge, tta_domains: Sequence[str], sr: int,
+              out: Path, n_clips: int) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """TTA of test captions judged by the independent classifier: ``{target: [{label, pred}]}``."""
+    from ..audio import save_audio
+    from .tasks import TaskError
+
+    out.mkdir(parents=True, exist_ok=True)
+    tta_rows = [r for r in rows if r["domain"] in tta_domains and str(r.get("caption") or "").strip()][:n_clips]
     gen: list[np.ndarray | None] = []
     for r in tta_rows:
         try:
@@ -233,15 +271,15 @@ def evaluate_lm(
         except TaskError:  # no audio generated: judged wrong
             gen.append(None)
             continue
-        save_audio(audio_dir / "tta" / f"{_safe(r['id'])}.wav", wav, tok.sample_rate)
+        save_audio(out / f"{_safe(r['id'])}.wav", wav, sr)
         gen.append(wav)
-    res["tta"] = {}
+    res: dict[str, list[dict[str, Any]]] = {}
     for t in judge.models:
         keep = [i for i, r in enumerate(tta_rows) if TARGETS[t].extract(r) is not None]
         audible = {i: w for i in keep if (w := gen[i]) is not None}
         judged = dict(zip(audible, judge.predict(t, list(audible.values())) if audible else [], strict=True))
         if keep:
-            res["tta"][t] = [{"label": TARGETS[t].extract(tta_rows[i]), "pred": judged.get(i, "(no audio)")} for i in keep]
+            res[t] = [{"label": TARGETS[t].extract(tta_rows[i]), "pred": judged.get(i, "(no audio)")} for i in keep]
     return res
 
 
@@ -310,6 +348,9 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
     if not test:
         raise ValueError(f"{cfg.manifest}: no test rows to evaluate on")
     base = read_recipe_dict(cfg.recipe, cfg.recipe_overrides)
+    lms: list[tuple[str, dict[str, Any], str]] = [("", base, "")]  # (run suffix, recipe, budget key prefix)
+    if cfg.generation_recipe:
+        lms.append(("-gen", read_recipe_dict(cfg.generation_recipe, cfg.generation_overrides), "generation_"))
     say("fitting the TTA judge on ground-truth train audio")
     judge_rows = select_rows([r for r in rows if r["split"] == "train"], cfg.eval.judge_clips, 0)
     judge = AudioJudge(cfg.eval.judge_targets).fit(judge_rows, _load_wavs(judge_rows))
@@ -341,34 +382,41 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
         tokenize_manifest(cfg.manifest, tdir, tok)
         results[spec.name] = {}
         for seed in cfg.seeds:
-            run = w / "runs" / _safe(spec.name) / f"seed{seed}"
-            data = {**base, "codec": path, "data": {**base.get("data", {}), "manifest": cfg.manifest, "tokens": str(tdir)}}
-            data["trainer"] = {**base.get("trainer", {}), "seed": seed}
-            data["model"] = {**base.get("model", {}), "seed": seed}
-            recipe = LMRecipe.from_dict(data)
-            if not (run / "lm" / "entanglecodec_lm.json").is_file():
-                say(f"{spec.name} seed {seed}: training")
-                t0 = time.monotonic()
-                run_lm_training(recipe, run, resume=(run / "recipe.yaml").is_file(), progress=False)
-                (run / "train_seconds.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
-            spent = run / "train_seconds.txt"
-            budget.setdefault("train_seconds", {})[f"{spec.name}/seed{seed}"] = (
-                float(spent.read_text()) if spent.is_file() else None
-            )
-            budget["phases"] = [asdict(p) for p in recipe.all_phases()]
-            budget["batch_size"] = recipe.data.batch_size
-            key = _eval_key(cfg.eval, test, tok.fingerprint(), run / "lm")
-            cached = _cached_eval(run / "eval.json", key)
-            if cached is not None:
-                say(f"{spec.name} seed {seed}: evaluation reused ({run / 'eval.json'})")
-                results[spec.name][seed] = cached
-                continue
-            say(f"{spec.name} seed {seed}: evaluating")
-            with warnings.catch_warnings():  # answers/audio cut at the maximum length are counted, not shouted
-                warnings.filterwarnings("ignore", message=".*maximum length")
-                results[spec.name][seed] = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
-                                                       w / "audio" / _safe(spec.name) / f"seed{seed}", seed)  # fmt: skip
-            atomic_write_text(run / "eval.json", json.dumps({"key": key, "result": results[spec.name][seed]}))
+            merged: dict[str, Any] = {}
+            for suffix, base_recipe, budget_key in lms:
+                run = w / "runs" / _safe(spec.name) / f"seed{seed}{suffix}"
+                data = {**base_recipe, "codec": path,
+                        "data": {**base_recipe.get("data", {}), "manifest": cfg.manifest, "tokens": str(tdir)}}  # fmt: skip
+                data["trainer"] = {**base_recipe.get("trainer", {}), "seed": seed}
+                data["model"] = {**base_recipe.get("model", {}), "seed": seed}
+                recipe = LMRecipe.from_dict(data)
+                label = f"{spec.name} seed {seed}{' (generation LM)' if suffix else ''}"
+                if not (run / "lm" / "entanglecodec_lm.json").is_file():
+                    say(f"{label}: training")
+                    t0 = time.monotonic()
+                    run_lm_training(recipe, run, resume=(run / "recipe.yaml").is_file(), progress=False)
+                    (run / "train_seconds.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
+                spent = run / "train_seconds.txt"
+                budget.setdefault(f"{budget_key}train_seconds", {})[f"{spec.name}/seed{seed}"] = (
+                    float(spent.read_text()) if spent.is_file() else None
+                )
+                budget[f"{budget_key}phases"] = [asdict(p) for p in recipe.all_phases()]
+                budget[f"{budget_key}batch_size"] = recipe.data.batch_size
+                parts = _scored_parts(recipe, generation=bool(suffix) if lms[1:] else None)
+                budget.setdefault("scored", {})[budget_key.rstrip("_") or "lm"] = list(parts)
+                key = _eval_key(cfg.eval, test, tok.fingerprint(), run / "lm", parts)
+                res = _cached_eval(run / "eval.json", key)
+                if res is not None:
+                    say(f"{label}: evaluation reused ({run / 'eval.json'})")
+                else:
+                    say(f"{label}: evaluating {', '.join(parts)}")
+                    with warnings.catch_warnings():  # answers/audio cut at the maximum length are counted, not shouted
+                        warnings.filterwarnings("ignore", message=".*maximum length")
+                        res = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
+                                          w / "audio" / _safe(spec.name) / f"seed{seed}", seed, parts)  # fmt: skip
+                    atomic_write_text(run / "eval.json", json.dumps({"key": key, "result": res}))
+                merged.update(res)
+            results[spec.name][seed] = merged
     if only:
         say(f"rows ready: {', '.join(only)}; no report written (run without --only for it)")
         return {}
@@ -380,7 +428,24 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
     return write_report(paths, lambda: markdown(doc, cfg), doc)
 
 
-def _eval_key(cfg: EvalSection, test: Sequence[Mapping[str, Any]], fingerprint: str, lm_dir: Path) -> str:
+def _scored_parts(recipe: Any, generation: bool | None) -> tuple[str, ...]:
+    """The :data:`EVAL_PARTS` an LM is scored on: the tasks its phases trained, restricted to
+    understanding (``generation=False``) or generation (``True``) when the comparison trains both apart.
+
+    Raises:
+        ConfigError: nothing to score (e.g. an understanding recipe without AQA or captioning).
+    """
+    trained = {t for p in recipe.all_phases() for t in (p.tasks or recipe.data.tasks)}
+    wanted = {None: EVAL_PARTS, False: ("aqa", "caption"), True: ("tts", "tta")}[generation]
+    parts = tuple(p for p in wanted if p in trained)
+    if not parts:
+        kind = {None: "", False: "understanding ", True: "generation "}[generation]
+        raise ConfigError(f"the {kind}LM recipe trains none of the scored tasks {', '.join(wanted)} (it trains {sorted(trained)})")
+    return parts
+
+
+def _eval_key(cfg: EvalSection, test: Sequence[Mapping[str, Any]], fingerprint: str, lm_dir: Path,
+              parts: Sequence[str] = EVAL_PARTS) -> str:  # fmt: skip
     """What one LM's evaluation depends on: the eval settings, the test clips, the token space, the weights.
 
     A rerun of the comparison (a later session, an added tokenizer) reuses an evaluation whose key
@@ -390,6 +455,8 @@ def _eval_key(cfg: EvalSection, test: Sequence[Mapping[str, Any]], fingerprint: 
     h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
     h.update(json.dumps([str(r["id"]) for r in test]).encode())
     h.update(fingerprint.encode())
+    if tuple(parts) != EVAL_PARTS:  # keys of full evaluations stay as they were
+        h.update(json.dumps(list(parts)).encode())
     for f in sorted(lm_dir.glob("*.safetensors")):
         h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()[:16]
@@ -424,7 +491,11 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
         f"Command: `{doc['command']}` (config below; work folder holds tokens, runs and generated audio).", "",
         f"Identical LM recipe `{cfg.recipe}` {cfg.recipe_overrides or ''} for every tokenizer, seeds {cfg.seeds}; "
         f"phases {b.get('phases')}, batch {b.get('batch_size')}. Training seconds per run: {b.get('train_seconds')}. "
-        f"Test: {doc['test_clips']} held-out clips, held-out question templates. Intervals: Wilson 95 %; "
+        + (f"Scored on: {', '.join(b['scored']['lm'])}. " if "scored" in b else "")
+        + (f"Generation LMs (TTS, TTA), trained apart as in the paper: `{cfg.generation_recipe}` "
+           f"{cfg.generation_overrides or ''}; phases {b.get('generation_phases')}, batch {b.get('generation_batch_size')}. "
+           f"Training seconds per run: {b.get('generation_train_seconds')}. " if cfg.generation_recipe else "")
+        + f"Test: {doc['test_clips']} held-out clips, held-out question templates. Intervals: Wilson 95 %; "
         "differences: Newcombe 95 % (pooled over seeds).", "",
         "## AQA accuracy (%)", "",
         "| tokenizer | seed | all questions | multiple choice | chance (MC) |", "|---|---|---|---|---|",
@@ -432,7 +503,7 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
     pooled: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for name in names:
         for seed, r in res[name].items():
-            items = r["aqa"]
+            items = r.get("aqa", [])
             pooled[name] += items
             mc = [i for i in items if i["mc"]]
             chance = 100 * float(np.mean([i["chance"] for i in mc])) if mc else float("nan")
@@ -468,6 +539,9 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
               "| tokenizer | seed | retrieval R@1 | chance | attributes named |", "|---|---|---|---|---|"]  # fmt: skip
     for name in names:
         for seed, r in res[name].items():
+            if "caption" not in r:
+                lines.append(f"| {name} | {seed} | not trained | – | – |")
+                continue
             c = r["caption"]
             n = len(c["retrieval_hits"])
             lines.append(f"| {name} | {seed} | {_acc(c['retrieval_hits'])} | {100 / max(n, 1):.1f} | "
@@ -476,6 +550,9 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
               "| tokenizer | seed | clips | mean WER | median WER | truncated | speaker sim |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in names:
         for seed, r in res[name].items():
+            if "tts" not in r:
+                lines.append(f"| {name} | {seed} | not trained | – | – | – | – |")
+                continue
             t = r["tts"]
             wer = [x["wer"] for x in t]
             sims = [x["speaker_sim"] for x in t if x.get("speaker_sim") is not None]
@@ -489,7 +566,9 @@ def markdown(doc: Mapping[str, Any], cfg: CompareConfig) -> str:
               "| tokenizer | seed | target | accuracy | per class |", "|---|---|---|---|---|"]  # fmt: skip
     for name in names:
         for seed, r in res[name].items():
-            for t, items in r["tta"].items():
+            if "tta" not in r:
+                lines.append(f"| {name} | {seed} | – | not trained | – |")
+            for t, items in r.get("tta", {}).items():
                 by_class: dict[str, list[bool]] = defaultdict(list)
                 for i in items:
                     by_class[i["label"]].append(i["pred"] == i["label"])

@@ -2,7 +2,7 @@
 
 :func:`collate` right-pads ``prompt | target`` sequences into ``input_ids [B, L]``,
 ``attention_mask [B, L]`` (1 on real tokens) and ``labels [B, L]`` (the target ids, ``-100`` on
-prompt and padding: the loss is masked to answer/target tokens). The training order comes from
+prompt and padding: the loss is masked to answer/target tokens; see :meth:`Example.segments`). The training order comes from
 :class:`~entanglecodec.data.dataset.DomainWeightedSampler` with the *task* as the domain (so
 ``data.task_weights`` balances tasks) inside :class:`~entanglecodec.training.data.ResumableSampler`
 (seeded per epoch, sharded by rank, resumes exactly at the trainer's completed-batch count).
@@ -41,16 +41,21 @@ class ExampleDataset(Dataset[Example]):
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Tensor]:
-    """Right-pad examples: ``input_ids``, ``attention_mask``, ``labels`` (all ``LongTensor [B, L]``)."""
+    """Right-pad examples: ``input_ids``, ``attention_mask``, ``labels`` (all ``LongTensor [B, L]``).
+
+    Labels hold every segment's target (an AQA example with several turns has several)."""
     n = max(len(e) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), n), dtype=torch.long)
     labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
     for i, e in enumerate(examples):
-        seq = torch.tensor(e.prompt + e.target, dtype=torch.long)
-        ids[i, : seq.numel()] = seq
-        mask[i, : seq.numel()] = 1
-        labels[i, len(e.prompt) : seq.numel()] = seq[len(e.prompt) :]
+        at = 0
+        for prompt, target in e.segments():
+            seq = torch.tensor(prompt + target, dtype=torch.long)
+            ids[i, at : at + seq.numel()] = seq
+            labels[i, at + len(prompt) : at + seq.numel()] = seq[len(prompt) :]
+            at += seq.numel()
+        mask[i, :at] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

@@ -50,13 +50,14 @@ class LMDataSection:
     mc_fraction: float = 0.75
     question_types: list[str] | None = None
     aqa_per_row: int = 1
+    aqa_turns: int = 1
 
     def validate(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"data.tasks: unknown task(s) {bad} (known: {', '.join(TASKS)})")
-        if self.batch_size < 1 or self.max_len < 8 or self.aqa_per_row < 1:
-            raise ConfigError("data: batch_size >= 1, max_len >= 8 and aqa_per_row >= 1 are required")
+        if self.batch_size < 1 or self.max_len < 8 or self.aqa_per_row < 1 or self.aqa_turns < 1:
+            raise ConfigError("data: batch_size >= 1, max_len >= 8, aqa_per_row >= 1 and aqa_turns >= 1 are required")
         for k in ("tts_style_prob", "cond_dropout", "mc_fraction"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(f"data.{k} must lie in [0, 1]")
@@ -65,7 +66,7 @@ class LMDataSection:
         return TaskConfig(
             tasks=list(tasks or self.tasks), tta_domains=list(self.tta_domains), tts_style_prob=self.tts_style_prob,
             cond_dropout=self.cond_dropout, mc_fraction=self.mc_fraction,
-            question_types=self.question_types, aqa_per_row=self.aqa_per_row,
+            question_types=self.question_types, aqa_per_row=self.aqa_per_row, aqa_turns=self.aqa_turns,
         )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ get label ``-100``). ``T`` is text (BPE ids), ``A`` audio tokens, ``<|eos|>`` th
     tts      <|tts|> [style caption <|sep|>] T(transcript) <|audio|>   | A <|/audio|> <|eos|>
     tta      <|tta|> T(caption) <|audio|>                                | A <|/audio|> <|eos|>
     aqa      <|aqa|> <|audio|> A <|/audio|> T(question [options]) <|answer|> | T(answer) <|eos|>
+             [ T(question 2) <|answer|> | T(answer 2) <|eos|> ... ]   (training turns, ``aqa_turns``)
     caption  <|caption|> <|audio|> A <|/audio|> <|answer|>               | T(caption) <|eos|>
     asr      <|asr|> <|audio|> A <|/audio|> <|answer|>                   | T(transcript) <|eos|>
 
@@ -14,6 +15,12 @@ directly by ``<|audio|>`` (no text). Training replaces the text of a TTS/TTA exa
 probability ``cond_dropout`` so the LM also learns the unconditional distribution; at inference
 the guided logits are ``l_null + gamma * (l_cond - l_null)`` (``gamma = 1``: plain conditional
 sampling, the paper's setting).
+
+**AQA turns.** An AQA training sequence may carry several questions about the same clip, one turn
+after another (``TaskConfig.aqa_turns``): the audio, which is most of the sequence, is then read
+once for several supervised answers. The first turn has exactly the layout of a test prompt, and
+the clip's questions are shuffled before they are grouped, so every question type comes first in
+some sequences. Test examples always hold one question.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -80,16 +87,22 @@ def understanding_prompt(task: str, vocab: AudioVocab, tokenizer: Any, codes: np
 
 @dataclass
 class Example:
-    """One training/evaluation sequence: ``prompt`` (no loss) then ``target`` (loss)."""
+    """One training/evaluation sequence: ``prompt`` (no loss) then ``target`` (loss), then optional
+    further ``turns`` ``(prompt, target)`` of the same kind (AQA questions about the same clip)."""
 
     task: str
     row_id: str
     prompt: list[int]
     target: list[int]
     question: Question | None = None
+    turns: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.prompt) + len(self.target)
+        return len(self.prompt) + len(self.target) + sum(len(p) + len(t) for p, t in self.turns)
+
+    def segments(self) -> list[tuple[list[int], list[int]]]:
+        """Every ``(prompt, target)`` pair in sequence order (the first is ``(prompt, target)``)."""
+        return [(self.prompt, self.target), *self.turns]
 
 
 @dataclass
@@ -104,6 +117,7 @@ class TaskConfig:
         mc_fraction: share of multiple-choice AQA questions.
         question_types: AQA question types (``None``: all).
         aqa_per_row: AQA questions drawn per training clip and type (different templates/options).
+        aqa_turns: AQA questions per training sequence (turns about the same clip; 1: one each).
     """
 
     tasks: list[str]
@@ -113,6 +127,7 @@ class TaskConfig:
     mc_fraction: float = 0.75
     question_types: list[str] | None = None
     aqa_per_row: int = 1
+    aqa_turns: int = 1
 
 
 def build_examples(
@@ -163,18 +178,36 @@ def build_examples(
             p = understanding_prompt("asr", vocab, tokenizer, codes)
             cands.append(Example("asr", rid, p, [*text_ids(tokenizer, text), vocab.eos_id]))
         if "aqa" in cfg.tasks:
+            qs = []
             for k in range(1 if test else cfg.aqa_per_row):
-                qs = make_questions([row], labels, test, seed=zlib.crc32(f"{seed}:{rid}:{k}".encode()),
-                                    mc_fraction=cfg.mc_fraction, types=cfg.question_types)  # fmt: skip
-                for q in qs:
-                    p = understanding_prompt("aqa", vocab, tokenizer, codes, q.prompt)
-                    cands.append(Example("aqa", rid, p, [*text_ids(tokenizer, q.answer), vocab.eos_id], q))
+                qs += make_questions([row], labels, test, seed=zlib.crc32(f"{seed}:{rid}:{k}".encode()),
+                                     mc_fraction=cfg.mc_fraction, types=cfg.question_types)  # fmt: skip
+            cands += _aqa_examples(rid, codes, qs, vocab, tokenizer, 1 if test else cfg.aqa_turns, rng)
         for ex in cands:
             if len(ex) > max_len:
                 skipped["too_long"] += 1
             else:
                 out.append(ex)
     return out, skipped
+
+
+def _aqa_examples(rid: str, codes: np.ndarray, qs: list[Question], vocab: AudioVocab, tokenizer: Any,
+                  turns: int, rng: random.Random) -> list[Example]:  # fmt: skip
+    """``qs`` about one clip as AQA examples of up to ``turns`` questions each (shuffled first when > 1)."""
+    if turns > 1:
+        qs = list(qs)
+        rng.shuffle(qs)
+    out: list[Example] = []
+    for i in range(0, len(qs), turns):
+        group = qs[i : i + turns]
+        first = group[0]
+        ex = Example("aqa", rid, understanding_prompt("aqa", vocab, tokenizer, codes, first.prompt),
+                     [*text_ids(tokenizer, first.answer), vocab.eos_id], first)  # fmt: skip
+        for q in group[1:]:
+            ex.turns.append(([*text_ids(tokenizer, q.prompt, "question"), vocab.special[ANSWER]],
+                             [*text_ids(tokenizer, q.answer), vocab.eos_id]))  # fmt: skip
+        out.append(ex)
+    return out
 
 
 def check_context(n_tokens: int, max_len: int, frame_rate: int, what: str = "audio") -> None:
