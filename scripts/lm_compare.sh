@@ -12,6 +12,8 @@
 #                   then the LM rows of the first two
 #   lane B          the LM rows of the bundled codec and k-means-of-mel, then (once lane A has
 #                   exported it) the w/o-rich-caption row
+#                   Each lane trains its rows' understanding LMs (AQA, captioning) first, then their
+#                   generation LMs (TTS, TTA), so the AQA rows are complete first.
 #   2. report       a last `lm compare` without --only reuses every row and writes reports/lm.{md,json}
 #
 # `scripts/lm_compare.sh a` (or b, or report) runs one part alone, e.g. to restart a lane.
@@ -25,7 +27,7 @@ STEPS=${STEPS:-600}
 THREADS=${THREADS:-1}
 EC=${EC:-.venv/bin/entanglecodec}
 CORPUS=$DATA/synth-v6
-WORK=$RUNS/lm-compare-v6
+WORK=${WORK:-$RUNS/lm-compare-v6u}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 say() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -57,9 +59,10 @@ codec() {  # name, text field, extra --set ...: train (or resume) and export one
     mv "$export.partial" "$export"
 }
 
-rows() {  # lm compare --only for the named tokenizers
+rows() {  # lm compare --only for the named tokenizers: understanding LMs first, then generation LMs
     local args=()
     for n in "$@"; do args+=(--only "$n"); done
+    $EC lm compare -c configs/lm-compare.yaml --work-dir "$WORK" -o reports/lm "${args[@]}" --set generation_recipe=null
     $EC lm compare -c configs/lm-compare.yaml --work-dir "$WORK" -o reports/lm "${args[@]}"
 }
 

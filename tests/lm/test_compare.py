@@ -173,3 +173,7 @@ def test_compare_trains_understanding_and_generation_lms_apart(lm_corpus: Path, 
     bad = ["--set", f"generation_recipe={tiny}", "--set", "generation_overrides=['data.tasks=[aqa]']"]
     res = CliRunner().invoke(app, [*args, *bad])
     assert res.exit_code == 1 and "generation LM recipe trains none of the scored tasks tts, tta" in res.output, res.output
+    # a changed LM budget does not silently reuse the LMs trained under the old one
+    changed = [a.replace("trainer.max_steps=2,", "trainer.max_steps=3,") for a in args]
+    res = CliRunner().invoke(app, changed)
+    assert res.exit_code == 1 and "was trained with another LM recipe (trainer.max_steps differ)" in res.output, res.output

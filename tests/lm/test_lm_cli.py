@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from typer.testing import CliRunner
@@ -47,8 +48,6 @@ def test_same_seed_same_tokens_and_max_length_warning(trained_lm: Path, tiny_cod
     s = Sampling(temperature=1.0, max_new_tokens=5, seed=3)
     # force the loop to run to the limit: the closing token is never allowed
     model.audio_allowed[[model.vocab.special["<|/audio|>"], model.vocab.eos_id]] = False
-    import pytest
-
     with pytest.warns(UserWarning, match="maximum length"):
         a, trunc = model.generate_codes("tts", "hello", s)
         b, _ = model.generate_codes("tts", "hello", s)
@@ -118,3 +117,20 @@ def test_recipes_parse() -> None:
     assert gen.data.tasks == ["tts", "tta"] and gen.phases[0].epochs == 3 and gen.optim.accumulate == 4
     data = json.loads(json.dumps(small.to_dict()))
     assert data["trainer"]["nan_policy"] == "stop"
+
+
+def test_option_scores_are_the_mean_log_probability_of_each_option(trained_lm: Path, tiny_codec: Path) -> None:
+    """Options of different lengths, scored from the logits of their own positions only."""
+    from entanglecodec.lm.generate import AudioLM
+    from entanglecodec.lm.tasks import text_ids, understanding_prompt
+
+    lm = AudioLM(trained_lm / "lm", tiny_codec)
+    prompt = understanding_prompt("aqa", lm.vocab, lm.tokenizer, np.arange(7) % lm.vocab.codebook_size, "What is this?")
+    options = ["speech", "a sound with many words in it", "music"]
+    got = lm.option_scores(prompt, options)
+    for o, score in zip(options, got, strict=True):  # reference: each option alone, full logits
+        x = text_ids(lm.tokenizer, o) + [lm.vocab.eos_id]
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=torch.tensor([prompt + x])).logits.float(), -1)[0]
+        ref = float(np.mean([logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(x)]))
+        assert score == pytest.approx(ref, abs=1e-4)

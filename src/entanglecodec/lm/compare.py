@@ -391,6 +391,8 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
                 data["model"] = {**base_recipe.get("model", {}), "seed": seed}
                 recipe = LMRecipe.from_dict(data)
                 label = f"{spec.name} seed {seed}{' (generation LM)' if suffix else ''}"
+                parts = _scored_parts(recipe, generation=bool(suffix) if lms[1:] else None)
+                check_run_recipe(run, recipe)
                 if not (run / "lm" / "entanglecodec_lm.json").is_file():
                     say(f"{label}: training")
                     t0 = time.monotonic()
@@ -402,7 +404,6 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
                 )
                 budget[f"{budget_key}phases"] = [asdict(p) for p in recipe.all_phases()]
                 budget[f"{budget_key}batch_size"] = recipe.data.batch_size
-                parts = _scored_parts(recipe, generation=bool(suffix) if lms[1:] else None)
                 budget.setdefault("scored", {})[budget_key.rstrip("_") or "lm"] = list(parts)
                 key = _eval_key(cfg.eval, test, tok.fingerprint(), run / "lm", parts)
                 res = _cached_eval(run / "eval.json", key)
@@ -426,6 +427,40 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
            "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
     paths = report_paths(out, {"markdown": ".md", "json": ".json"})
     return write_report(paths, lambda: markdown(doc, cfg), doc)
+
+
+RUN_RECIPE_FREE = (("trainer", "threads"), ("data", "tokens"))
+"""Recipe keys a finished LM run may differ in and still be reused (not what the LM learns)."""
+
+
+def check_run_recipe(run: Path, recipe: Any) -> None:
+    """Refuse to reuse (or resume) an LM run folder that was trained with another recipe.
+
+    The comparison reuses finished runs, so a changed recipe or budget in the config would otherwise
+    report old LMs under the new recipe's name. ``RUN_RECIPE_FREE`` keys are ignored.
+
+    Raises:
+        ConfigError: the run's ``recipe.yaml`` differs; names the first differing keys.
+    """
+    import yaml
+
+    path = run / "recipe.yaml"
+    if not path.is_file():
+        return
+
+    def flat(d: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+        out: dict[tuple[str, ...], Any] = {}
+        for k, v in d.items():
+            key = (*prefix, str(k))
+            out.update(flat(v, key) if isinstance(v, Mapping) else {key: v})
+        return out
+
+    old = {k: v for k, v in flat(yaml.safe_load(path.read_text()) or {}).items() if k not in RUN_RECIPE_FREE}
+    new = {k: v for k, v in flat(json.loads(json.dumps(recipe.to_dict()))).items() if k not in RUN_RECIPE_FREE}
+    diff = sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise ConfigError(f"{run} was trained with another LM recipe ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''} "
+                          "differ): use another --work-dir, or delete that run to retrain it")  # fmt: skip
 
 
 def _scored_parts(recipe: Any, generation: bool | None) -> tuple[str, ...]:

@@ -228,11 +228,13 @@ class AudioLM:
         for i, x in enumerate(seqs):
             ids[i, : len(prompt) + len(x)] = torch.tensor(prompt + x)
             mask[i, : len(prompt) + len(x)] = 1
-        logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        # logits only where an option token is predicted (the last n + 1 positions): the prompt's
+        # positions would cost a [options, prompt, vocabulary] array for nothing
+        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=n + 1).logits
+        logp = torch.log_softmax(logits.float(), -1)  # position j predicts ids[:, len(prompt) + j]
         out = np.zeros(len(seqs))
         for i, x in enumerate(seqs):
-            pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(x))
-            out[i] = float(logp[i, pos, torch.tensor(x)].mean())
+            out[i] = float(logp[i, torch.arange(len(x)), torch.tensor(x)].mean())
         return out
 
 
