@@ -63,7 +63,7 @@ def test_compare_command_writes_report(lm_corpus: Path, tiny_codec: Path, kmeans
         "--set", f"tokenizers=[{{name: tiny, path: {tiny_codec}}}, {{name: kmeans-mel, kmeans: true}}]",
         "--set", "eval.retrieval_clips=2", "--set", "eval.tts_clips=1", "--set", "eval.tta_clips=2",
         "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
-        "--set", "kmeans_clips=30", "--set", "contrasts=[[kmeans-mel, tiny]]",
+        "--set", "kmeans_clips=30", "--set", "contrasts=[[kmeans-mel, tiny]]", "--set", "generation_recipe=null",
     ]  # fmt: skip
     # --only: one tokenizer's rows (another process may fill the others), no report
     res = CliRunner().invoke(app, [*args, "--only", "tiny"])
@@ -150,6 +150,7 @@ def test_compare_trains_understanding_and_generation_lms_apart(lm_corpus: Path, 
         "--set", "seeds=[0]", "--set", f"tokenizers=[{{name: tiny, path: {tiny_codec}}}]", "--set", "contrasts=[]",
         "--set", "eval.retrieval_clips=2", "--set", "eval.tts_clips=1", "--set", "eval.tta_clips=2",
         "--set", "eval.caption_max_tokens=4", "--set", "eval.speaker_similarity=false", "--set", "eval.asr=pocketsphinx",
+        "--set", "generation_recipe=null",
     ]  # fmt: skip
     # understanding LM alone: no TTS/TTA rows are invented for it
     res = CliRunner().invoke(app, args)
@@ -158,6 +159,8 @@ def test_compare_trains_understanding_and_generation_lms_apart(lm_corpus: Path, 
     assert set(scored) == {"aqa", "caption"}
     md = out.with_suffix(".md").read_text()
     assert "Scored on: aqa, caption." in md and "| tiny | 0 | not trained | – | – | – | – |" in md
+    # the report names the whole command, overrides included, so that it reproduces
+    assert f"--work-dir {work} -o {out} --set manifest={lm_corpus}" in md and "--set 'recipe_overrides=[trainer" in md
     # + a generation LM: trained apart, scored on TTS/TTA; the understanding LM's evaluation is reused
     gen = ["--set", f"generation_recipe={tiny}", "--set", "generation_overrides=[trainer.max_steps=2, 'data.tasks=[tts, tta]']"]
     res = CliRunner().invoke(app, [*args, *gen])

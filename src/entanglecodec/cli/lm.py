@@ -275,7 +275,11 @@ def compare(
     @user_errors
     def run() -> None:
         cfg = load_compare_config(config, set_)
-        paths = run_comparison(cfg, work_dir, out, command=f"entanglecodec lm compare -c {config}",
+        import shlex
+
+        sets = "".join(f" --set {shlex.quote(x)}" for x in set_ or [])
+        command = f"entanglecodec lm compare -c {config} --work-dir {work_dir} -o {out}{sets}"
+        paths = run_comparison(cfg, work_dir, out, command=command,
                                progress=lambda m: console.print(m, highlight=False), only=only)
         if paths:
             console.print(f"wrote {paths['markdown']}", highlight=False)
