@@ -16,6 +16,7 @@ command            what
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -275,10 +276,9 @@ def compare(
     @user_errors
     def run() -> None:
         cfg = load_compare_config(config, set_)
-        import shlex
-
         sets = "".join(f" --set {shlex.quote(x)}" for x in set_ or [])
-        command = f"entanglecodec lm compare -c {config} --work-dir {work_dir} -o {out}{sets}"
+        q = shlex.quote
+        command = f"entanglecodec lm compare -c {q(str(config))} --work-dir {q(str(work_dir))} -o {q(str(out))}{sets}"
         paths = run_comparison(cfg, work_dir, out, command=command,
                                progress=lambda m: console.print(m, highlight=False), only=only)
         if paths:

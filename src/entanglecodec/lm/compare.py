@@ -176,10 +176,11 @@ def _norm(text: str) -> str:
 
 def evaluate_lm(
     lm_dir: Path, tok: Any, rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], cfg: EvalSection,
-    judge: AudioJudge, tta_domains: Sequence[str], audio_dir: Path, seed: int, parts: Sequence[str] = EVAL_PARTS,
+    judge: AudioJudge | None, tta_domains: Sequence[str], audio_dir: Path, seed: int, parts: Sequence[str] = EVAL_PARTS,
 ) -> dict[str, Any]:  # fmt: skip
     """The metrics of one trained LM on the test ``rows`` (see module docstring), for the tasks in
-    ``parts`` (:data:`EVAL_PARTS`; an LM is scored only on the tasks it trained on)."""
+    ``parts`` (:data:`EVAL_PARTS`; an LM is scored only on the tasks it trained on). ``judge`` is
+    needed for ``tta`` only."""
     from .generate import AudioLM, Sampling
 
     lm = AudioLM(lm_dir, tok)
@@ -193,6 +194,8 @@ def evaluate_lm(
     if "tts" in parts:
         res["tts"] = _eval_tts(lm, s, rows, cfg, tok.sample_rate, audio_dir / "tts")
     if "tta" in parts:
+        if judge is None:
+            raise ValueError("scoring TTA needs the judge (an AudioJudge fitted on ground-truth audio)")
         res["tta"] = _eval_tta(lm, s, rows, judge, tta_domains, tok.sample_rate, audio_dir / "tta", cfg.tta_clips)
     return res
 
@@ -348,18 +351,18 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
     if not test:
         raise ValueError(f"{cfg.manifest}: no test rows to evaluate on")
     base = read_recipe_dict(cfg.recipe, cfg.recipe_overrides)
-    lms: list[tuple[str, dict[str, Any], str]] = [("", base, "")]  # (run suffix, recipe, budget key prefix)
+    # (run-folder suffix, recipe, generation: None = one LM scored on all it trained, False/True = apart)
+    lms: list[tuple[str, dict[str, Any], bool | None]] = [("", base, None)]
     if cfg.generation_recipe:
-        lms.append(("-gen", read_recipe_dict(cfg.generation_recipe, cfg.generation_overrides), "generation_"))
-    say("fitting the TTA judge on ground-truth train audio")
-    judge_rows = select_rows([r for r in rows if r["split"] == "train"], cfg.eval.judge_clips, 0)
-    judge = AudioJudge(cfg.eval.judge_targets).fit(judge_rows, _load_wavs(judge_rows))
-    test_wavs = _load_wavs(test)
-    ceiling = {}
-    for t in judge.models:
-        labelled = [i for i, r in enumerate(test) if TARGETS[t].extract(r) is not None]
-        pred = judge.predict(t, [test_wavs[i] for i in labelled]) if labelled else []
-        ceiling[t] = float(np.mean([p == TARGETS[t].extract(test[i]) for p, i in zip(pred, labelled, strict=True)]))
+        lms = [("", base, False), ("-gen", read_recipe_dict(cfg.generation_recipe, cfg.generation_overrides), True)]
+    fitted: list[AudioJudge] = []
+
+    def judge() -> AudioJudge:  # fitted once, and only when a TTA evaluation or report needs it
+        if not fitted:
+            say("fitting the TTA judge on ground-truth train audio")
+            judge_rows = select_rows([r for r in rows if r["split"] == "train"], cfg.eval.judge_clips, 0)
+            fitted.append(AudioJudge(cfg.eval.judge_targets).fit(judge_rows, _load_wavs(judge_rows)))
+        return fitted[0]
     first_k: int | None = None
     results: dict[str, dict[int, Any]] = {}
     budget: dict[str, Any] = {}
@@ -383,15 +386,15 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
         results[spec.name] = {}
         for seed in cfg.seeds:
             merged: dict[str, Any] = {}
-            for suffix, base_recipe, budget_key in lms:
+            for suffix, base_recipe, generation in lms:
                 run = w / "runs" / _safe(spec.name) / f"seed{seed}{suffix}"
                 data = {**base_recipe, "codec": path,
                         "data": {**base_recipe.get("data", {}), "manifest": cfg.manifest, "tokens": str(tdir)}}  # fmt: skip
                 data["trainer"] = {**base_recipe.get("trainer", {}), "seed": seed}
                 data["model"] = {**base_recipe.get("model", {}), "seed": seed}
                 recipe = LMRecipe.from_dict(data)
-                label = f"{spec.name} seed {seed}{' (generation LM)' if suffix else ''}"
-                parts = _scored_parts(recipe, generation=bool(suffix) if lms[1:] else None)
+                label = f"{spec.name} seed {seed}{' (generation LM)' if generation else ''}"
+                parts = _scored_parts(recipe, generation)
                 check_run_recipe(run, recipe)
                 if not (run / "lm" / "entanglecodec_lm.json").is_file():
                     say(f"{label}: training")
@@ -399,12 +402,13 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
                     run_lm_training(recipe, run, resume=(run / "recipe.yaml").is_file(), progress=False)
                     (run / "train_seconds.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
                 spent = run / "train_seconds.txt"
+                budget_key = "generation_" if generation else ""
                 budget.setdefault(f"{budget_key}train_seconds", {})[f"{spec.name}/seed{seed}"] = (
                     float(spent.read_text()) if spent.is_file() else None
                 )
                 budget[f"{budget_key}phases"] = [asdict(p) for p in recipe.all_phases()]
                 budget[f"{budget_key}batch_size"] = recipe.data.batch_size
-                budget.setdefault("scored", {})[budget_key.rstrip("_") or "lm"] = list(parts)
+                budget.setdefault("scored", {})["generation" if generation else "lm"] = list(parts)
                 key = _eval_key(cfg.eval, test, tok.fingerprint(), run / "lm", parts)
                 res = _cached_eval(run / "eval.json", key)
                 if res is not None:
@@ -413,7 +417,8 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
                     say(f"{label}: evaluating {', '.join(parts)}")
                     with warnings.catch_warnings():  # answers/audio cut at the maximum length are counted, not shouted
                         warnings.filterwarnings("ignore", message=".*maximum length")
-                        res = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge, recipe.data.tta_domains,
+                        res = evaluate_lm(run / "lm", tok, test, rows, cfg.eval, judge() if "tta" in parts else None,
+                                          recipe.data.tta_domains,
                                           w / "audio" / _safe(spec.name) / f"seed{seed}", seed, parts)  # fmt: skip
                     atomic_write_text(run / "eval.json", json.dumps({"key": key, "result": res}))
                 merged.update(res)
@@ -422,6 +427,13 @@ def run_comparison(cfg: CompareConfig, work: str | Path, out: str | Path, comman
         say(f"rows ready: {', '.join(only)}; no report written (run without --only for it)")
         return {}
     prior = answer_prior([r for r in rows if r["split"] == "train"], test, rows, cfg.eval.mc_fraction)
+    ceiling: dict[str, float] = {}
+    if any("tta" in r for by_seed in results.values() for r in by_seed.values()):
+        test_wavs = _load_wavs(test)
+        for t in judge().models:
+            labelled = [i for i, r in enumerate(test) if TARGETS[t].extract(r) is not None]
+            pred = judge().predict(t, [test_wavs[i] for i in labelled]) if labelled else []
+            ceiling[t] = float(np.mean([p == TARGETS[t].extract(test[i]) for p, i in zip(pred, labelled, strict=True)]))
     doc = {"command": command, "config": asdict(cfg), "budget": budget, "judge_ceiling": ceiling,
            "test_clips": len(test), "answer_prior": prior,
            "results": {k: {str(s): v for s, v in r.items()} for k, r in results.items()}}  # fmt: skip
@@ -456,7 +468,7 @@ def check_run_recipe(run: Path, recipe: Any) -> None:
         return out
 
     old = {k: v for k, v in flat(yaml.safe_load(path.read_text()) or {}).items() if k not in RUN_RECIPE_FREE}
-    new = {k: v for k, v in flat(json.loads(json.dumps(recipe.to_dict()))).items() if k not in RUN_RECIPE_FREE}
+    new = {k: v for k, v in flat(yaml.safe_load(yaml.safe_dump(recipe.to_dict()))).items() if k not in RUN_RECIPE_FREE}
     diff = sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ConfigError(f"{run} was trained with another LM recipe ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''} "
