@@ -117,6 +117,12 @@ def test_recipes_parse() -> None:
     assert gen.data.tasks == ["tts", "tta"] and gen.phases[0].epochs == 3 and gen.optim.accumulate == 4
     data = json.loads(json.dumps(small.to_dict()))
     assert data["trainer"]["nan_policy"] == "stop"
+    understand = load_lm_recipe(REPO / "configs" / "lm-small-understand.yaml")
+    assert understand.data.tasks == ["aqa", "caption"] and understand.data.aqa_turns == 6
+    from entanglecodec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="aqa_turns >= 1"):
+        load_lm_recipe(REPO / "configs" / "lm-small-understand.yaml", ["data.aqa_turns=0"])
 
 
 def test_option_scores_are_the_mean_log_probability_of_each_option(trained_lm: Path, tiny_codec: Path) -> None:
