@@ -55,15 +55,58 @@ def test_diagnose_cli_writes_report(tmp_path, variant):
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "rep" / "diag"
     cmd = [sys.executable, "-m", "entanglecodec.cli", "eval", "diagnose", str(ckpt), "-m", str(manifest),
-           "-o", str(out), "--threads", "1"]
+           "-o", str(out), "--threads", "1", "--decode", "1:1", "--decode", "2:0"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(out.with_suffix(".json").read_text())
     # a fresh decoder has a zero output layer, so only the commitment term reaches the encoder yet
     assert set(doc["gradients"]) >= {"flow", "vq"} and doc["gradients"]["vq"]["encoder_grad_norm"] > 0
     assert set(doc["probes"]) == {"chance", "mel", "H", "h~", "Z_q"}
-    assert "steps=1 guidance=1" in doc["decode"]
+    assert set(doc["decode"]) == {"steps=1 guidance=1", "steps=2 guidance=0"}
+    if variant == "paper":
+        assert doc["predictor"] is None
+    else:  # the pitch-conditioned model's own predictor is scored against the tracker's voicing and F0
+        pred = doc["predictor"]
+        assert 0.0 <= pred["vuv_acc"] <= 1.0 and 0.0 <= pred["vuv_f1"] <= 1.0 and pred["voiced_frames"] > 0
+        assert "own pitch predictor" in out.with_suffix(".md").read_text()
     assert "Pitch probes" in out.with_suffix(".md").read_text()
     bad = subprocess.run(cmd[:5] + [str(tmp_path / "nope"), "-m", str(manifest), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a codec checkpoint" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(cmd[:-4] + ["--decode", "eight"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--decode 'eight'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_predictor_pitch_scores_the_predictor_against_the_tracker(tmp_path):
+    """A predictor that returns the tracker's contour scores 0 cents and full voicing; one an octave
+    high scores 1 200 cents; models without a predictor give None."""
+    from entanglecodec.eval import codec_diagnosis as cd
+
+    torch.manual_seed(0)
+    cfg = EntangleCodecConfig.preset("tiny")
+    assert cd.predictor_pitch(EntangleCodec(cfg), []) is None
+    cfg.decoder.pitch_cond = True
+    model = EntangleCodec(cfg)
+    clips = []
+    for i in range(2):
+        _speech_like(tmp_path / f"c{i}.wav", 120 + 60 * i, i)
+        wav, _ = sf.read(tmp_path / f"c{i}.wav", dtype="float32")
+        clips.append(cd.Clip(id=f"c{i}", wav=wav, speaker=f"s{i}"))
+    n = [x.shape[0] for x in cd.features(model, clips)["Z_q"]]
+    targets = iter(cd._frame_targets(clips, n))
+    shift = {"octaves": 0.0}
+
+    def oracle(zq):
+        f0 = torch.from_numpy(next(targets))[None]
+        octaves = torch.log2(f0.clamp_min(1.0) / cd.F0_REFERENCE_HZ) + shift["octaves"]
+        return torch.where(f0 > 0, 5.0, -5.0), octaves
+
+    assert model.pitch is not None
+    model.pitch.predict = oracle  # type: ignore[method-assign]
+    exact = cd.predictor_pitch(model, clips)
+    assert exact is not None and exact["voiced_frames"] > 20
+    assert exact["vuv_acc"] == 1.0 and exact["vuv_f1"] == 1.0 and exact["f0_cents_mean"] < 1e-3
+    targets = iter(cd._frame_targets(clips, n))
+    shift["octaves"] = 1.0
+    high = cd.predictor_pitch(model, clips)
+    assert high is not None and abs(high["f0_cents_median"] - 1200.0) < 1e-2

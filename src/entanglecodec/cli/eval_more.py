@@ -305,6 +305,9 @@ def diagnose(
     out: Path = typer.Option(..., "-o", "--out", help="Report prefix: writes OUT.md and OUT.json."),
     max_clips: int = typer.Option(24, min=2, help="Speech clips to use (probes fit on half, score on the other)."),
     threads: int = typer.Option(2, min=1, help="Torch threads."),
+    decode: list[str] = typer.Option(
+        [], "--decode", metavar="STEPS:GUIDANCE",
+        help="A decode setting to score, e.g. 1:0 (repeatable; default 1:1, 8:1 and 32:3)."),
 ) -> None:
     """Where pitch dies: gradient per loss term into the encoder, F0/voicing probes on H / h~ / Z_q,
     and decoded F0 accuracy vs Euler steps and guidance -> OUT.md + OUT.json."""
@@ -317,8 +320,19 @@ def diagnose(
         fail(f"{checkpoint}: not a codec checkpoint directory (no config.json)", 2)
     if not manifest.is_file():
         fail(f"{manifest}: manifest not found", 2)
+    settings: list[tuple[int, float]] = []
+    for d in decode:
+        steps_s, _, guid_s = d.partition(":")
+        try:
+            steps_i, guid = int(steps_s), float(guid_s)
+        except ValueError:
+            fail(f"--decode {d!r}: expected STEPS:GUIDANCE, e.g. 1:0 or 8:1", 2)
+        if steps_i < 1 or guid < 0:
+            fail(f"--decode {d!r}: steps must be >= 1 and guidance >= 0", 2)
+        settings.append((steps_i, guid))
     try:
         path = write_diagnosis(checkpoint, manifest, split, out, max_clips=max_clips,
+                               settings=settings or ((1, 1.0), (8, 1.0), (32, 3.0)),
                                command=_command_line("diagnose") or "")
     except ValueError as e:
         fail(str(e), 1)

@@ -8,6 +8,8 @@ For one codec checkpoint and a set of speech clips:
 * :func:`pitch_probes` — linear and small-MLP probes of voicing and log-F0 (WORLD DIO + StoneMask on
   the clip) on the encoder output ``H``, on ``h~``, on the code vectors ``Z_q`` of the tokens, and on
   the input mel itself (the ceiling);
+* :func:`predictor_pitch` — the pitch-conditioned codec's own voicing/F0 predictor on ``Z_q`` (the
+  contour its decoder and the pulse phase read at decode time) against the same tracker;
 * :func:`decode_pitch` — F0 accuracy (:func:`~entanglecodec.eval.metrics.pitch_accuracy`: pYIN, F0
   RMSE in cents, as in the real-speech evaluation report), voicing F1 and log-mel L1 of the decoded
   mel (through the vocoder) for N Euler steps and guidance values at the same checkpoint.
@@ -188,6 +190,38 @@ def pitch_probes(model: EntangleCodec, clips: Sequence[Clip], seed: int = 0) -> 
 
 
 @torch.no_grad()
+def predictor_pitch(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, float] | None:
+    """Voicing accuracy / F1 and mean absolute F0 error (cents) of the codec's own pitch predictor.
+
+    It reads the token vectors ``Z_q`` (``decoder.pitch_cond`` models; ``None`` for the others), the
+    contour the decoder and the pulse phase use at decode time, and is scored on every clip's frames
+    against the probes' targets (WORLD DIO + StoneMask on the clip). Nothing is fitted here, so the
+    number is comparable across checkpoints on the same clips: the "pitch precision in the tokens"
+    of ``reports/codec-diagnosis.md``.
+    """
+    if model.pitch is None:
+        return None
+    m = model.eval()
+    zq = features(m, clips)["Z_q"]
+    targets = _frame_targets(clips, [x.shape[0] for x in zq])
+    pred_v, pred_f, ref = [], [], []
+    for z, f0 in zip(zq, targets, strict=True):
+        logit, octaves = m.pitch.predict(torch.from_numpy(z)[None])
+        pred_v.append(logit[0].numpy() > 0)
+        pred_f.append(octaves[0].numpy())
+        ref.append(f0)
+    pv, po, f0 = np.concatenate(pred_v), np.concatenate(pred_f), np.concatenate(ref)
+    voiced = f0 > 0
+    tp = float((pv & voiced).sum())
+    f1 = 2 * tp / max(float(pv.sum() + voiced.sum()), 1.0)
+    err = np.abs(po[voiced] - np.log2(np.maximum(f0[voiced], 1.0) / F0_REFERENCE_HZ)) * 1200
+    return {"vuv_acc": float((pv == voiced).mean()), "vuv_f1": f1,
+            "f0_cents_mean": float(err.mean()) if err.size else float("nan"),
+            "f0_cents_median": float(np.median(err)) if err.size else float("nan"),
+            "voiced_frames": float(voiced.sum())}
+
+
+@torch.no_grad()
 def _reconstruct_continuous(model: EntangleCodec, wav: np.ndarray, steps: int, guidance: float, seed: int) -> np.ndarray:
     """Decode from the continuous ``h~`` instead of the tokens (the ``quantizer.bypass`` control), one window."""
     mel = _mel(model, wav)
@@ -258,9 +292,10 @@ def write_diagnosis(
     captions = [c.caption for c in batch]
     grads = gradient_norms(model, batch, captions if all(captions) else None)  # type: ignore[arg-type]
     probes = pitch_probes(model, clips)
+    predictor = predictor_pitch(model, clips)
     decode = decode_pitch(model, clips, settings, continuous=model.config.quantizer.bypass)
     result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "split": split, "clips": len(clips),
-              "gradients": grads, "probes": probes, "decode": decode}
+              "gradients": grads, "probes": probes, "predictor": predictor, "decode": decode}
     md = [
         f"# Codec diagnosis: `{checkpoint}`",
         "",
@@ -280,6 +315,12 @@ def write_diagnosis(
         "",
         _table(probes, ["vuv_acc_linear", "vuv_acc_mlp", "f0_cents_linear", "f0_cents_mlp"]),
         "",
+        *([
+            "## The codec's own pitch predictor on `Z_q` (every clip, same targets; what decoding reads)",
+            "",
+            _table({"predictor": predictor}, ["vuv_acc", "vuv_f1", "f0_cents_mean", "f0_cents_median", "voiced_frames"]),
+            "",
+        ] if predictor is not None else []),
         "## Decoded speech vs Euler steps and guidance (through the bundled vocoder)",
         "",
         _table(decode, ["vuv_f1", "f0_rmse_cents", "f0_corr", "mel_l1", "stoi"]),
