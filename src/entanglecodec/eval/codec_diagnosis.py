@@ -199,14 +199,15 @@ def predictor_pitch(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, fl
     number is comparable across checkpoints on the same clips: the "pitch precision in the tokens"
     of ``reports/codec-diagnosis.md``.
     """
-    if model.pitch is None:
+    predictor = model.pitch
+    if predictor is None:
         return None
     m = model.eval()
     zq = features(m, clips)["Z_q"]
     targets = _frame_targets(clips, [x.shape[0] for x in zq])
     pred_v, pred_f, ref = [], [], []
     for z, f0 in zip(zq, targets, strict=True):
-        logit, octaves = m.pitch.predict(torch.from_numpy(z)[None])
+        logit, octaves = predictor.predict(torch.from_numpy(z)[None])
         pred_v.append(logit[0].numpy() > 0)
         pred_f.append(octaves[0].numpy())
         ref.append(f0)
