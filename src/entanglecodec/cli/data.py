@@ -89,6 +89,48 @@ def real_speech(
     typer.echo(f"wrote {summary['clips']} clips ({sets}) to {out}")
 
 
+@app.command("semantic")
+def semantic(
+    features_dir: Path = typer.Argument(..., help="A finished feature directory ('entanglecodec data features')."),
+    teacher: str = typer.Option("base", "--teacher", help="Packaged Whisper model whose encoder gives the targets."),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads of the teacher."),
+    resume: bool = typer.Option(False, "--resume", help="Complete an interrupted run (finished shards are kept)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Add per-frame semantic teacher targets (Whisper encoder, 50 Hz) to a feature directory, for loss.semantic."""
+    from ..audio import AudioError
+    from ..data.features import FeatureError
+    from ..data.manifest import ManifestError
+    from ..data.semantic import whisper_encoder, write_semantic
+    from ..eval.metrics import MetricUnavailable
+    from .common import _progress
+
+    try:
+        encode, name = whisper_encoder(teacher, threads)
+    except MetricUnavailable as e:
+        fail(f"--teacher {teacher}: {e}", 2)
+    bar = _progress() if progress else None
+    task: list[int] = []
+
+    def start(n: int) -> None:
+        if bar is not None:
+            bar.start()
+            task.append(bar.add_task("semantic", total=n))
+
+    def step(_clip: str) -> None:
+        if bar is not None:
+            bar.advance(task[0])
+
+    try:
+        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=step, on_start=start)
+    except (FeatureError, ManifestError, AudioError) as e:
+        fail(str(e))
+    finally:
+        if bar is not None:
+            bar.stop()
+    typer.echo(f"wrote {doc['dim']}-d {doc['teacher']} frames to {features_dir} ({doc['n_frames']} {doc['stats_split']} frames)")
+
+
 @app.command("features")
 def features(
     manifests: list[Path] = typer.Argument(..., help="Corpus manifest(s) (.jsonl)."),

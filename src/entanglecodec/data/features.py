@@ -446,7 +446,8 @@ class FeatureDataset(Dataset[dict[str, Any]]):
 
     Items: ``id``, ``log_mel`` float32 ``[n_mels, F]`` (un-normalised log-mel: the module normalises it
     with the run's statistics), ``mel_length`` (``F``), ``f0`` float32 ``[F]`` (Hz, 0 unvoiced),
-    ``caption``, ``caption_emb`` float32 ``[D]`` (when ``embeddings``), ``domain``, ``split`` and
+    ``caption``, ``caption_emb`` float32 ``[D]`` (when ``embeddings``), ``semantic`` float32
+    ``[F, D_teacher]`` (when ``semantic``: :mod:`~entanglecodec.data.semantic`), ``domain``, ``split`` and
     ``offset`` (crop start in frames). The crop of a clip depends on ``(seed, epoch, clip id)`` as in
     :class:`~entanglecodec.data.dataset.ManifestDataset`; ``crop_seconds`` gives
     ``ceil(round(crop_seconds * sample_rate) / hop)`` frames, the waveform crop's frame count.
@@ -463,6 +464,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         seed: int = 0,
         embeddings: bool = False,
         index: Mapping[str, Any] | None = None,
+        semantic: bool = False,
     ) -> None:
         self.root = Path(root)
         self.index = dict(index) if index is not None else read_index(self.root)
@@ -477,6 +479,11 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         self.seed = int(seed)
         self.split = split
         self.embeddings = embeddings
+        self.semantic = semantic
+        if semantic:
+            from .semantic import read_semantic
+
+            read_semantic(self.root)  # a one-line error when the directory has no teacher frames
         q = self.index["quant"]
         self.offset = np.asarray(q["offset"], dtype=np.float32)
         self.scale = np.asarray(q["scale"], dtype=np.float32)
@@ -489,7 +496,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                 meta = json.loads(p.read_text())
             except (OSError, ValueError) as e:
                 raise FeatureError(f"{p}: missing or unreadable shard ({e})") from e
-            for f in meta["files"]:
+            for f in list(meta["files"]) + ([f"{name}.sem.npy"] if semantic else []):
                 if not (self.root / f).is_file():
                     raise FeatureError(f"{self.root / f}: missing shard file")
             self.clips.extend(meta["clips"])
@@ -550,13 +557,15 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         if self.embeddings:
             row = int(self._row_in_shard[index])
             item["caption_emb"] = torch.from_numpy(np.asarray(self._array(k, "emb")[row], dtype=np.float32))
+        if self.semantic:
+            item["semantic"] = torch.from_numpy(np.asarray(self._array(k, "sem")[a : a + n], dtype=np.float32))
         return item
 
 
 def collate_features(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Pad feature items: ``log_mel [B, n_mels, F]`` (padding at the log floor of the first item's
     grid is irrelevant: the module masks it), ``mel_lengths [B]``, ``f0 [B, F]``, ``caption_emb [B, D]``
-    when present, and the lists ``id``, ``caption``, ``domain``, ``split``, ``offset``."""
+    and ``semantic [B, F, D_teacher]`` (zero-padded) when present, and the lists ``id``, ``caption``, ``domain``, ``split``, ``offset``."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
     lens = torch.tensor([int(b["mel_length"]) for b in batch], dtype=torch.long)
@@ -571,6 +580,11 @@ def collate_features(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"log_mel": mel, "mel_lengths": lens, "f0": f0}
     if "caption_emb" in batch[0]:
         out["caption_emb"] = torch.stack([b["caption_emb"] for b in batch])
+    if "semantic" in batch[0]:
+        sem = torch.zeros(len(batch), f, int(batch[0]["semantic"].shape[1]))
+        for i, b in enumerate(batch):
+            sem[i, : int(b["mel_length"])] = b["semantic"]
+        out["semantic"] = sem
     for key in ("id", "caption", "domain", "split", "offset"):
         out[key] = [b[key] for b in batch]
     return out

@@ -13,6 +13,12 @@ Two switches of the recipe's ``loss`` section, both weights (0 = off, the paper'
     normalised mel from the code vectors, L1 loss. Its gradient reaches the encoder through the
     quantizer's straight-through path without going through the flow decoder.
 
+``semantic``
+    Semantic distillation: a small convolutional head predicts a speech recogniser's encoder frame
+    (Whisper, :mod:`~entanglecodec.data.semantic`) from ``Z_q``; loss ``1 - cosine`` against the
+    standardised teacher frame, on speech frames only. Its gradient also reaches the encoder
+    through the straight-through path.
+
 The heads live in the Lightning module, never in the exported model.
 """
 
@@ -25,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..codec.pitch import F0_CEIL_HZ, F0_FLOOR_HZ, masked_mean, pitch_loss
 from ..data.dataset import collate_audio
@@ -118,3 +125,39 @@ class MelRegressionHead(nn.Module):
         pred = self.net(zq.transpose(1, 2))
         m = mask[:, None, :].to(mel.dtype)
         return ((pred - mel).abs() * m).sum() / (m.sum() * mel.shape[1]).clamp_min(1.0)
+
+
+class SemanticHead(nn.Module):
+    """``Z_q [B, F, D_quant]`` -> teacher frames ``[B, F, D_teacher]`` (convolutions of width 5, 3 and 1).
+
+    Args:
+        in_dim: ``D_quant``; out_dim: the teacher's size; mean / std: ``[D_teacher]`` statistics of the
+            teacher frames (``semantic.json``) that standardise the targets.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, in_dim: int, out_dim: int, mean: Sequence[float], std: Sequence[float], hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(in_dim, hidden, 5, padding=2), nn.GELU(),
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.GELU(),
+            nn.Conv1d(hidden, out_dim, 1),
+        )
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).clamp_min(1e-4), persistent=False)
+
+    def loss(self, zq: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Masked ``1 - cos`` between the head's frames and the standardised ``target [B, F, D_teacher]``.
+
+        Frames whose raw target is all zero (clips without speech, padding) and frames outside ``mask
+        [B, F]`` are skipped. Returns ``sem`` (the loss) and ``sem_cos`` (mean cosine, no gradient).
+        """
+        pred = self.net(zq.transpose(1, 2)).transpose(1, 2)
+        n = min(pred.shape[1], target.shape[1])
+        pred, target = pred[:, :n], target[:, :n].to(pred.dtype)
+        m = (mask[:, :n] & (target.abs().sum(dim=-1) > 0)).to(pred.dtype)
+        cos = F.cosine_similarity(pred, (target - self.mean) / self.std, dim=-1, eps=1e-6)
+        loss = masked_mean(1.0 - cos, m) if bool(m.sum() > 0) else pred.sum() * 0.0
+        return {"sem": loss, "sem_cos": (1.0 - loss).detach()}

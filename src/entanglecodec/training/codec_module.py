@@ -32,7 +32,7 @@ from ..codec.model import EntangleCodec
 from ..codec.text import CaptionEncoder
 from ..config import EntangleCodecConfig, _from_dict
 from ..data.features import INDEX_NAME, check_index, read_index
-from .aux_losses import MelRegressionHead, PrimitiveHead
+from .aux_losses import MelRegressionHead, PrimitiveHead, SemanticHead
 from .codec_losses import LOGIT_SCALE, logit_scale_parameter, stage1_losses
 from .discriminators import MelDiscriminator, MelDiscriminatorConfig, freeze, masked_mel
 from .losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
@@ -110,12 +110,15 @@ class CodecModule(L.LightningModule):
         # Training-only auxiliary heads (stage 1, when their loss weight is on); never exported.
         self.primitive_head: PrimitiveHead | None = None
         self.mel_head: MelRegressionHead | None = None
+        self.semantic_head: SemanticHead | None = None
         if stage == "stage1":
             qdim = self.model.config.quantizer.dim
             if self.recipe.loss.primitives > 0:
                 self.primitive_head = PrimitiveHead(qdim)
             if self.recipe.loss.mel_regression > 0:
                 self.mel_head = MelRegressionHead(qdim, self.model.config.mel.n_mels)
+            if self.recipe.loss.semantic > 0:
+                self.semantic_head = self._semantic_head(qdim)
         if self.recipe.trainer.gradient_checkpointing:
             for tr in (self.model.encoder.transformer, self.model.decoder.transformer):
                 tr.gradient_checkpointing = True
@@ -138,6 +141,19 @@ class CodecModule(L.LightningModule):
         index = read_index(root)
         usable = check_index(index, config or self.recipe.model.build(), self.recipe.data.text_field, root)
         return int(index["captions"]["embedding"]["dim"]) if usable else None
+
+    def _semantic_head(self, qdim: int) -> SemanticHead | None:
+        """The ``loss.semantic`` head, sized by the feature directory's ``semantic.json``. A run rebuilt
+        where that directory is absent (e.g. for export) gets none: the head is training-only, and
+        training itself cannot start without the teacher frames (the loader refuses)."""
+        from ..data.semantic import SEMANTIC_NAME, read_semantic
+
+        root = self.recipe.data.features
+        if not root or not (Path(root) / SEMANTIC_NAME).is_file():
+            log.warning("loss.semantic: no teacher frames in %s; the semantic head is not built", root)
+            return None
+        sem = read_semantic(root)
+        return SemanticHead(qdim, int(sem["dim"]), sem["mean"], sem["std"])
 
     def _tokenizer_parts(self) -> list[nn.Module]:
         """What stage 2 and the discriminator stage keep frozen: everything that makes the tokens,
@@ -235,6 +251,10 @@ class CodecModule(L.LightningModule):
             zq = out["quantized"].detach() if cut else out["quantized"]
             out["mel_reg"] = self.mel_head.loss(zq, mel, mask)
             loss = loss + w.mel_regression * out["mel_reg"]
+        if self.semantic_head is not None:
+            zq = out["quantized"].detach() if cut else out["quantized"]
+            out.update(self.semantic_head.loss(zq, batch["semantic"], mask))
+            loss = loss + w.semantic * out["sem"]
         if self.teacher is not None:
             out["distill"] = self._guidance_distillation(mel, out["quantized"], mask, generator)
             loss = loss + w.distill * out["distill"]

@@ -109,15 +109,17 @@ def build_train_loader(
     batches_consumed: int,
     batches_done: Callable[[], int] | None = None,
     collate: Collate = collate_audio,
+    semantic: bool = False,
 ) -> DataLoader[Any]:
     """Random-crop training loader for this rank, positioned after ``batches_consumed`` batches.
 
     ``batches_done`` (optional) is re-read at every epoch's iterator, see :class:`ResumableSampler`.
     ``collate`` batches the items (default :func:`collate_audio`; auxiliary losses may add targets).
+    ``semantic``: feature batches carry the directory's teacher frames (``loss.semantic``).
     """
     ds: ManifestDataset | FeatureDataset
     if cfg.features:
-        ds, collate = feature_dataset(cfg, cfg.train_split or "train", "random", seed), collate_features
+        ds, collate = feature_dataset(cfg, cfg.train_split or "train", "random", seed, semantic), collate_features
     else:
         ds = ManifestDataset(
             cfg.train_manifest,
@@ -144,22 +146,28 @@ def build_train_loader(
     )
 
 
-def feature_dataset(cfg: DataSection, split: str, crop_mode: Literal["random", "center"], seed: int) -> FeatureDataset:
-    """The ``data.features`` directory's ``split`` (caption embeddings included when it holds them)."""
+def feature_dataset(
+    cfg: DataSection, split: str, crop_mode: Literal["random", "center"], seed: int, semantic: bool = False
+) -> FeatureDataset:
+    """The ``data.features`` directory's ``split`` (caption embeddings included when it holds them;
+    semantic teacher frames when ``semantic``)."""
     assert cfg.features is not None
     index = read_index(cfg.features)
     has_emb = index["captions"]["embedding"] is not None
-    return FeatureDataset(cfg.features, split, cfg.crop_seconds, crop_mode, seed, embeddings=has_emb, index=index)
+    return FeatureDataset(cfg.features, split, cfg.crop_seconds, crop_mode, seed, embeddings=has_emb, index=index,
+                          semantic=semantic)
 
 
-def build_valid_loader(cfg: DataSection, rank: int, world: int, collate: Collate = collate_audio) -> DataLoader[Any] | None:
+def build_valid_loader(
+    cfg: DataSection, rank: int, world: int, collate: Collate = collate_audio, semantic: bool = False
+) -> DataLoader[Any] | None:
     """Deterministic (centre-crop) validation loader over ``valid_batches`` batches, or None."""
     manifests = cfg.valid_manifest or cfg.train_manifest
     ds: ManifestDataset | FeatureDataset
     if cfg.features:
         if (cfg.valid_split or "valid") not in read_index(cfg.features)["splits"]:
             return None
-        ds, collate = feature_dataset(cfg, cfg.valid_split or "valid", "center", 0), collate_features
+        ds, collate = feature_dataset(cfg, cfg.valid_split or "valid", "center", 0, semantic), collate_features
     else:
         try:
             ds = ManifestDataset(
@@ -203,19 +211,23 @@ class CodecDataModule(pl.LightningDataModule):
             return PitchCollate(config.mel.sample_rate, config.mel.hop_length)
         return collate_audio
 
+    def _semantic(self) -> bool:
+        """Feature batches carry teacher frames for the stage-1 ``loss.semantic`` term."""
+        return self.recipe.stage == "stage1" and self.recipe.loss.semantic > 0
+
     def train_dataloader(self) -> Any:
         t = self.trainer
         assert t is not None
         consumed = int(t.global_step) * self.recipe.optim.accumulate
         return build_train_loader(
             self.recipe.data, self.recipe.trainer.seed, t.global_rank, t.world_size, consumed,
-            lambda: batches_done(t), self._collate(),
+            lambda: batches_done(t), self._collate(), self._semantic(),
         )
 
     def val_dataloader(self) -> Any:
         t = self.trainer
         assert t is not None
-        loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size, self._collate())
+        loader = build_valid_loader(self.recipe.data, t.global_rank, t.world_size, self._collate(), self._semantic())
         return loader if loader is not None else []
 
 

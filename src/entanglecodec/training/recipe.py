@@ -146,6 +146,11 @@ class LossSection:
     # ``training/aux_losses.py``: F0/voicing/energy read from h~, and a frame-wise mel from Z_q.
     primitives: float = 0.0
     mel_regression: float = 0.0
+    # Not in the paper (0 = off): semantic distillation, stage 1. A head reads a speech recogniser's
+    # encoder frames (Whisper, 50 Hz, data/semantic.py) from Z_q; loss 1 - cosine on speech frames.
+    # It tells the tokens *what is said*, which captions cannot. Needs data.features with teacher
+    # frames ('entanglecodec data semantic DIR').
+    semantic: float = 0.0
     # Pitch-conditioned models (model decoder.pitch_cond, codec/pitch.py): weight of the voicing/F0
     # predictor's loss on Z_q (stage 1; the predictor is frozen with the tokenizer after it).
     pitch: float = 1.0
@@ -223,6 +228,9 @@ class Recipe:
             raise ConfigError(f"{self.stage} needs init_from: an exported stage-1 checkpoint directory")
         if self.stage == "stage2" and self.loss.adv > 0 and not self.discriminator:
             raise ConfigError("stage2 with loss.adv > 0 needs discriminator: a pre-trained discriminator directory")
+        if self.loss.semantic > 0 and (self.stage != "stage1" or not self.data.features):
+            raise ConfigError("loss.semantic is a stage1 term that reads teacher frames from a feature directory: "
+                              "set data.features to one prepared with 'entanglecodec data semantic DIR'")
         if self.loss.distill > 0 and self.stage != "stage2":
             raise ConfigError(f"loss.distill (guidance distillation) is a stage2 term, not {self.stage}")
         if self.loss.distill_guidance < 0:

@@ -1,0 +1,221 @@
+"""Per-frame semantic teacher features for a feature directory (the ``loss.semantic`` switch; not in the paper).
+
+The paper aligns the encoder with captions (one vector per clip). Nothing in it tells the 50 Hz tokens
+*what is said*, and on real speech ours decode to mels Whisper cannot read (``reports/codec-diagnosis.md``).
+This module adds a frame-level target that does: the output of a speech recogniser's encoder. Whisper's
+encoder runs at 50 frames per second (10 ms log-mel frames, one stride-2 convolution), the codec's own
+frame rate, and frame ``i`` of both is centred on ``i * 20 ms``, so the two align frame for frame.
+Training distils these frames into the token vectors ``Z_q`` through a small head
+(:class:`~entanglecodec.training.aux_losses.SemanticHead`), the way SpeechTokenizer and X-Codec distil
+a self-supervised model into their first codebook.
+
+The teacher is a CTranslate2 Whisper model shipped in a pip package (:mod:`entanglecodec.eval.whisper`;
+``base`` is multilingual, 512-d). Its features sit beside the mels of an existing feature directory::
+
+    DIR/SPLIT-NNNNN.sem.npy     float16 [T, D]: teacher frame of every mel frame of the shard; zeros
+                                for clips outside SPEECH_DOMAINS (the loss skips all-zero frames)
+    DIR/SPLIT-NNNNN.sem.json    its SHA-256 (written after the array: a shard without it is incomplete)
+    DIR/semantic.json           teacher name, dimension, per-dimension mean / std over the train frames
+                                of speech (training standardises with them), written last
+
+``entanglecodec data semantic DIR`` writes them; it resumes shard by shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..fileio import atomic_write, atomic_write_text
+from .features import FeatureError, read_index
+
+SEMANTIC_NAME = "semantic.json"
+TEACHER_RATE = 16000  # Hz: Whisper's input rate
+TEACHER_FRAME_RATE = 50  # teacher frames per second (must equal the codec's frame rate)
+WINDOW_SECONDS = 30  # Whisper's fixed input window
+SPEECH_DOMAINS = ("speech", "mixture")  # clips the teacher reads; the others get zero frames, which the loss skips
+
+Encoder = Callable[[np.ndarray], np.ndarray]
+"""A teacher: ``wav [S]`` float32 at 16 kHz (at most 30 s) -> frames ``[ceil(S / 320), D]`` float32."""
+
+
+def whisper_encoder(name: str = "base", threads: int = 1) -> tuple[Encoder, str]:
+    """The encoder of the packaged Whisper model ``name`` as an :data:`Encoder`, and its description."""
+    import ctranslate2
+
+    from ..eval.whisper import load_model
+
+    model = load_model(name, threads)
+    extractor = model.feature_extractor
+    window = WINDOW_SECONDS * TEACHER_RATE
+    n_in = extractor.nb_max_frames  # 3000 log-mel frames of 10 ms
+
+    def encode(wav16k: np.ndarray) -> np.ndarray:
+        if wav16k.size > window:
+            raise ValueError(f"teacher window is {WINDOW_SECONDS} s, got {wav16k.size / TEACHER_RATE:.2f} s")
+        padded = np.zeros(window, dtype=np.float32)
+        padded[: wav16k.size] = wav16k
+        feats = extractor(padded)[:, :n_in]  # [n_mels, 3000]
+        x = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None], dtype=np.float32))
+        out = np.asarray(model.model.encode(x, to_cpu=True))[0]  # [1500, D]
+        n = -(-wav16k.size // (TEACHER_RATE // TEACHER_FRAME_RATE))
+        return out[:n].astype(np.float32)
+
+    return encode, f"whisper-{name} encoder (ctranslate2)"
+
+
+def _to_teacher_rate(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    import soxr
+
+    x = soxr.resample(wav.astype(np.float32), sample_rate, TEACHER_RATE) if sample_rate != TEACHER_RATE else wav
+    return np.asarray(x, dtype=np.float32)
+
+
+def _fit(frames: np.ndarray, n_frames: int) -> np.ndarray:
+    """Trim to ``n_frames``, or repeat the last frame (the codec's centred STFT gives one frame more)."""
+    if frames.shape[0] >= n_frames:
+        return frames[:n_frames]
+    return np.concatenate([frames, np.repeat(frames[-1:], n_frames - frames.shape[0], axis=0)])
+
+
+def teacher_frames(wav: np.ndarray, sample_rate: int, n_frames: int, encode: Encoder) -> np.ndarray:
+    """Teacher frames ``[n_frames, D]`` float32 of one clip ``wav [S]`` at ``sample_rate``.
+
+    The clip is resampled to 16 kHz and encoded in consecutive 30 s windows, each clip from the start
+    of its own window; frame ``i`` is centred on ``i * 20 ms`` like the codec's mel frame ``i``.
+    Packing several short clips into one window would be cheaper, but Whisper's encoder output
+    depends on a frame's absolute position in the window: a clip placed after another one, or after
+    10 s of silence, gave frames with a mean cosine of only 0.41-0.56 to the same clip encoded alone.
+    """
+    x = _to_teacher_rate(wav, sample_rate)
+    step = WINDOW_SECONDS * TEACHER_RATE
+    return _fit(np.concatenate([encode(x[s : s + step]) for s in range(0, max(x.size, 1), step)]), n_frames)
+
+
+def _shard_done(root: Path, name: str) -> bool:
+    meta = root / f"{name}.sem.json"
+    arr = root / f"{name}.sem.npy"
+    if not (meta.is_file() and arr.is_file()):
+        return False
+    try:
+        return bool(json.loads(meta.read_text())["sha256"] == hashlib.sha256(arr.read_bytes()).hexdigest())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _audio_paths(index: Mapping[str, Any]) -> dict[str, str]:
+    from .manifest import read_manifest
+
+    paths: dict[str, str] = {}
+    for src in index["sources"]:
+        if not Path(src).is_file():
+            raise FeatureError(f"{src}: the manifest this feature directory was built from is gone (its audio is needed)")
+        for r in read_manifest(src, None, allow_empty=True):
+            paths[r["id"]] = r["audio"]
+    return paths
+
+
+def write_semantic(
+    root: str | Path,
+    encode: Encoder,
+    teacher: str,
+    resume: bool = False,
+    on_clip: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Add teacher frames to every shard of the feature directory ``root``; returns ``semantic.json``.
+
+    Raises:
+        FeatureError: not a finished feature directory, semantic features already there (without
+            ``resume``) or made by another teacher, a clip whose audio is gone.
+    """
+    from ..audio import load_audio
+
+    root = Path(root)
+    index = read_index(root)
+    sem_path = root / SEMANTIC_NAME
+    existing = sorted(p.name for p in root.glob("*.sem.*"))
+    if sem_path.is_file() or existing:
+        if not resume:
+            raise FeatureError(f"{root}: already holds semantic features; pass --resume to complete them")
+        if sem_path.is_file() and json.loads(sem_path.read_text()).get("teacher") != teacher:
+            raise FeatureError(f"{root}: its semantic features come from another teacher; remove them first")
+    rate = index["mel"]["sample_rate"] / index["mel"]["hop_length"]
+    if abs(rate - TEACHER_FRAME_RATE) > 1e-6:
+        raise FeatureError(f"{root}: mel frames at {rate:g} Hz; the teacher runs at {TEACHER_FRAME_RATE} Hz")
+    shards = [(split, name) for split, s in index["splits"].items() for name in s["shards"]]
+    metas = {name: json.loads((root / f"{name}.json").read_text()) for _, name in shards}
+    if on_start is not None:
+        on_start(sum(len(m["clips"]) for m in metas.values()))
+    paths: dict[str, str] | None = None
+    sr = int(index["mel"]["sample_rate"])
+    for _, name in shards:
+        meta = metas[name]
+        if _shard_done(root, name):
+            if on_clip is not None:
+                for c in meta["clips"]:
+                    on_clip(c["id"])
+            continue
+        if paths is None:
+            paths = _audio_paths(index)
+        frames = []
+        for c in meta["clips"]:
+            n = int(c["frames"])
+            if c["domain"] not in SPEECH_DOMAINS:
+                frames.append(np.zeros((n, 0), dtype=np.float16))
+            else:
+                if c["id"] not in paths:
+                    raise FeatureError(f"{root}: clip {c['id']!r} is in no source manifest")
+                wav, _ = load_audio(paths[c["id"]], sr)
+                frames.append(teacher_frames(wav, sr, n, encode).astype(np.float16))
+            if on_clip is not None:
+                on_clip(c["id"])
+        dim = next((f.shape[1] for f in frames if f.shape[1] > 0), None)
+        if dim is None:  # no speech in this shard: the teacher's size from a silent window
+            dim = int(encode(np.zeros(TEACHER_RATE, dtype=np.float32)).shape[1])
+        arr = np.concatenate([np.zeros((f.shape[0], dim), np.float16) if f.shape[1] == 0 else f
+                              for f in frames])
+        if arr.shape[0] != meta["frames"]:
+            raise FeatureError(f"{root}/{name}: {arr.shape[0]} teacher frames for {meta['frames']} mel frames")
+
+        def save(tmp: Path, a: np.ndarray = arr) -> None:
+            np.save(tmp, a, allow_pickle=False)
+
+        atomic_write(root / f"{name}.sem.npy", save)
+        digest = hashlib.sha256((root / f"{name}.sem.npy").read_bytes()).hexdigest()
+        atomic_write_text(root / f"{name}.sem.json", json.dumps({"sha256": digest, "teacher": teacher}) + "\n")
+    stat_split = "train" if "train" in index["splits"] else next(iter(index["splits"]))
+    s1: np.ndarray | None = None
+    s2: np.ndarray | None = None
+    n = 0
+    for name in index["splits"][stat_split]["shards"]:
+        a = np.load(root / f"{name}.sem.npy", mmap_mode="r").astype(np.float64)
+        a = a[np.any(a != 0, axis=1)]
+        s1 = a.sum(axis=0) if s1 is None else s1 + a.sum(axis=0)
+        s2 = (a * a).sum(axis=0) if s2 is None else s2 + (a * a).sum(axis=0)
+        n += a.shape[0]
+    assert s1 is not None and s2 is not None
+    mean = s1 / max(n, 1)
+    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean * mean, 1e-8))
+    doc = {"teacher": teacher, "dim": int(mean.size), "frame_rate_hz": TEACHER_FRAME_RATE, "stats_split": stat_split,
+           "n_frames": n, "mean": mean.tolist(), "std": std.tolist()}
+    atomic_write_text(sem_path, json.dumps(doc) + "\n")
+    return doc
+
+
+def read_semantic(root: str | Path) -> dict[str, Any]:
+    """``semantic.json`` of a feature directory (one-line :class:`FeatureError` when it has none)."""
+    p = Path(root) / SEMANTIC_NAME
+    if not p.is_file():
+        raise FeatureError(
+            f"{root}: no semantic teacher features (loss.semantic needs them: 'entanglecodec data semantic {root}')"
+        )
+    try:
+        return dict(json.loads(p.read_text()))
+    except (OSError, ValueError) as e:
+        raise FeatureError(f"{p}: unreadable ({e})") from e
