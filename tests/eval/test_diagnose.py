@@ -42,7 +42,9 @@ def test_diagnose_cli_writes_report(tmp_path, variant):
     """Also for pitch-conditioned decoders (the bundled model) and the VQ-bypass control."""
     torch.manual_seed(0)
     cfg = EntangleCodecConfig.preset("tiny")
-    if variant == "pitch-cond-bypass":
+    extra = []
+    if variant == "pitch-cond-bypass":  # also the Whisper teacher's probes (tiny.en: fast)
+        extra = ["--teacher", "tiny.en"]
         cfg.decoder.pitch_cond = True
         cfg.quantizer.bypass = True
     ckpt = EntangleCodec(cfg).save_pretrained(tmp_path / "ckpt")
@@ -55,7 +57,7 @@ def test_diagnose_cli_writes_report(tmp_path, variant):
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "rep" / "diag"
     cmd = [sys.executable, "-m", "entanglecodec.cli", "eval", "diagnose", str(ckpt), "-m", str(manifest),
-           "-o", str(out), "--threads", "1", "--decode", "1:1", "--decode", "2:0"]
+           "-o", str(out), "--threads", "1", "--decode", "1:1", "--decode", "2:0", *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(out.with_suffix(".json").read_text())
@@ -64,16 +66,17 @@ def test_diagnose_cli_writes_report(tmp_path, variant):
     assert set(doc["probes"]) == {"chance", "mel", "H", "h~", "Z_q"}
     assert set(doc["decode"]) == {"steps=1 guidance=1", "steps=2 guidance=0"}
     if variant == "paper":
-        assert doc["predictor"] is None
+        assert doc["predictor"] is None and doc["semantic"] is None
     else:  # the pitch-conditioned model's own predictor is scored against the tracker's voicing and F0
         pred = doc["predictor"]
         assert 0.0 <= pred["vuv_acc"] <= 1.0 and 0.0 <= pred["vuv_f1"] <= 1.0 and pred["voiced_frames"] > 0
         assert "own pitch predictor" in out.with_suffix(".md").read_text()
+        assert set(doc["semantic"]) == {"chance", "mel", "h~", "Z_q"} and "Whisper-tiny.en" in out.with_suffix(".md").read_text()
     assert "Pitch probes" in out.with_suffix(".md").read_text()
     bad = subprocess.run(cmd[:5] + [str(tmp_path / "nope"), "-m", str(manifest), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a codec checkpoint" in bad.stderr and "Traceback" not in bad.stderr
-    bad = subprocess.run(cmd[:-4] + ["--decode", "eight"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(cmd[:-4 - len(extra)] + ["--decode", "eight"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--decode 'eight'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -110,3 +113,27 @@ def test_predictor_pitch_scores_the_predictor_against_the_tracker(tmp_path):
     shift["octaves"] = 1.0
     high = cd.predictor_pitch(model, clips)
     assert high is not None and abs(high["f0_cents_median"] - 1200.0) < 1e-2
+
+
+def test_semantic_probes_read_a_teacher_the_mel_determines(tmp_path):
+    """A teacher whose frames are the 20 ms energy of the clip: the mel's probe explains most of it, the
+    mean frame (chance) none; every feature gets a cosine and an R^2."""
+    from entanglecodec.eval import codec_diagnosis as cd
+
+    def energy(wav16k: np.ndarray) -> np.ndarray:
+        n = -(-wav16k.size // 320)
+        pad = np.zeros(n * 320, dtype=np.float32)
+        pad[: wav16k.size] = wav16k
+        rms = np.sqrt((pad.reshape(n, 320) ** 2).mean(axis=1))
+        return np.stack([rms, np.log(rms + 1e-3)], axis=1)
+
+    torch.manual_seed(0)
+    model = EntangleCodec(EntangleCodecConfig.preset("tiny"))
+    clips = []
+    for i in range(6):
+        _speech_like(tmp_path / f"c{i}.wav", 100 + 30 * i, i)
+        wav, _ = sf.read(tmp_path / f"c{i}.wav", dtype="float32")
+        clips.append(cd.Clip(id=f"c{i}", wav=wav, speaker=f"s{i}"))
+    res = cd.semantic_probes(model, clips, encode=energy)
+    assert set(res) == {"chance", "mel", "h~", "Z_q"}
+    assert res["mel"]["r2"] > 0.5 and abs(res["chance"]["r2"]) < 0.05 and res["mel"]["cosine"] > res["chance"]["cosine"]

@@ -308,12 +308,16 @@ def diagnose(
     decode: list[str] = typer.Option(
         [], "--decode", metavar="STEPS:GUIDANCE",
         help="A decode setting to score, e.g. 1:0 (repeatable; default 1:1, 8:1 and 32:3)."),
+    teacher: str | None = typer.Option(
+        None, "--teacher",
+        help="Also probe how much of this packaged Whisper model's encoder frames (e.g. base) the mel, h~ and Z_q hold."),
 ) -> None:
     """Where pitch dies: gradient per loss term into the encoder, F0/voicing probes on H / h~ / Z_q,
     and decoded F0 accuracy vs Euler steps and guidance -> OUT.md + OUT.json."""
     import torch
 
     from ..eval.codec_diagnosis import write_diagnosis
+    from ..eval.metrics import MetricUnavailable
 
     torch.set_num_threads(threads)
     if not (checkpoint / "config.json").is_file():
@@ -333,7 +337,9 @@ def diagnose(
     try:
         path = write_diagnosis(checkpoint, manifest, split, out, max_clips=max_clips,
                                settings=settings or ((1, 1.0), (8, 1.0), (32, 3.0)),
-                               command=_command_line("diagnose") or "")
+                               command=_command_line("diagnose") or "", teacher=teacher)
+    except MetricUnavailable as e:
+        fail(f"--teacher {teacher}: {e}", 2)
     except ValueError as e:
         fail(str(e), 1)
     typer.echo(str(path))

@@ -8,6 +8,9 @@ For one codec checkpoint and a set of speech clips:
 * :func:`pitch_probes` — linear and small-MLP probes of voicing and log-F0 (WORLD DIO + StoneMask on
   the clip) on the encoder output ``H``, on ``h~``, on the code vectors ``Z_q`` of the tokens, and on
   the input mel itself (the ceiling);
+* :func:`semantic_probes` — how much of a speech recogniser's encoder frame (Whisper, 50 Hz) a ridge
+  probe reads from the mel, ``h~`` and ``Z_q`` (each with two frames of context either side): what is
+  *said* that survives quantisation (the ``loss.semantic`` question);
 * :func:`predictor_pitch` — the pitch-conditioned codec's own voicing/F0 predictor on ``Z_q`` (the
   contour its decoder and the pulse phase read at decode time) against the same tracker;
 * :func:`decode_pitch` — F0 accuracy (:func:`~entanglecodec.eval.metrics.pitch_accuracy`: pYIN, F0
@@ -189,6 +192,52 @@ def pitch_probes(model: EntangleCodec, clips: Sequence[Clip], seed: int = 0) -> 
     return out
 
 
+def _context(x: np.ndarray, k: int = 2) -> np.ndarray:
+    """Stack each frame of ``x [F, D]`` with its ``k`` neighbours on both sides (edges repeated): ``[F, (2k + 1) D]``."""
+    pad = np.concatenate([np.repeat(x[:1], k, axis=0), x, np.repeat(x[-1:], k, axis=0)])
+    return np.concatenate([pad[i : i + x.shape[0]] for i in range(2 * k + 1)], axis=1)
+
+
+def semantic_probes(model: EntangleCodec, clips: Sequence[Clip], teacher: str = "base",
+                    encode: Any = None) -> dict[str, dict[str, float]]:
+    """Ridge probes from the mel, ``h~`` and ``Z_q`` (+-2 frames of context) to a teacher's frames.
+
+    The teacher is the encoder of the packaged Whisper model ``teacher`` (``encode`` overrides it:
+    :data:`~entanglecodec.data.semantic.Encoder`). Targets are standardised with the fitting half's
+    statistics; probes fit on half the clips (by index) and report, on the other half, the mean
+    cosine and the R^2 (explained share of the variance) of the predicted frames. ``chance``
+    predicts the mean frame.
+    """
+    from sklearn.linear_model import Ridge
+
+    from ..data.semantic import teacher_frames, whisper_encoder
+
+    if encode is None:
+        encode, _ = whisper_encoder(teacher, threads=torch.get_num_threads())
+    feats = features(model, clips)
+    targets = [teacher_frames(c.wav, 24000, x.shape[0], encode) for c, x in zip(clips, feats["mel"], strict=True)]
+    idx = np.arange(len(clips))
+    tr, te = idx[::2], idx[1::2]
+    y_tr = np.concatenate([targets[i] for i in tr])
+    y_te = np.concatenate([targets[i] for i in te])
+    mu, sd = y_tr.mean(axis=0), y_tr.std(axis=0) + 1e-6
+    y_tr, y_te = (y_tr - mu) / sd, (y_te - mu) / sd
+
+    def score(pred: np.ndarray) -> dict[str, float]:
+        cos = (pred * y_te).sum(1) / (np.linalg.norm(pred, axis=1) * np.linalg.norm(y_te, axis=1) + 1e-9)
+        r2 = 1.0 - float(((pred - y_te) ** 2).sum()) / float(((y_te - y_te.mean(axis=0)) ** 2).sum())
+        return {"cosine": float(cos.mean()), "r2": r2}
+
+    out = {"chance": score(np.repeat(y_tr.mean(axis=0, keepdims=True), y_te.shape[0], axis=0))}
+    for name in ("mel", "h~", "Z_q"):
+        x_tr = np.concatenate([_context(feats[name][i]) for i in tr])
+        x_te = np.concatenate([_context(feats[name][i]) for i in te])
+        m, s = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-6
+        reg = Ridge(alpha=10.0).fit((x_tr - m) / s, y_tr)
+        out[name] = score(reg.predict((x_te - m) / s))
+    return out
+
+
 @torch.no_grad()
 def predictor_pitch(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, float] | None:
     """Voicing accuracy / F1 and mean absolute F0 error (cents) of the codec's own pitch predictor.
@@ -282,8 +331,10 @@ def write_diagnosis(
     max_clips: int = 24,
     settings: Sequence[tuple[int, float]] = ((1, 1.0), (8, 1.0), (32, 3.0)),
     command: str = "",
+    teacher: str | None = None,
 ) -> Path:
-    """Run the three measurements on one checkpoint and write ``OUT.md`` + ``OUT.json``.
+    """Run the measurements on one checkpoint and write ``OUT.md`` + ``OUT.json`` (the semantic probes
+    only with a ``teacher``: a packaged Whisper model name).
 
     Returns the markdown path.
     """
@@ -294,9 +345,11 @@ def write_diagnosis(
     grads = gradient_norms(model, batch, captions if all(captions) else None)  # type: ignore[arg-type]
     probes = pitch_probes(model, clips)
     predictor = predictor_pitch(model, clips)
+    semantic = semantic_probes(model, clips, teacher) if teacher else None
     decode = decode_pitch(model, clips, settings, continuous=model.config.quantizer.bypass)
     result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "split": split, "clips": len(clips),
-              "gradients": grads, "probes": probes, "predictor": predictor, "decode": decode}
+              "gradients": grads, "probes": probes, "predictor": predictor, "semantic": semantic,
+              "decode": decode}
     md = [
         f"# Codec diagnosis: `{checkpoint}`",
         "",
@@ -322,6 +375,14 @@ def write_diagnosis(
             _table({"predictor": predictor}, ["vuv_acc", "vuv_f1", "f0_cents_mean", "f0_cents_median", "voiced_frames"]),
             "",
         ] if predictor is not None else []),
+        *([
+            f"## What is said: ridge probes to Whisper-{teacher} encoder frames (+-2 frames of context)",
+            "",
+            "Fit on half the clips, scored on the other half: mean cosine and R^2 of the standardised teacher frames.",
+            "",
+            _table(semantic, ["cosine", "r2"]),
+            "",
+        ] if semantic is not None else []),
         "## Decoded speech vs Euler steps and guidance (through the bundled vocoder)",
         "",
         _table(decode, ["vuv_f1", "f0_rmse_cents", "f0_corr", "mel_l1", "stoi"]),
