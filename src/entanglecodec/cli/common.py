@@ -278,6 +278,29 @@ def _progress() -> Any:
     )
 
 
+class ClipProgress:
+    """A progress bar over clips for writers that report ``on_start(total)`` and ``on_clip(id)``
+    (silent when disabled); :meth:`stop` in a ``finally``."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label = label
+        self.bar = _progress() if enabled else None
+        self.task: int | None = None
+
+    def start(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+
+    def step(self, _clip: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory (default: the bundled model).")
 OverwriteOpt = typer.Option(False, help="Replace existing outputs.")
 StepsOpt = typer.Option(1, help="Euler steps of the flow decoder (>= 1).", callback=positive_int)

@@ -103,31 +103,19 @@ def semantic(
     from ..data.manifest import ManifestError
     from ..data.semantic import whisper_encoder, write_semantic
     from ..eval.metrics import MetricUnavailable
-    from .common import _progress
+    from .common import ClipProgress
 
     try:
         encode, name = whisper_encoder(teacher, threads)
     except MetricUnavailable as e:
         fail(f"--teacher {teacher}: {e}", 2)
-    bar = _progress() if progress else None
-    task: list[int] = []
-
-    def start(n: int) -> None:
-        if bar is not None:
-            bar.start()
-            task.append(bar.add_task("semantic", total=n))
-
-    def step(_clip: str) -> None:
-        if bar is not None:
-            bar.advance(task[0])
-
+    bar = ClipProgress("semantic", progress)
     try:
-        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=step, on_start=start)
+        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=bar.step, on_start=bar.start)
     except (FeatureError, ManifestError, AudioError) as e:
         fail(str(e))
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.stop()
     typer.echo(f"wrote {doc['dim']}-d {doc['teacher']} frames to {features_dir} ({doc['n_frames']} {doc['stats_split']} frames)")
 
 
@@ -159,35 +147,23 @@ def features(
     from ..config import ConfigError
     from ..data.features import FeatureError, write_features
     from ..data.manifest import ManifestError
-    from .common import _progress
+    from .common import ClipProgress
 
     try:
         codec, recipe_field = _codec_config(codec_config)
     except (ConfigError, OSError, ValueError) as e:
         fail(f"--codec-config: {e}", 2)
-    bar = _progress() if progress else None
-    task: list[int] = []
-
-    def start(n: int) -> None:
-        if bar is not None:
-            bar.start()
-            task.append(bar.add_task("features", total=n))
-
-    def step(_clip: str) -> None:
-        if bar is not None:
-            bar.advance(task[0])
-
+    bar = ClipProgress("features", progress)
     try:
         index = write_features(
             manifests, out, codec, splits=split, mel_stats=mel_stats, max_hours=max_hours,
             text_field=text_field or recipe_field or "caption", shard_mib=shard_mib, resume=resume,
-            overwrite=overwrite, on_clip=step, on_start=start,
+            overwrite=overwrite, on_clip=bar.step, on_start=bar.start,
         )
     except (FeatureError, ManifestError, AudioError, ConfigError) as e:
         fail(str(e))
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.stop()
     parts = "; ".join(f"{s}: {v['clips']} clips, {v['hours']:.3f} h" for s, v in index["splits"].items())
     typer.echo(
         f"wrote {parts} to {out} ({index['bytes'] / 2**20:.1f} MiB, {index['bytes_per_hour'] / 2**20:.1f} MiB per hour of audio)"
