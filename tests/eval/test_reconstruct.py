@@ -230,3 +230,25 @@ def test_cli_labels_checkpoints_with_the_same_name_apart(tmp_path: Path, corpus:
     assert res.exit_code == 0, res.output
     names = [s["name"] for s in json.loads(out.with_suffix(".json").read_text())["systems"]]
     assert names == ["run-a/final", "run-b/final"]
+
+
+def test_wer_spread_shows_a_recogniser_loop() -> None:
+    """Nine clips at 100 % and one looping clip at 2 000 %: the median stays at 100 %, and the bootstrap
+    interval is wide (resamples without the loop give 100 %); equal clips give a zero-width interval."""
+
+    def row(errors: int, words: int = 10) -> dict[str, int]:
+        return {"_word_errors": errors, "_ref_words": words}
+
+    loop = R.wer_spread([row(10)] * 9 + [row(200)])
+    assert loop["wer_median_clip"] == 100.0
+    assert loop["wer_lo"] == pytest.approx(100.0) and loop["wer_hi"] > 300.0
+    flat = R.wer_spread([row(5)] * 6)
+    assert flat["wer_lo"] == flat["wer_hi"] == flat["wer_median_clip"] == 50.0
+    assert math.isnan(R.wer_spread([{"_ref_words": 0}])["wer_lo"])
+    assert R.wer_spread([row(10)] * 9 + [row(200)]) == loop  # deterministic
+
+
+def test_report_states_the_wer_interval(results: R.ReconstructionResults, tmp_path: Path) -> None:
+    md = R.write_report(results, tmp_path / "rep" / "u")["markdown"].read_text()
+    assert "95 % bootstrap interval over clips" in md and "silence 100.0 [100.0, 100.0], median clip 100" in md
+    assert results.aggregates["silence"]["speech-metrics"]["wer_median_clip"] == 100.0

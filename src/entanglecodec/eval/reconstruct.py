@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,6 +402,29 @@ def _corpus_rates(
     }
 
 
+WER_BOOTSTRAP_DRAWS = 1000
+"""Resamples of the clips behind the corpus-level WER interval (:func:`wer_spread`)."""
+
+
+def wer_spread(rows: Sequence[Mapping[str, Any]], draws: int = WER_BOOTSTRAP_DRAWS, seed: int = 0) -> dict[str, float]:
+    """How firm a corpus-level WER is: a 95 % bootstrap interval over clips and the median clip WER.
+
+    On garbled speech a recogniser may loop on one clip (thousands of percent), which then rules the
+    corpus-level number while the typical clip does not move; the interval and the median show it.
+    ``rows`` are rows with ASR counts; returns ``wer_lo``, ``wer_hi`` and ``wer_median_clip`` (percent,
+    NaN without reference words). Deterministic for a given ``seed``.
+    """
+    rs = [r for r in rows if r.get("_ref_words")]
+    if not rs:
+        return {"wer_lo": math.nan, "wer_hi": math.nan, "wer_median_clip": math.nan}
+    errors = np.array([r["_word_errors"] for r in rs], dtype=np.float64)
+    words = np.array([r["_ref_words"] for r in rs], dtype=np.float64)
+    pick = np.random.default_rng(seed).integers(0, len(rs), size=(draws, len(rs)))
+    wer = 100.0 * errors[pick].sum(axis=1) / words[pick].sum(axis=1)
+    lo, hi = np.percentile(wer, [2.5, 97.5])
+    return {"wer_lo": float(lo), "wer_hi": float(hi), "wer_median_clip": float(np.median(100.0 * errors / words))}
+
+
 def _aggregate(rows: list[dict[str, Any]], clips_by_id: dict[str, Clip]) -> dict[str, dict[str, float]]:
     """Means of every metric per group, corpus-level WER/CER/Ins, real-time factor and clip counts."""
     out: dict[str, dict[str, float]] = {}
@@ -421,6 +444,7 @@ def _aggregate(rows: list[dict[str, Any]], clips_by_id: dict[str, Clip]) -> dict
                 sum(r["_char_errors"] for r in rs),
             )
         )
+        agg.update(wer_spread(rs))
         seconds = sum(r["duration_s"] for r in rs)
         compute = sum(r["process_s"] for r in rs)
         agg["x_realtime"] = seconds / compute if compute > 0 else math.inf
@@ -814,6 +838,21 @@ def _decoding(res: ReconstructionResults) -> dict[str, Any] | None:
     return {**DECODE_OPTIONS, "compute_type": COMPUTE_TYPE}
 
 
+def _wer_spread_lines(res: ReconstructionResults) -> list[str]:
+    """One sentence under the summary: each system's WER interval and median clip WER (speech clips)."""
+    cells = []
+    for name, agg in res.aggregates.items():
+        sp = agg.get("speech-metrics", {})
+        if not math.isnan(sp.get("wer_lo", math.nan)):
+            cells.append(f"{name} {sp['wer']:.1f} [{sp['wer_lo']:.1f}, {sp['wer_hi']:.1f}], median clip "
+                         f"{sp['wer_median_clip']:.0f}")
+    if not cells:
+        return []
+    return ["", f"WER with a 95 % bootstrap interval over clips ({WER_BOOTSTRAP_DRAWS} resamples) and the median "
+            "clip WER: a recogniser looping on one clip moves the corpus figure, not the median. "
+            + "; ".join(cells) + "."]
+
+
 def _markdown(res: ReconstructionResults, paths: dict[str, Path], command: str | None) -> str:
     counts: dict[str, int] = {}
     for c in res.clips:
@@ -852,6 +891,7 @@ def _markdown(res: ReconstructionResults, paths: dict[str, Path], command: str |
         "seconds of audio per second of processing on this machine. Bitrate `–`: continuous (mel oracles) or unknown.",
         "",
         _markdown_table(header, rows),
+        *_wer_spread_lines(res),
         "",
         f"![metric vs bitrate]({paths['bitrate_plot'].name})",
     ]
