@@ -98,6 +98,8 @@ def test_write_semantic_speech_only_resumable_and_refusals(speech_features, tmp_
     shard.unlink()
     (feats / SEMANTIC_NAME).unlink()
     before = teacher.calls
+    with pytest.raises(FeatureError, match="another teacher"):  # the shards say which teacher made them
+        write_semantic(feats, teacher, "other", resume=True)
     again = write_semantic(feats, teacher, "fake", resume=True)
     assert again == doc and 0 < teacher.calls - before < before
     # a directory without teacher frames: one line that names the command

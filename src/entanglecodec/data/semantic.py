@@ -97,15 +97,18 @@ def teacher_frames(wav: np.ndarray, sample_rate: int, n_frames: int, encode: Enc
     return _fit(np.concatenate([encode(x[s : s + step]) for s in range(0, max(x.size, 1), step)]), n_frames)
 
 
-def _shard_done(root: Path, name: str) -> bool:
+def _shard_done(root: Path, name: str, teacher: str) -> bool:
+    """Whether the shard's frames are complete and come from ``teacher``."""
     meta = root / f"{name}.sem.json"
     arr = root / f"{name}.sem.npy"
     if not (meta.is_file() and arr.is_file()):
         return False
     try:
-        return bool(json.loads(meta.read_text())["sha256"] == hashlib.sha256(arr.read_bytes()).hexdigest())
+        doc = json.loads(meta.read_text())
+        done = bool(doc["sha256"] == hashlib.sha256(arr.read_bytes()).hexdigest())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    return done and doc.get("teacher") == teacher
 
 
 def _audio_paths(index: Mapping[str, Any]) -> dict[str, str]:
@@ -143,8 +146,15 @@ def write_semantic(
     if sem_path.is_file() or existing:
         if not resume:
             raise FeatureError(f"{root}: already holds semantic features; pass --resume to complete them")
-        if sem_path.is_file() and json.loads(sem_path.read_text()).get("teacher") != teacher:
-            raise FeatureError(f"{root}: its semantic features come from another teacher; remove them first")
+        records = [sem_path] if sem_path.is_file() else []
+        records += sorted(root.glob("*.sem.json"))
+        for rec in records:  # checked before anything is written: no directory with two teachers' frames
+            try:
+                other = json.loads(rec.read_text()).get("teacher")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if other != teacher:
+                raise FeatureError(f"{root}: its semantic features come from another teacher ({other}); remove them first")
     rate = index["mel"]["sample_rate"] / index["mel"]["hop_length"]
     if abs(rate - TEACHER_FRAME_RATE) > 1e-6:
         raise FeatureError(f"{root}: mel frames at {rate:g} Hz; the teacher runs at {TEACHER_FRAME_RATE} Hz")
@@ -156,7 +166,7 @@ def write_semantic(
     sr = int(index["mel"]["sample_rate"])
     for _, name in shards:
         meta = metas[name]
-        if _shard_done(root, name):
+        if _shard_done(root, name, teacher):
             if on_clip is not None:
                 for c in meta["clips"]:
                     on_clip(c["id"])
