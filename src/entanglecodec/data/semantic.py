@@ -97,18 +97,16 @@ def teacher_frames(wav: np.ndarray, sample_rate: int, n_frames: int, encode: Enc
     return _fit(np.concatenate([encode(x[s : s + step]) for s in range(0, max(x.size, 1), step)]), n_frames)
 
 
-def _shard_done(root: Path, name: str, teacher: str) -> bool:
-    """Whether the shard's frames are complete and come from ``teacher``."""
+def _shard_done(root: Path, name: str) -> bool:
+    """Whether the shard's frames are complete (their teacher is checked up front by :func:`write_semantic`)."""
     meta = root / f"{name}.sem.json"
     arr = root / f"{name}.sem.npy"
     if not (meta.is_file() and arr.is_file()):
         return False
     try:
-        doc = json.loads(meta.read_text())
-        done = bool(doc["sha256"] == hashlib.sha256(arr.read_bytes()).hexdigest())
+        return bool(json.loads(meta.read_text())["sha256"] == hashlib.sha256(arr.read_bytes()).hexdigest())
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return done and doc.get("teacher") == teacher
 
 
 def _audio_paths(index: Mapping[str, Any]) -> dict[str, str]:
@@ -166,7 +164,7 @@ def write_semantic(
     sr = int(index["mel"]["sample_rate"])
     for _, name in shards:
         meta = metas[name]
-        if _shard_done(root, name, teacher):
+        if _shard_done(root, name):
             if on_clip is not None:
                 for c in meta["clips"]:
                     on_clip(c["id"])

@@ -126,10 +126,14 @@ def _frame_targets(clips: Sequence[Clip], n_frames: Sequence[int]) -> list[np.nd
     return [frame_f0(c.wav, 24000, 480, n) for c, n in zip(clips, n_frames, strict=True)]
 
 
-def features(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, list[np.ndarray]]:
+Features = dict[str, list[np.ndarray]]
+"""What :func:`features` returns: per-clip frames of ``mel``, ``H``, ``h~`` and ``Z_q``."""
+
+
+def features(model: EntangleCodec, clips: Sequence[Clip]) -> Features:
     """Per-frame features of every clip: ``mel``, ``H``, ``h~`` and ``Z_q`` (each ``[F, D]``)."""
     m = model.eval()
-    out: dict[str, list[np.ndarray]] = {"mel": [], "H": [], "h~": [], "Z_q": []}
+    out: Features = {"mel": [], "H": [], "h~": [], "Z_q": []}
     with torch.no_grad():
         for c in clips:
             mel = _mel(m, c.wav)
@@ -143,18 +147,21 @@ def features(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, list[np.n
     return out
 
 
-def pitch_probes(model: EntangleCodec, clips: Sequence[Clip], seed: int = 0) -> dict[str, dict[str, float]]:
+def pitch_probes(model: EntangleCodec, clips: Sequence[Clip], seed: int = 0, feats: Features | None = None,
+                 targets: list[np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """Voicing accuracy and F0 error (cents, voiced frames) of linear and MLP probes per feature.
 
     Clips are split in two halves by index (probes fit on one half, scored on the other). Chance
     levels: voicing = majority-class accuracy; F0 = predicting the training mean of log-F0.
+    ``feats`` / ``targets``: :func:`features` and the tracker's F0 of the same clips, when the
+    caller has them already.
     """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.preprocessing import StandardScaler
 
-    feats = features(model, clips)
-    targets = _frame_targets(clips, [x.shape[0] for x in feats["mel"]])
+    feats = feats if feats is not None else features(model, clips)
+    targets = targets if targets is not None else _frame_targets(clips, [x.shape[0] for x in feats["mel"]])
     idx = np.arange(len(clips))
     train_ids, test_ids = idx[::2], idx[1::2]
 
@@ -199,7 +206,7 @@ def _context(x: np.ndarray, k: int = 2) -> np.ndarray:
 
 
 def semantic_probes(model: EntangleCodec, clips: Sequence[Clip], teacher: str = "base",
-                    encode: Any = None) -> dict[str, dict[str, float]]:
+                    encode: Any = None, feats: Features | None = None) -> dict[str, dict[str, float]]:
     """Ridge probes from the mel, ``h~`` and ``Z_q`` (+-2 frames of context) to a teacher's frames.
 
     The teacher is the encoder of the packaged Whisper model ``teacher`` (``encode`` overrides it:
@@ -208,7 +215,7 @@ def semantic_probes(model: EntangleCodec, clips: Sequence[Clip], teacher: str = 
     far from linear in any of them, so these are lower bounds, comparable across checkpoints) fit
     on half the clips (by index) and report, on the other half, the mean
     cosine and the R^2 (explained share of the variance) of the predicted frames. ``chance``
-    predicts the mean frame.
+    predicts the mean frame. ``feats``: :func:`features` of the clips, when the caller has them.
     """
     from sklearn.linear_model import RidgeCV
 
@@ -216,7 +223,7 @@ def semantic_probes(model: EntangleCodec, clips: Sequence[Clip], teacher: str = 
 
     if encode is None:
         encode, _ = whisper_encoder(teacher, threads=torch.get_num_threads())
-    feats = features(model, clips)
+    feats = feats if feats is not None else features(model, clips)
     targets = [teacher_frames(c.wav, 24000, x.shape[0], encode) for c, x in zip(clips, feats["mel"], strict=True)]
     idx = np.arange(len(clips))
     tr, te = idx[::2], idx[1::2]
@@ -241,21 +248,23 @@ def semantic_probes(model: EntangleCodec, clips: Sequence[Clip], teacher: str = 
 
 
 @torch.no_grad()
-def predictor_pitch(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, float] | None:
+def predictor_pitch(model: EntangleCodec, clips: Sequence[Clip], feats: Features | None = None,
+                    targets: list[np.ndarray] | None = None) -> dict[str, float] | None:
     """Voicing accuracy / F1 and mean absolute F0 error (cents) of the codec's own pitch predictor.
 
     It reads the token vectors ``Z_q`` (``decoder.pitch_cond`` models; ``None`` for the others), the
     contour the decoder and the pulse phase use at decode time, and is scored on every clip's frames
     against the probes' targets (WORLD DIO + StoneMask on the clip). Nothing is fitted here, so the
     number is comparable across checkpoints on the same clips: the "pitch precision in the tokens"
-    of ``reports/codec-diagnosis.md``.
+    of ``reports/codec-diagnosis.md``. ``feats`` / ``targets`` as in :func:`pitch_probes`.
     """
+    from .metrics import vuv_agreement
+
     predictor = model.pitch
     if predictor is None:
         return None
-    m = model.eval()
-    zq = features(m, clips)["Z_q"]
-    targets = _frame_targets(clips, [x.shape[0] for x in zq])
+    zq = (feats if feats is not None else features(model.eval(), clips))["Z_q"]
+    targets = targets if targets is not None else _frame_targets(clips, [x.shape[0] for x in zq])
     pred_v, pred_f, ref = [], [], []
     for z, f0 in zip(zq, targets, strict=True):
         logit, octaves = predictor.predict(torch.from_numpy(z)[None])
@@ -264,10 +273,8 @@ def predictor_pitch(model: EntangleCodec, clips: Sequence[Clip]) -> dict[str, fl
         ref.append(f0)
     pv, po, f0 = np.concatenate(pred_v), np.concatenate(pred_f), np.concatenate(ref)
     voiced = f0 > 0
-    tp = float((pv & voiced).sum())
-    f1 = 2 * tp / max(float(pv.sum() + voiced.sum()), 1.0)
     err = np.abs(po[voiced] - np.log2(np.maximum(f0[voiced], 1.0) / F0_REFERENCE_HZ)) * 1200
-    return {"vuv_acc": float((pv == voiced).mean()), "vuv_f1": f1,
+    return {"vuv_acc": float((pv == voiced).mean()), "vuv_f1": vuv_agreement(voiced, pv),
             "f0_cents_mean": float(err.mean()) if err.size else float("nan"),
             "f0_cents_median": float(np.median(err)) if err.size else float("nan"),
             "voiced_frames": float(voiced.sum())}
@@ -345,9 +352,11 @@ def write_diagnosis(
     batch = clips[:8]
     captions = [c.caption for c in batch]
     grads = gradient_norms(model, batch, captions if all(captions) else None)  # type: ignore[arg-type]
-    probes = pitch_probes(model, clips)
-    predictor = predictor_pitch(model, clips)
-    semantic = semantic_probes(model, clips, teacher) if teacher else None
+    feats = features(model, clips)  # encoded once for the three measurements that read them
+    targets = _frame_targets(clips, [x.shape[0] for x in feats["mel"]])
+    probes = pitch_probes(model, clips, feats=feats, targets=targets)
+    predictor = predictor_pitch(model, clips, feats=feats, targets=targets)
+    semantic = semantic_probes(model, clips, teacher, feats=feats) if teacher else None
     decode = decode_pitch(model, clips, settings, continuous=model.config.quantizer.bypass)
     result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "split": split, "clips": len(clips),
               "gradients": grads, "probes": probes, "predictor": predictor, "semantic": semantic,
