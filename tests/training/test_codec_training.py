@@ -101,6 +101,11 @@ def test_stage2_changes_only_decoder(corpus, tmp_path):
         s2, enable_progress_bar=False,
     )
     assert any(r.get("train/adv") for r in metrics(s2))
+    # the trained decoder ran in train mode (condition dropout on), the frozen tokenizer and the
+    # frozen critic in eval mode, though the export they came from loads in eval mode
+    assert module.model.decoder.training and module.model.decoder.transformer.training
+    assert not module.model.encoder.training and not module.model.quantizer.training
+    assert module.disc is not None and not module.disc.training
     before = EntangleCodec.from_pretrained(s1_export).state_dict()
     after = module.model.state_dict()
     frozen = [k for k in before if k.split(".")[0] in ("encoder", "quantizer", "audio_proj", "frontend")]
@@ -128,6 +133,7 @@ def test_stage2_changes_only_decoder(corpus, tmp_path):
     assert any(r.get("train/disc") for r in rows) and any(r.get("train/fm") for r in rows)
     moved = [k for k, v in joint.disc.state_dict().items() if not torch.equal(v, disc_before["state_dict"][f"disc.{k}"])]
     assert moved, "the joint critic did not learn"
+    assert joint.disc.training and joint.model.decoder.training
     after_j = joint.model.state_dict()
     for k in frozen:
         assert torch.equal(before[k], after_j[k]), f"{k} changed in joint stage 2"

@@ -183,6 +183,13 @@ class CodecModule(L.LightningModule):
                 self.teacher.eval()
         return self
 
+    def on_fit_start(self) -> None:
+        """Lightning (>= 2.2) keeps each module's mode as it finds it. A stage-2 or discriminator
+        module is built from an export, which loads in eval mode; without this the trained parts
+        would run in eval mode too (no condition dropout in the flow loss). :meth:`train` keeps the
+        frozen parts in eval mode."""
+        self.train()
+
     def setup(self, stage: str) -> None:
         sync = self.recipe.trainer.sync_codebook
         world = self.trainer.world_size if self._trainer is not None else 1
