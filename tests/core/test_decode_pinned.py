@@ -5,6 +5,8 @@ second crossing the 10 s window) to what the code before the speed work decoded
 Re-pinned once since, deliberately: when the decoder's initial noise moved from torch's generator
 to NumPy's (:func:`entanglecodec.codec.sampling.decode_noise`, so that the ONNX runtime draws the
 same noise). Before re-pinning, the code with torch's noise still matched the old reference.
+The reference is also re-pinned whenever the bundled weights change (last: session 16,
+fingerprint ``dfed319b6bd27f87``), with the code of that commit.
 
 * float32, on torch and on the compiled ONNX runtime: every frame's RMS within 1e-4 relative and three exact 960-sample spans (start, the
   window seam, end) within 2e-4 absolute: float noise only (thread count, batching, FFT sizes).
