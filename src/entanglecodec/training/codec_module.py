@@ -170,17 +170,33 @@ class CodecModule(L.LightningModule):
         return [p for part in parts if part is not None for p in part.parameters()]
 
     # ------------------------------------------------------------------ modes
+    def _frozen_parts(self) -> list[nn.Module]:
+        """The modules a stage after stage 1 keeps frozen (and in eval mode: no EMA/codebook updates)."""
+        if self.recipe.stage == "stage1":
+            return []
+        parts = self._tokenizer_parts()
+        if self.recipe.stage == "disc":
+            parts.append(self.model.decoder)
+        elif self.disc is not None and self.recipe.loss.adv_critic == "frozen":
+            parts.append(self.disc)
+        if self.teacher is not None:
+            parts.append(self.teacher)
+        return parts
+
     def train(self, mode: bool = True) -> CodecModule:
-        super().train(mode)
-        if self.recipe.stage != "stage1":  # frozen parts stay in eval mode: no EMA/codebook updates
-            for part in self._tokenizer_parts():
-                part.eval()
-            if self.recipe.stage == "disc":
-                self.model.decoder.eval()
-            elif self.disc is not None and self.recipe.loss.adv_critic == "frozen":
-                self.disc.eval()
-            if self.teacher is not None:
-                self.teacher.eval()
+        frozen = self._frozen_parts()
+        if not frozen:
+            return super().train(mode)
+        # Everything to eval first, then train mode for the trained parts only: a frozen module never
+        # passes through train(True), whose side effects would touch it (the quantizer swaps in a
+        # trainable codebook there).
+        super().train(False)
+        if mode:
+            self.training = self.model.training = True
+            children = list(self.model.children()) + [c for c in self.children() if c is not self.model]
+            for child in children:
+                if not any(child is f for f in frozen):
+                    child.train(True)
         return self
 
     def on_fit_start(self) -> None:
