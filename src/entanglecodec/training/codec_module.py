@@ -78,16 +78,11 @@ class CodecModule(L.LightningModule):
         else:
             assert self.recipe.init_from is not None
             self.model = EntangleCodec.from_pretrained(self.recipe.init_from, build_text_encoder=False)
-            for part in self._tokenizer_parts():
-                freeze(part)
             if stage == "disc":
-                freeze(self.model.decoder)
                 self.disc = MelDiscriminator(_from_dict(MelDiscriminatorConfig, self.recipe.discriminator_config))
             elif self.recipe.loss.adv > 0:
                 assert self.recipe.discriminator is not None
                 self.disc = MelDiscriminator.from_pretrained(self.recipe.discriminator)
-                if self.recipe.loss.adv_critic == "frozen":
-                    freeze(self.disc)
             if self.recipe.data.features:
                 self._feature_captions_dim(self.model.config)  # same mel config as the features, or a clear error
         # Guidance distillation: the teacher is the decoder as loaded, frozen; the student decodes
@@ -99,8 +94,9 @@ class CodecModule(L.LightningModule):
                             "loss.distill_guidance %s is a new target", self.recipe.init_from,
                             self.recipe.loss.distill_guidance)
             self.teacher = copy.deepcopy(self.model.decoder)
-            freeze(self.teacher)
             self.model.config.decoder.guidance = 0.0
+        for part in self._frozen_parts():  # stages after stage 1: tokenizer, critic, teacher as listed there
+            freeze(part)
         self.precomputed_captions = pooled_dim is not None
         # The CLIP temperature (Eq. 10) is training-only: learnable in stage 1, frozen after. As the
         # module's own parameter it comes first in parameters(), where EntangleCodec.logit_scale
