@@ -5,7 +5,7 @@
 # Versions are those of this checkout's environment. scripts/gpu_train.sh installs them from ./.whl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python3}
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 EXCLUDE=$(git rev-parse --git-path info/exclude)  # keep .whl out of git (it still travels when carried)
 mkdir -p "$(dirname "$EXCLUDE")"
 grep -qx '/.whl/' "$EXCLUDE" 2>/dev/null || echo '/.whl/' >> "$EXCLUDE"

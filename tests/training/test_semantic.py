@@ -13,8 +13,20 @@ from typer.testing import CliRunner
 
 from entanglecodec import EntangleCodec, EntangleCodecConfig
 from entanglecodec.cli import app
-from entanglecodec.data.features import FeatureDataset, FeatureError, collate_features, write_features
-from entanglecodec.data.semantic import SEMANTIC_NAME, teacher_frames, whisper_encoder, write_semantic
+from entanglecodec.data.features import (
+    FeatureDataset,
+    FeatureError,
+    collate_features,
+    read_index,
+    write_features,
+)
+from entanglecodec.data.semantic import (
+    SEMANTIC_NAME,
+    read_semantic,
+    teacher_frames,
+    whisper_encoder,
+    write_semantic,
+)
 from entanglecodec.training.aux_losses import SemanticHead
 from entanglecodec.training.recipe import load_recipe
 from entanglecodec.training.run import export_run, run_training
@@ -160,3 +172,74 @@ def test_semantic_needs_features_one_line(tmp_path):
     assert res.exit_code != 0 and "loss.semantic" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["data", "semantic", str(tmp_path / "none"), "--teacher", "tiny.en", "--no-progress"])
     assert res.exit_code == 1 and "not a feature directory" in res.output and "Traceback" not in res.output
+
+
+class RichTeacher(FakeTeacher):
+    """Four varying dimensions per 20 ms frame: RMS, mean magnitude, peak, and RMS times a ramp."""
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        n = -(-wav.size // 320)
+        pad = np.zeros(n * 320, dtype=np.float32)
+        pad[: wav.size] = wav
+        x = pad.reshape(n, 320)
+        rms = np.sqrt((x**2).mean(axis=1))
+        return np.stack([rms, np.abs(x).mean(axis=1), np.abs(x).max(axis=1), rms * np.arange(n) % 1.7], axis=1).astype(np.float32)
+
+
+def test_compact_features_keeps_the_teacher_signal_and_trains(speech_features, tmp_path):
+    feats = tmp_path / "f"
+    shutil.copytree(speech_features, feats)
+    write_semantic(feats, RichTeacher(), "rich")
+    src_index = read_index(feats)
+    out = tmp_path / "small"
+    res = runner.invoke(app, ["data", "compact", str(feats), "-o", str(out), "--dims", "4", "--train-shards", "2"])
+    assert res.exit_code == 0, res.output
+    red = read_semantic(out)["reduced"]
+    basis = torch.tensor(red["basis"])
+    assert basis.shape == (4, 4) and red["explained"] == pytest.approx(1.0, abs=1e-3)
+    index = read_index(out)
+    kept = index["splits"]["train"]["shards"]
+    assert len(kept) == min(2, len(src_index["splits"]["train"]["shards"]))
+    assert index["splits"]["valid"] == src_index["splits"]["valid"]
+    assert index["mel_stats"] == src_index["mel_stats"]
+    # every kept clip: the coefficients map back onto the standardised teacher frames; no-speech frames stay zero
+    sem = read_semantic(feats)
+    mean, std = torch.tensor(sem["mean"]), torch.tensor(sem["std"]).clamp_min(1e-4)
+    full = FeatureDataset(feats, "train", None, "start", semantic=True)
+    small = FeatureDataset(out, "train", None, "start", semantic=True)
+    by_id = {full[i]["id"]: full[i] for i in range(len(full))}
+    assert len(small) > 0 and all(small[i]["semantic"].shape[1] == 4 for i in range(len(small)))
+    n_speech = 0
+    for i in range(len(small)):
+        a, b = small[i], by_id[small[i]["id"]]
+        assert torch.equal(a["log_mel"], b["log_mel"])
+        if a["domain"] != "speech":
+            assert not a["semantic"].any()
+            continue
+        n_speech += 1
+        back = a["semantic"] @ basis
+        cos = torch.nn.functional.cosine_similarity(back, (b["semantic"] - mean) / std, dim=-1)
+        assert float(cos.min()) > 0.99
+    assert n_speech > 0
+    # the head scores reduced targets as it scores the full ones
+    head = SemanticHead(4, 4, sem["mean"], sem["std"])
+    head_r = SemanticHead(4, 4, sem["mean"], sem["std"], basis=red["basis"])
+    head_r.load_state_dict(head.state_dict())
+    item = next(small[i] for i in range(len(small)) if small[i]["domain"] == "speech")
+    zq = torch.randn(1, item["mel_length"], 4)
+    mask = torch.ones(1, item["mel_length"], dtype=torch.bool)
+    lf = head.loss(zq, by_id[item["id"]]["semantic"][None], mask)["sem"]
+    lr = head_r.loss(zq, item["semantic"][None], mask)["sem"]
+    assert float(lr.detach()) == pytest.approx(float(lf.detach()), abs=0.02)
+    # a run trains from the smaller copy, its head mapping back through the basis
+    r = load_recipe(TINY, [f"data.features={out}", "trainer.max_steps=2", "loss.semantic=1.0", "trainer.val_every=2"])
+    module = run_training(r, tmp_path / "run", enable_progress_bar=False)
+    assert module.semantic_head is not None and module.semantic_head.basis is not None
+    # refusals, one line each; the source is left as it was
+    for args, msg in (([str(feats), "-o", str(out), "--dims", "4"], "not empty"),
+                      ([str(feats), "-o", str(tmp_path / "x"), "--dims", "5"], "--dims"),
+                      ([str(out), "-o", str(tmp_path / "y")], "reduced already"),
+                      ([str(tmp_path / "none"), "-o", str(tmp_path / "z")], "not a feature directory")):
+        res = runner.invoke(app, ["data", "compact", *args])
+        assert res.exit_code == 1 and msg in res.output and "Traceback" not in res.output, res.output
+    assert read_index(feats) == src_index and "reduced" not in read_semantic(feats)

@@ -119,6 +119,28 @@ def semantic(
     typer.echo(f"wrote {doc['dim']}-d {doc['teacher']} frames to {features_dir} ({doc['n_frames']} {doc['stats_split']} frames)")
 
 
+@app.command("compact")
+def compact(
+    features_dir: Path = typer.Argument(..., help="A feature directory with semantic teacher frames."),
+    out: Path = typer.Option(..., "-o", "--out", help="New directory for the smaller copy (must be empty)."),
+    dims: int = typer.Option(64, "--dims", min=1, help="Principal components of the teacher frames to keep (int8)."),
+    train_shards: int = typer.Option(0, "--train-shards", min=0, help="Train shards to keep, evenly spaced (0: all)."),
+    valid_shards: int = typer.Option(0, "--valid-shards", min=0, help="Valid shards to keep (0: all)."),
+) -> None:
+    """A smaller copy of a feature directory for a machine behind a transfer limit: a subset of its shards,
+    the teacher frames reduced to their leading principal components (training reads either kind)."""
+    from ..data.features import FeatureError
+    from ..data.semantic import compact_features
+
+    caps = {k: v for k, v in (("train", train_shards), ("valid", valid_shards)) if v > 0}
+    try:
+        doc = compact_features(features_dir, out, dims, caps or None)
+    except FeatureError as e:
+        fail(str(e))
+    r = doc["reduced"]
+    typer.echo(f"wrote {out}: teacher frames as {r['dims']} int8 coefficients ({r['explained']:.1%} of their variance)")
+
+
 @app.command("features")
 def features(
     manifests: list[Path] = typer.Argument(..., help="Corpus manifest(s) (.jsonl)."),

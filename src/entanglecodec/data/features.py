@@ -447,7 +447,8 @@ class FeatureDataset(Dataset[dict[str, Any]]):
     Items: ``id``, ``log_mel`` float32 ``[n_mels, F]`` (un-normalised log-mel: the module normalises it
     with the run's statistics), ``mel_length`` (``F``), ``f0`` float32 ``[F]`` (Hz, 0 unvoiced),
     ``caption``, ``caption_emb`` float32 ``[D]`` (when ``embeddings``), ``semantic`` float32
-    ``[F, D_teacher]`` (when ``semantic``: :mod:`~entanglecodec.data.semantic`), ``domain``, ``split`` and
+    ``[F, D_teacher]`` (when ``semantic``: :mod:`~entanglecodec.data.semantic`; ``[F, dims]`` principal-component
+    coefficients in a reduced copy, :func:`~entanglecodec.data.semantic.compact_features`), ``domain``, ``split`` and
     ``offset`` (crop start in frames). The crop of a clip depends on ``(seed, epoch, clip id)`` as in
     :class:`~entanglecodec.data.dataset.ManifestDataset`; ``crop_seconds`` gives
     ``ceil(round(crop_seconds * sample_rate) / hop)`` frames, the waveform crop's frame count.
@@ -480,10 +481,12 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         self.split = split
         self.embeddings = embeddings
         self.semantic = semantic
+        self.semantic_step: np.ndarray | None = None
         if semantic:
             from .semantic import read_semantic
 
-            read_semantic(self.root)  # a one-line error when the directory has no teacher frames
+            red = read_semantic(self.root).get("reduced")  # a one-line error when the directory has no teacher frames
+            self.semantic_step = None if red is None else np.asarray(red["step"], dtype=np.float32)
         q = self.index["quant"]
         self.offset = np.asarray(q["offset"], dtype=np.float32)
         self.scale = np.asarray(q["scale"], dtype=np.float32)
@@ -558,7 +561,8 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             row = int(self._row_in_shard[index])
             item["caption_emb"] = torch.from_numpy(np.asarray(self._array(k, "emb")[row], dtype=np.float32))
         if self.semantic:
-            item["semantic"] = torch.from_numpy(np.asarray(self._array(k, "sem")[a : a + n], dtype=np.float32))
+            sem = np.asarray(self._array(k, "sem")[a : a + n], dtype=np.float32)
+            item["semantic"] = torch.from_numpy(sem if self.semantic_step is None else sem * self.semantic_step)
         return item
 
 

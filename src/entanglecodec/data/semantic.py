@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..fileio import atomic_write, atomic_write_text
-from .features import FeatureError, read_index
+from .features import INDEX_NAME, FeatureError, read_index
 
 SEMANTIC_NAME = "semantic.json"
 TEACHER_RATE = 16000  # Hz: Whisper's input rate
@@ -227,3 +227,105 @@ def read_semantic(root: str | Path) -> dict[str, Any]:
         return dict(json.loads(p.read_text()))
     except (OSError, ValueError) as e:
         raise FeatureError(f"{p}: unreadable ({e})") from e
+
+
+PCA_SAMPLE_EVERY = 4  # every 4th speech frame of the train split estimates the principal components
+
+
+def _principal_axes(root: Path, shards: Sequence[str], mean: np.ndarray, std: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Leading ``dims`` principal axes ``[dims, D]`` of the standardised speech frames of ``shards``, the
+    standard deviation of each coefficient ``[dims]``, and the fraction of the variance they hold."""
+    cov = np.zeros((mean.size, mean.size), dtype=np.float64)
+    n = 0
+    for name in shards:
+        a = np.asarray(np.load(root / f"{name}.sem.npy", mmap_mode="r")[::PCA_SAMPLE_EVERY], dtype=np.float64)
+        a = (a[np.any(a != 0, axis=1)] - mean) / std
+        cov += a.T @ a
+        n += a.shape[0]
+    if n <= dims:
+        raise FeatureError(f"{root}: {n} speech frames are too few for {dims} principal components")
+    w, v = np.linalg.eigh(cov / n)
+    order = np.argsort(w)[::-1][:dims]
+    return v[:, order].T.copy(), np.sqrt(np.maximum(w[order], 1e-12)), float(w[order].sum() / w.sum())
+
+
+def compact_features(src: str | Path, out: str | Path, dims: int, shards: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """A smaller copy of the feature directory ``src`` with teacher frames in ``out`` (for a machine
+    reached through a transfer limit); returns the copy's ``semantic.json``.
+
+    The teacher frames ``[T, D]`` float16 become the first ``dims`` principal-component coefficients of
+    the standardised frames, ``[T, dims]`` int8 (a per-component step of 4 standard deviations / 127;
+    non-speech frames stay all-zero). ``semantic.json`` keeps ``dim`` (= D, what the head predicts),
+    ``mean`` and ``std``, and adds ``reduced``: ``{"dims", "basis" [dims][D], "step" [dims],
+    "explained"}``; the dataset multiplies by ``step`` and the head maps the coefficients back to D
+    dimensions (standardised) through ``basis``, so a head trained on full frames keeps working.
+    ``shards`` caps the shards kept per split (evenly spaced over the split; absent: all); the mel
+    statistics of ``src`` are kept.
+
+    Raises:
+        FeatureError: ``src`` has no (or already reduced) teacher frames, ``out`` is not empty, ``dims`` out of range.
+    """
+    import shutil
+
+    src, out = Path(src), Path(out)
+    index = read_index(src)
+    sem = read_semantic(src)
+    if "reduced" in sem:
+        raise FeatureError(f"{src}: its teacher frames are reduced already")
+    d = int(sem["dim"])
+    if not 1 <= dims <= d:
+        raise FeatureError(f"--dims must lie in 1..{d} (the teacher's size), got {dims}")
+    if out.exists() and any(out.iterdir()):
+        raise FeatureError(f"{out}: exists and is not empty")
+    splits: dict[str, list[str]] = {}
+    for split, s in index["splits"].items():
+        names = list(s["shards"])
+        keep = len(names) if shards is None or split not in shards else max(1, min(int(shards[split]), len(names)))
+        splits[split] = [names[round(i * len(names) / keep)] for i in range(keep)]
+    for names in splits.values():
+        for name in names:
+            if not _shard_done(src, name):
+                raise FeatureError(f"{src}/{name}: teacher frames missing or damaged (run 'entanglecodec data semantic --resume')")
+    mean, std = np.asarray(sem["mean"]), np.asarray(sem["std"]).clip(1e-4)
+    stat_split = str(sem.get("stats_split", "train"))
+    basis, coef_std, explained = _principal_axes(src, index["splits"][stat_split]["shards"], mean, std, dims)
+    step = 4.0 * coef_std / 127.0
+    out.mkdir(parents=True, exist_ok=True)
+    splits_out: dict[str, Any] = {}
+    total_bytes = 0
+    for split, names in splits.items():
+        clips = frames = 0
+        seconds = 0.0
+        for name in names:
+            meta = json.loads((src / f"{name}.json").read_text())
+            for f in meta["files"]:
+                shutil.copyfile(src / f, out / f)
+                total_bytes += (out / f).stat().st_size
+            a = np.asarray(np.load(src / f"{name}.sem.npy", mmap_mode="r"), dtype=np.float64)
+            speech = np.any(a != 0, axis=1)
+            q = np.zeros((a.shape[0], dims), dtype=np.int8)
+            c = ((a[speech] - mean) / std) @ basis.T / step
+            q[speech] = np.clip(np.rint(c), -127, 127).astype(np.int8)
+            q[speech & ~np.any(q != 0, axis=1), 0] = 1  # a speech frame must not read as "no target"
+
+            def save(tmp: Path, arr: np.ndarray = q) -> None:
+                np.save(tmp, arr, allow_pickle=False)
+
+            atomic_write(out / f"{name}.sem.npy", save)
+            digest = hashlib.sha256((out / f"{name}.sem.npy").read_bytes()).hexdigest()
+            atomic_write_text(out / f"{name}.sem.json", json.dumps({"sha256": digest, "teacher": sem["teacher"]}) + "\n")
+            shutil.copyfile(src / f"{name}.json", out / f"{name}.json")  # last: marks the shard complete
+            clips += len(meta["clips"])
+            frames += int(meta["frames"])
+            seconds += float(meta["seconds"])
+        splits_out[split] = {"clips": clips, "frames": frames,
+                             "hours": round(seconds / 3600.0, 4), "shards": names}
+    doc = dict(sem)
+    doc["reduced"] = {"dims": dims, "dtype": "int8", "basis": basis.tolist(), "step": step.tolist(),
+                      "explained": round(explained, 4), "source": str(src)}
+    new_index = dict(index)
+    new_index["splits"] = splits_out
+    new_index["bytes"] = total_bytes
+    atomic_write_text(out / SEMANTIC_NAME, json.dumps(doc) + "\n")
+    atomic_write_text(out / INDEX_NAME, json.dumps(new_index, indent=1) + "\n")  # written last: the copy is finished
+    return doc

@@ -133,12 +133,17 @@ class SemanticHead(nn.Module):
     Args:
         in_dim: ``D_quant``; out_dim: the teacher's size; mean / std: ``[D_teacher]`` statistics of the
             teacher frames (``semantic.json``) that standardise the targets.
+        basis: ``[dims, D_teacher]`` principal axes when the targets are the reduced coefficients
+            ``[B, F, dims]`` of standardised frames (``semantic.json``'s ``reduced``): they map back
+            through it instead of being standardised.
     """
 
     mean: Tensor
     std: Tensor
+    basis: Tensor | None
 
-    def __init__(self, in_dim: int, out_dim: int, mean: Sequence[float], std: Sequence[float], hidden: int = 256) -> None:
+    def __init__(self, in_dim: int, out_dim: int, mean: Sequence[float], std: Sequence[float], hidden: int = 256,
+                 basis: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv1d(in_dim, hidden, 5, padding=2), nn.GELU(),
@@ -147,9 +152,14 @@ class SemanticHead(nn.Module):
         )
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).clamp_min(1e-4), persistent=False)
+        b = None if basis is None else torch.tensor([list(r) for r in basis], dtype=torch.float32)
+        if b is not None and (b.ndim != 2 or b.shape[1] != out_dim):
+            raise ValueError(f"semantic basis must be [dims, {out_dim}], got {list(b.shape)}")
+        self.register_buffer("basis", b, persistent=False)
 
     def loss(self, zq: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Masked ``1 - cos`` between the head's frames and the standardised ``target [B, F, D_teacher]``.
+        """Masked ``1 - cos`` between the head's frames and the standardised ``target [B, F, D_teacher]``
+        (or ``[B, F, dims]`` coefficients with a ``basis``).
 
         Frames whose raw target is all zero (clips without speech, padding) and frames outside ``mask
         [B, F]`` are skipped. Returns ``sem`` (the loss) and ``sem_cos`` (mean cosine, no gradient).
@@ -158,6 +168,7 @@ class SemanticHead(nn.Module):
         n = min(pred.shape[1], target.shape[1])
         pred, target = pred[:, :n], target[:, :n].to(pred.dtype)
         m = (mask[:, :n] & (target.abs().sum(dim=-1) > 0)).to(pred.dtype)
-        cos = F.cosine_similarity(pred, (target - self.mean) / self.std, dim=-1, eps=1e-6)
+        goal = (target - self.mean) / self.std if self.basis is None else target @ self.basis.to(pred.dtype)
+        cos = F.cosine_similarity(pred, goal, dim=-1, eps=1e-6)
         loss = masked_mean(1.0 - cos, m) if bool(m.sum() > 0) else pred.sum() * 0.0
         return {"sem": loss, "sem_cos": (1.0 - loss).detach()}

@@ -149,7 +149,8 @@ class CodecModule(L.LightningModule):
             log.warning("loss.semantic: no teacher frames in %s; the semantic head is not built", root)
             return None
         sem = read_semantic(root)
-        return SemanticHead(qdim, int(sem["dim"]), sem["mean"], sem["std"])
+        red = sem.get("reduced")
+        return SemanticHead(qdim, int(sem["dim"]), sem["mean"], sem["std"], basis=None if red is None else red["basis"])
 
     def _tokenizer_parts(self) -> list[nn.Module]:
         """What stage 2 and the discriminator stage keep frozen: everything that makes the tokens,
