@@ -21,6 +21,8 @@
 # "Training on a GPU from pre-computed features"). Further --set arguments override the recipe,
 # e.g. --set data.batch_size=128 --set optim.lr=4e-4, or --set trainer.devices=4 --set trainer.strategy=ddp.
 # SIGTERM/SIGINT: the trainer writes last.ckpt, then the export still runs.
+# With --set trainer.keep_best=val/loss (or another val/ metric) the export and warm.ckpt come from
+# checkpoints/best.ckpt, the best validation step (FROM=last: the last step); train.log names the step.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,11 +45,16 @@ run_trainer python3 -m entanglecodec.cli train stage1 -c "$CONFIG" --run-dir "$R
     "${EXTRA[@]}"
 
 if [ -f "$RUN/checkpoints/last.ckpt" ]; then
+    SRC=$RUN/checkpoints/last.ckpt
+    # with --set trainer.keep_best=...: the best validation step, unless FROM=last
+    [ -f "$RUN/checkpoints/best.ckpt" ] && [ "${FROM:-best}" = best ] && SRC=$RUN/checkpoints/best.ckpt
+    echo "exporting $SRC (step $(python3 -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', \
+weights_only=False)['global_step'])" "$SRC"))" | tee -a "$LOG"
     rm -rf "$OUT/export"
-    python3 -m entanglecodec.cli train export "$RUN" -o "$OUT/export" --dtype float16 >>"$LOG" 2>&1 \
+    python3 -m entanglecodec.cli train export "$SRC" -o "$OUT/export" --dtype float16 >>"$LOG" 2>&1 \
         || echo "export failed (see train.log)" | tee -a "$LOG"
     rm -f "$OUT/export/README.md"  # regenerable; at most 8 files come back from a device machine
-    python3 -m entanglecodec.cli train slim "$RUN" -o "$OUT/warm.ckpt" >>"$LOG" 2>&1 \
+    python3 -m entanglecodec.cli train slim "$SRC" -o "$OUT/warm.ckpt" >>"$LOG" 2>&1 \
         || echo "slim checkpoint failed (see train.log)" | tee -a "$LOG"
     split_big "$OUT/export/model.safetensors" "$OUT/warm.ckpt"
 fi

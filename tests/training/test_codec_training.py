@@ -34,8 +34,13 @@ def metrics(run: Path, segment: str = "") -> list[dict[str, str]]:
 
 def test_stage1_loss_goes_down_and_exports(corpus, tmp_path):
     run = tmp_path / "run"
-    run_training(recipe(corpus, "trainer.max_steps=40"), run, enable_progress_bar=False)
+    run_training(recipe(corpus, "trainer.max_steps=40", "trainer.val_every=10", "trainer.keep_best=val/loss"), run,
+                 enable_progress_bar=False)
     rows = metrics(run)
+    vals = [(float(r["val/loss"]), int(r["step"])) for r in rows if r.get("val/loss")]
+    assert len(vals) == 4  # best.ckpt holds the validation with the lowest loss
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["global_step"] == min(vals)[1] + 1
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 40
     assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
@@ -208,6 +213,9 @@ def test_recipe_errors_name_the_key(tmp_path):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="override"):
         load_recipe(TINY, ["nonsense"])
+    with pytest.raises(ConfigError, match="trainer.keep_best"):
+        load_recipe(TINY, ["trainer.keep_best=loss"])
+    assert load_recipe(TINY, ["trainer.keep_best=max:val/sem_cos"]).trainer.best_monitor() == ("val/sem_cos", "max")
     for name in ["paper", "small", "small-disc", "small-stage2", "paper-stage2", "ablation-no-contrastive",
                  "ablation-asr-caption", "ablation-no-stage2", "small-cpu-pitch", "small-cpu-distill"]:
         r = load_recipe(REPO / "configs" / f"{name}.yaml")

@@ -204,6 +204,23 @@ class TrainerSection(TrainerBase):
     nan_policy: Literal["stop", "skip"] = "stop"
     max_nan_skips: int = 10
     gradient_checkpointing: bool = False
+    # Not in the paper: also keep checkpoints/best.ckpt, the step with the lowest (or, "max:METRIC",
+    # highest) logged validation METRIC, e.g. "val/loss" or "max:val/sem_cos" (None: last.ckpt only).
+    # A short run on a small corpus can over-fit within hundreds of steps (reports/codec-diagnosis.md §21).
+    keep_best: str | None = None
+
+    def best_monitor(self) -> tuple[str, Literal["min", "max"]] | None:
+        """``(metric, mode)`` of ``keep_best``, or ``None``."""
+        if not self.keep_best:
+            return None
+        mode, _, name = self.keep_best.rpartition(":")
+        if mode not in ("", "min", "max") or not name.startswith("val/"):
+            raise ConfigError(f"trainer.keep_best must be [min:|max:]val/METRIC, got {self.keep_best!r}")
+        return name, "max" if mode == "max" else "min"
+
+    def validate(self) -> None:
+        super().validate()
+        self.best_monitor()
 
 
 @dataclass

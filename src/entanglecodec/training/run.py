@@ -232,6 +232,10 @@ def build_trainer(recipe: Recipe, run_dir: Path, enable_progress_bar: bool = Tru
         ),
         SaveOnInterrupt(ckpt_dir / "last.ckpt"),
     ]
+    best = t.best_monitor()
+    if best is not None:  # best.ckpt: written at the validations that improve the metric, resumes included
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=best[0], mode=best[1], save_top_k=1,
+                                         auto_insert_metric_name=False, enable_version_counter=False))
     return L.Trainer(
         max_steps=t.max_steps,
         max_time=t.max_time,
