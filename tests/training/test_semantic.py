@@ -243,3 +243,5 @@ def test_compact_features_keeps_the_teacher_signal_and_trains(speech_features, t
         res = runner.invoke(app, ["data", "compact", *args])
         assert res.exit_code == 1 and msg in res.output and "Traceback" not in res.output, res.output
     assert read_index(feats) == src_index and "reduced" not in read_semantic(feats)
+    with pytest.raises(FeatureError, match="reduced copy"):
+        write_semantic(out, RichTeacher(), "rich", resume=True)

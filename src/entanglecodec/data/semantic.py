@@ -153,6 +153,8 @@ def write_semantic(
                 continue
             if other != teacher:
                 raise FeatureError(f"{root}: its semantic features come from another teacher ({other}); remove them first")
+        if sem_path.is_file() and "reduced" in read_semantic(root):
+            raise FeatureError(f"{root}: a reduced copy ('entanglecodec data compact'); add teacher frames to its source instead")
     rate = index["mel"]["sample_rate"] / index["mel"]["hop_length"]
     if abs(rate - TEACHER_FRAME_RATE) > 1e-6:
         raise FeatureError(f"{root}: mel frames at {rate:g} Hz; the teacher runs at {TEACHER_FRAME_RATE} Hz")
