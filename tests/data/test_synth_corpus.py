@@ -21,7 +21,7 @@ from entanglecodec.data.captions import REVERB_WORDS, asr_caption  # noqa: E402
 from entanglecodec.data.synth import CorpusError, generate_corpus  # noqa: E402
 from entanglecodec.data.synth import environment as envmod  # noqa: E402
 from entanglecodec.data.synth.generator import build_pools  # noqa: E402
-from entanglecodec.data.synth.signal import active_rms_dbfs  # noqa: E402
+from entanglecodec.data.synth.signal import SynthError, active_rms_dbfs  # noqa: E402
 
 HOURS = 0.02  # 72 s: one full block of ten clips (every kind and split) plus a little more
 SEED = 3
@@ -360,9 +360,26 @@ def test_user_exclusions_reach_every_generated_clip() -> None:
     from entanglecodec.data.heldout import Exclusions
     from entanglecodec.data.synth.generator import ClipSpec, generate_clip
 
-    exclude = Exclusions(frozenset(), frozenset({"ktuberling-data", "klettres-data"}))
+    exclude = Exclusions(frozenset(), frozenset({"ktuberling-data", "klettres-data", "fillets-ng-data-cs"}))
     pools = build_pools(exclude)
     for i in range(4):
         _, row = generate_clip(ClipSpec(i, 11, "real-speech", "train", 3.0), pools)
         assert row["attributes"]["speaker"]["id"].startswith("asterisk:")
         assert row["attributes"]["source"]["package"] not in exclude.packages
+
+
+def test_fillets_dialogue_is_parsed_with_its_script_text() -> None:
+    from entanglecodec.data.synth.speech import fillets_voice, parse_fillets_dialogs
+
+    lua = (
+        '\ndialogId("let-m-divna", "font_small", "What kind of strange ship is that?")\n'
+        'dialogStr("Co je to za divnou loď?")\n\n'
+        'dialogId("let-v-oko", "font_big", "Can you see that eye?")\n'
+        'dialogStr("Vidíš to \\"oko\\"?\\n  Němý svědek.")\n'
+    )
+    assert parse_fillets_dialogs(lua) == [("let-m-divna", "Co je to za divnou loď?"),
+                                          ("let-v-oko", 'Vidíš to "oko"? Němý svědek.')]
+    big = fillets_voice("cs-big")
+    assert big.id == "fillets:cs-big" and big.gender == "male" and big.language == "cs"
+    with pytest.raises(SynthError, match="unknown Fish Fillets voice"):
+        fillets_voice("nl-big")

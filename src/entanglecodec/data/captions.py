@@ -15,7 +15,7 @@ Attribute schema (every key optional; the synthetic generator fills all that app
 their dataset knows)::
 
     speaker:     {gender, age, language, accent, kind: synthetic|recorded, engine, rate: slow|normal|fast,
-                  words_per_second, pitch: low|normal|high, style: read|prompt|words, transcript_exact}
+                  words_per_second, pitch: low|normal|high, style: read|prompt|dialogue|words, transcript_exact}
     loudness:    {dbfs, level: quiet|moderate|loud}
     environment: {setting: clean|indoor|outdoor, room_size: small|medium|large, rt60_s,
                   reverb: dry|slight|moderate|strong, noise_type, snr_db, noise_level, bandwidth_hz}
@@ -213,6 +213,7 @@ class TemplateCaptioner:
         verb = {
             "read": ph.pick("reads", "says", "reads aloud", "speaks the sentence"),
             "prompt": ph.pick("announces", "says", "reads the prompt"),
+            "dialogue": ph.pick("says", "speaks the lines", "delivers the lines"),
             "words": ph.pick("says the words", "pronounces the words", "names"),
         }.get(str(style), "says")
         manner = []

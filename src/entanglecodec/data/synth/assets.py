@@ -80,6 +80,8 @@ PACKAGES: dict[str, PackageSpec] = {
         _spec("asterisk-prompt-it-menardi-wav", "CC-BY-SA-3.0-IT", "CC-SA-BY-3.0", "recorded Italian prompts"),
         _spec("ktuberling-data", "GPL-2+", "GPL-2+", "spoken single words in many languages"),
         _spec("klettres-data", "GPL-2+", "GPL-2+", "recorded letters and syllables in many languages"),
+        _spec("fillets-ng-data", "GPL-2", "version 2 dated June, 1991", "Fish Fillets NG scripts (the dubs' transcripts)"),
+        _spec("fillets-ng-data-cs", "GPL-2", "version 2 dated June, 1991", "recorded Czech game dialogue (Fish Fillets NG)"),
         _spec("warmux-data", "GPL-2+", "GNU General Public License", "recorded game music and sound effects"),
         _spec(
             "warzone2100-music", "GPL-2+ / CC-BY-SA-3.0 (soundtracks)", "GPL-2+",

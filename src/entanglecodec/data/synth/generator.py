@@ -23,7 +23,7 @@ A user's exclusion list (``exclude``, ``--exclude-speakers FILE``) removes more 
 packages from every split.
 
 Real recordings: half of the pure speech clips (two of the four in a block) are recorded people
-(:data:`REAL_FAMILY_WEIGHTS`: Asterisk prompt voices, KTuberling words, KLettres letters and
+(:data:`REAL_FAMILY_WEIGHTS`: Asterisk prompt voices, Fish Fillets NG game dialogue, KTuberling words, KLettres letters and
 syllables), and 40 % of the mixtures use one too; recorded music comes from several game packages,
 and scenes use recorded effects 70 % of the time. ``corpus.json`` records the composition (clips and
 hours per domain, kind and source package).
@@ -74,7 +74,7 @@ from .signal import (
 )
 from .textsource import english_sentences, language_sentences, split_pool
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 BLOCK_KINDS = ("tts", "tts", "real-speech", "real-speech", "music", "music", "recorded-music", "scene", "scene", "mixture")
 BLOCK_SPLITS = ("train",) * 8 + ("valid", "test")
 DOMAIN_OF_KIND = {
@@ -84,9 +84,10 @@ DOMAIN_OF_KIND = {
 MAX_ATTEMPTS = 4
 # how often each TTS engine speaks (espeak-ng has far more voices, but they all sound alike)
 ENGINE_WEIGHTS = {"flite": 0.3, "festival": 0.25, "espeak-ng": 0.35, "mbrola": 0.1}
-REAL_FAMILY_WEIGHTS = {"asterisk": 0.5, "ktuberling": 0.3, "klettres": 0.2}
+REAL_FAMILY_WEIGHTS = {"asterisk": 0.4, "fillets": 0.25, "ktuberling": 0.2, "klettres": 0.15}
 """How often each family of recorded speakers is drawn for a real-speech clip (then a speaker of the
-family uniformly): Asterisk prompts are whole sentences, the KDE packages isolated words/letters."""
+family uniformly): Asterisk prompts and Fish Fillets NG's game dialogue are whole sentences, the KDE
+packages isolated words/letters."""
 PROFILES = ("mixed", "clean-english")
 """Corpus profiles: the multi-domain corpus, or clean English TTS speech for ASR (test split only)."""
 _ID_TAGS = {"mixed": "", "clean-english": "en-"}
@@ -370,7 +371,8 @@ def _speech_tts(spec: ClipSpec, rng: np.random.Generator, pools: Pools, workdir:
 def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tuple[np.ndarray, dict[str, Any], str | None]:
     speaker_id = str(spec.overrides.get("voice_id") or _real_speaker(rng, pools.real_speakers[pools.side(spec.split)]))
     utts = speechmod.recorded_utterances(speaker_id)
-    style, max_parts = ("prompt", 4) if speaker_id.startswith("asterisk:") else ("words", 8)
+    family = speaker_id.partition(":")[0]
+    style, max_parts = {"asterisk": ("prompt", 4), "fillets": ("dialogue", 4)}.get(family, ("words", 8))
     if not utts:
         raise SynthError(f"recorded speaker {speaker_id} has no usable utterances")
     parts: list[np.ndarray] = []

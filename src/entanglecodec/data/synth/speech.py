@@ -3,7 +3,9 @@
 Synthetic voices read natural sentences (:mod:`.textsource`); speaking rate and pitch are then
 changed with sox (``tempo -s`` keeps pitch, ``pitch`` keeps duration) by known factors, and the
 level is set to a known loudness. Recorded speech comes from Debian packages: the Asterisk prompt
-sets (several real speakers and languages, with their transcripts) and KTuberling's spoken words.
+sets (several real speakers and languages, with their transcripts), KTuberling's spoken words,
+KLettres' letters and syllables, and the two lead voices of Fish Fillets NG's Czech dub (game
+dialogue with its script).
 """
 
 from __future__ import annotations
@@ -282,6 +284,64 @@ def klettres_voice(code: str) -> Voice:
     return Voice(f"klettres:{code}", "recorded", f"klettres-{code}", None, lang, accent)
 
 
+# Fish Fillets NG: language -> (package with the recorded dub, language name). The Dutch dub
+# (fillets-ng-data-nl) is left out until its voices are checked against the Dutch dev speakers
+# (reports/speech-sources.md); the English lines in fillets-ng-data are too few (0.1 h).
+FILLETS_LANGUAGES = {"cs": ("fillets-ng-data-cs", "Czech")}
+FILLETS_CHARACTERS = {"v": "big", "m": "small"}
+"""Dialogue-id field -> voice name of the two lead characters (the big and the small fish; 611 and 653
+Czech lines). The minor characters' lines are left out: who voices them is not known."""
+FILLETS_GENDERS = {"big": "male", "small": "female"}
+"""The Czech script addresses the small fish in the feminine ("Buď ráda", "dostala") and the big fish in
+the masculine; the voices' median F0, 126 Hz (big) and 250 Hz (small) over 12 lines each, agree."""
+_FILLETS_SCRIPTS = ("fillets-ng-data", Path("usr/share/games/fillets-ng/script"))
+_DIALOG = re.compile(r'dialogId\(\s*"([^"]+)"[^\n]*\)\s*dialogStr\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
+
+
+def parse_fillets_dialogs(lua: str) -> list[tuple[str, str]]:
+    """``(dialogue id, text)`` pairs of a Fish Fillets NG ``dialogs_<lang>.lua`` script, in order.
+
+    Each line of the dub is ``sound/<level>/<lang>/<id>.ogg``; the id's second dash field names the
+    character (``let-m-divna``: the small fish). Escapes are undone and whitespace collapsed.
+    """
+    out = []
+    for did, text in _DIALOG.findall(lua):
+        text = re.sub(r"\\(.)", lambda m: " " if m.group(1) == "n" else m.group(1), text)
+        out.append((did, " ".join(text.split())))
+    return out
+
+
+def fillets_voice(code: str) -> Voice:
+    """One lead voice of a Fish Fillets NG dub: ``code`` is ``<lang>-<big|small>``, e.g. ``cs-big``."""
+    lang, _, char = code.partition("-")
+    if lang not in FILLETS_LANGUAGES or char not in FILLETS_CHARACTERS.values():
+        known = [f"{la}-{c}" for la in FILLETS_LANGUAGES for c in FILLETS_CHARACTERS.values()]
+        raise SynthError(f"unknown Fish Fillets voice {code!r} (known: {', '.join(known)})")
+    return Voice(f"fillets:{code}", "recorded", f"fillets-{code}", FILLETS_GENDERS[char], lang, FILLETS_LANGUAGES[lang][1])
+
+
+@cache
+def fillets_utterances(code: str) -> tuple[RecordedUtterance, ...]:
+    """The lines of one lead voice of a Fish Fillets NG dub with at least two words, and their script text."""
+    voice = fillets_voice(code)
+    lang, _, char = code.partition("-")
+    field = next(k for k, v in FILLETS_CHARACTERS.items() if v == char)
+    package = FILLETS_LANGUAGES[lang][0]
+    scripts = ensure_package(_FILLETS_SCRIPTS[0]) / _FILLETS_SCRIPTS[1]
+    root = ensure_package(package)
+    sounds = root / "usr" / "share" / "games" / "fillets-ng" / "sound"
+    out = []
+    for lua in sorted(scripts.glob(f"*/dialogs_{lang}.lua")):
+        for did, text in parse_fillets_dialogs(lua.read_text(encoding="utf-8", errors="replace")):
+            path = sounds / lua.parent.name / lang / f"{did}.ogg"
+            if did.split("-")[1:2] != [field] or len(text.split()) < 2 or not path.is_file():
+                continue
+            out.append(RecordedUtterance(voice, package, str(path), str(path.relative_to(root)), text, True))
+    if not out:
+        raise SynthError(f"{package}: no recorded lines found for {voice.id} (under {sounds})")
+    return tuple(sorted(out, key=lambda u: u.source))
+
+
 @cache
 def ktuberling_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
     """Spoken words of one KTuberling language whose word is known (from the file names)."""
@@ -329,20 +389,23 @@ def klettres_utterances(code: str) -> tuple[RecordedUtterance, ...]:
 
 
 def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
-    """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``)."""
+    """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``, ``fillets:*``)."""
     family, _, name = speaker_id.partition(":")
     if family == "ktuberling":
         return ktuberling_utterances(name)
     if family == "klettres":
         return klettres_utterances(name)
+    if family == "fillets":
+        return fillets_utterances(name)
     return asterisk_utterances(speaker_id)
 
 
 def recorded_voices() -> list[Voice]:
-    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages)."""
+    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages, Fish Fillets NG voices)."""
     voices = [v for v, *_ in ASTERISK_SPEAKERS]
     voices += [ktuberling_voice(lang) for lang in KTUBERLING_LANGUAGES]
     voices += [klettres_voice(code) for code in KLETTRES_LANGUAGES]
+    voices += [fillets_voice(f"{lang}-{c}") for lang in FILLETS_LANGUAGES for c in FILLETS_CHARACTERS.values()]
     return voices
 
 
@@ -353,6 +416,8 @@ def recorded_package_of(speaker_id: str) -> str:
         return "ktuberling-data"
     if family == "klettres":
         return "klettres-data"
+    if family == "fillets":
+        return FILLETS_LANGUAGES[fillets_voice(speaker_id.partition(":")[2]).language][0]
     return asterisk_package_of(speaker_id)
 
 
