@@ -84,7 +84,8 @@ def test_torchrun_two_processes_match_one(lm_corpus: Path, tiny_codec: Path, tok
          "-o", str(out), "--codec", str(tiny_codec), "--shard-size", "8", "--no-progress", "--threads", "1"],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
+    errors = [line for line in res.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert res.returncode == 0, "\n".join(errors[-20:]) + "\n" + res.stderr[-1500:]
     assert _files(out) == _files(tokens) and (out / "index.json").is_file()
     shutil.rmtree(out)
 

@@ -89,7 +89,11 @@ def tokenize(
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest}: manifest not found")
-        if out.is_dir() and any(out.iterdir()) and not (out / META).is_file() and not overwrite:
+        foreign = out.is_dir() and any(out.iterdir()) and not (out / META).is_file() and not overwrite
+        # Every rank looks before any rank writes: rank 0 creates the directory's files, and a slower
+        # rank checking afterwards would take them for a stranger's (seen once under load in the tests).
+        barrier(world)
+        if foreign:
             raise FileExistsError(f"{out}: exists, is not empty and is not a token directory (choose another -o)")
         if overwrite:
             err = prepare_output_dir(out, True, OWNED, "tokens") if rank == 0 else None
