@@ -117,6 +117,16 @@ def test_write_semantic_speech_only_resumable_and_refusals(speech_features, tmp_
     # a directory without teacher frames: one line that names the command
     with pytest.raises(FeatureError, match="entanglecodec data semantic"):
         FeatureDataset(speech_features, "train", crop_seconds=0.5, semantic=True)
+    # another directory of the same clips borrows the frames instead of running the teacher again
+    twin = tmp_path / "twin"
+    shutil.copytree(speech_features, twin)
+    with pytest.raises(FeatureError, match="another teacher"):
+        write_semantic(twin, FakeTeacher(), "other", reuse=[feats])
+    lazy = FakeTeacher()
+    assert write_semantic(twin, lazy, "fake", reuse=[feats]) == doc
+    assert lazy.calls == 0
+    for name in sorted(p.name for p in feats.glob("*.sem.npy")):
+        assert np.array_equal(np.load(twin / name), np.load(feats / name))
 
 
 def test_whisper_teacher_gives_50_frames_per_second():

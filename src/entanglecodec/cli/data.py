@@ -95,6 +95,7 @@ def semantic(
     teacher: str = typer.Option("base", "--teacher", help="Packaged Whisper model whose encoder gives the targets."),
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads of the teacher."),
     resume: bool = typer.Option(False, "--resume", help="Complete an interrupted run (finished shards are kept)."),
+    reuse: list[Path] = typer.Option([], "--reuse", help="Feature directory whose frames of the same teacher are copied for the clips it holds (repeatable)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Add per-frame semantic teacher targets (Whisper encoder, 50 Hz) to a feature directory, for loss.semantic."""
@@ -111,7 +112,7 @@ def semantic(
         fail(f"--teacher {teacher}: {e}", 2)
     bar = ClipProgress("semantic", progress)
     try:
-        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=bar.step, on_start=bar.start)
+        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=bar.step, on_start=bar.start, reuse=reuse)
     except (FeatureError, ManifestError, AudioError) as e:
         fail(str(e))
     finally:

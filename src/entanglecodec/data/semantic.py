@@ -121,6 +121,24 @@ def _audio_paths(index: Mapping[str, Any]) -> dict[str, str]:
     return paths
 
 
+def _lenders(dirs: Sequence[str | Path], teacher: str, mel_hash: str) -> dict[str, tuple[Path, str, int, int]]:
+    """Clip id -> ``(directory, shard, first frame, frames)`` over feature directories whose finished
+    teacher frames come from ``teacher`` and whose mels from the same front end (``mel_hash``)."""
+    out: dict[str, tuple[Path, str, int, int]] = {}
+    for d in map(Path, dirs):
+        sem, index = read_semantic(d), read_index(d)
+        if sem.get("teacher") != teacher or "reduced" in sem:
+            what = "reduced frames" if "reduced" in sem else f"frames of another teacher ({sem.get('teacher')})"
+            raise FeatureError(f"--reuse {d}: holds {what}, not {teacher} frames")
+        if index.get("mel_hash") != mel_hash:
+            raise FeatureError(f"--reuse {d}: its mels come from another front end (mel hash {index.get('mel_hash')})")
+        for split in index["splits"].values():
+            for name in split["shards"]:
+                for c in json.loads((d / f"{name}.json").read_text())["clips"]:
+                    out.setdefault(c["id"], (d, name, int(c["start"]), int(c["frames"])))
+    return out
+
+
 def write_semantic(
     root: str | Path,
     encode: Encoder,
@@ -128,12 +146,18 @@ def write_semantic(
     resume: bool = False,
     on_clip: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Add teacher frames to every shard of the feature directory ``root``; returns ``semantic.json``.
 
+    ``reuse``: other feature directories with this teacher's frames (same mel front end); a clip
+    they hold (same id, same frame count) is copied from them instead of encoded again, so a
+    directory made of several earlier corpora costs only its new clips.
+
     Raises:
         FeatureError: not a finished feature directory, semantic features already there (without
-            ``resume``) or made by another teacher, a clip whose audio is gone.
+            ``resume``) or made by another teacher, a clip whose audio is gone, a ``reuse``
+            directory of another teacher or front end.
     """
     from ..audio import load_audio
 
@@ -164,6 +188,7 @@ def write_semantic(
         on_start(sum(len(m["clips"]) for m in metas.values()))
     paths: dict[str, str] | None = None
     sr = int(index["mel"]["sample_rate"])
+    lent = _lenders(reuse, teacher, str(index.get("mel_hash"))) if reuse else {}
     for _, name in shards:
         meta = metas[name]
         if _shard_done(root, name):
@@ -176,8 +201,12 @@ def write_semantic(
         frames = []
         for c in meta["clips"]:
             n = int(c["frames"])
+            other = lent.get(c["id"])
             if c["domain"] not in SPEECH_DOMAINS:
                 frames.append(np.zeros((n, 0), dtype=np.float16))
+            elif other is not None and other[3] == n:
+                d, name_, start, _ = other
+                frames.append(np.array(np.load(d / f"{name_}.sem.npy", mmap_mode="r")[start : start + n], dtype=np.float16))
             else:
                 if c["id"] not in paths:
                     raise FeatureError(f"{root}: clip {c['id']!r} is in no source manifest")
@@ -186,7 +215,9 @@ def write_semantic(
             if on_clip is not None:
                 on_clip(c["id"])
         dim = next((f.shape[1] for f in frames if f.shape[1] > 0), None)
-        if dim is None:  # no speech in this shard: the teacher's size from a silent window
+        if dim is None and reuse:  # no speech in this shard: the teacher's size from a lender ...
+            dim = int(read_semantic(reuse[0])["dim"])
+        if dim is None:  # ... or from a silent window
             dim = int(encode(np.zeros(TEACHER_RATE, dtype=np.float32)).shape[1])
         arr = np.concatenate([np.zeros((f.shape[0], dim), np.float16) if f.shape[1] == 0 else f
                               for f in frames])
