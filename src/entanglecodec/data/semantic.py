@@ -18,7 +18,10 @@ The teacher is a CTranslate2 Whisper model shipped in a pip package (:mod:`entan
     DIR/semantic.json           teacher name, dimension, per-dimension mean / std over the train frames
                                 of speech (training standardises with them), written last
 
-``entanglecodec data semantic DIR`` writes them; it resumes shard by shard.
+``entanglecodec data semantic DIR`` writes them; it resumes shard by shard, and ``--reuse OTHER``
+copies the frames of clips another directory already holds. ``entanglecodec data compact`` writes a
+smaller copy for a machine behind a transfer limit (:func:`compact_features`: a subset of shards,
+the frames as int8 principal-component coefficients that the training head maps back).
 """
 
 from __future__ import annotations
