@@ -192,6 +192,8 @@ def write_semantic(
     paths: dict[str, str] | None = None
     sr = int(index["mel"]["sample_rate"])
     lent = _lenders(reuse, teacher, str(index.get("mel_hash"))) if reuse else {}
+    lent_dim = int(read_semantic(reuse[0])["dim"]) if reuse else None
+    lent_arrays: dict[tuple[Path, str], np.ndarray] = {}  # each lender shard memory-mapped once
     for _, name in shards:
         meta = metas[name]
         if _shard_done(root, name):
@@ -209,7 +211,9 @@ def write_semantic(
                 frames.append(np.zeros((n, 0), dtype=np.float16))
             elif other is not None and other[3] == n:
                 d, name_, start, _ = other
-                frames.append(np.array(np.load(d / f"{name_}.sem.npy", mmap_mode="r")[start : start + n], dtype=np.float16))
+                if (d, name_) not in lent_arrays:
+                    lent_arrays[d, name_] = np.load(d / f"{name_}.sem.npy", mmap_mode="r")
+                frames.append(np.array(lent_arrays[d, name_][start : start + n], dtype=np.float16))
             else:
                 if c["id"] not in paths:
                     raise FeatureError(f"{root}: clip {c['id']!r} is in no source manifest")
@@ -218,8 +222,8 @@ def write_semantic(
             if on_clip is not None:
                 on_clip(c["id"])
         dim = next((f.shape[1] for f in frames if f.shape[1] > 0), None)
-        if dim is None and reuse:  # no speech in this shard: the teacher's size from a lender ...
-            dim = int(read_semantic(reuse[0])["dim"])
+        if dim is None:  # no speech in this shard: the teacher's size from a lender ...
+            dim = lent_dim
         if dim is None:  # ... or from a silent window
             dim = int(encode(np.zeros(TEACHER_RATE, dtype=np.float32)).shape[1])
         arr = np.concatenate([np.zeros((f.shape[0], dim), np.float16) if f.shape[1] == 0 else f
