@@ -535,3 +535,37 @@ def test_warm_start_into_a_larger_codebook_keeps_the_trained_codes(corpus, tmp_p
     embed = next(n for n in mine if n.endswith("_codebook.embed"))
     moved = (trained.state_dict()[embed][0, k:] - mine[embed][0, k:]).abs().amax(-1) > 0
     assert float(moved.float().mean()) > 0.5  # most new codes were seeded from the batches
+
+
+def test_export_sets_decode_defaults_without_changing_the_tokens(corpus, tmp_path):
+    """export_run(decode=...) / `train export --decode-from --decode`: only decode-time options, validated
+    against the model before anything is written; the weights and the token fingerprint stay the same."""
+    from entanglecodec.codec.model import decode_defaults, set_decode_defaults
+
+    run = tmp_path / "run"
+    run_training(recipe(corpus, "trainer.max_steps=3"), run, enable_progress_bar=False)
+    plain = export_run(run, tmp_path / "plain")
+    out = export_run(run, tmp_path / "set", decode={"guidance": 0, "decoder.pulse_voiced_prob": 0.7})
+    assert decode_defaults(out)["guidance"] == 0.0 and isinstance(decode_defaults(out)["guidance"], float)
+    a, b = EntangleCodec.from_pretrained(plain), EntangleCodec.from_pretrained(out)
+    assert b.config.decoder.guidance == 0.0 and b.config.decoder.pulse_voiced_prob == 0.7
+    assert a.fingerprint() == b.fingerprint()
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    for bad, match in [({"pitch_cond": True}, "not decode-time settings: pitch_cond"),
+                       ({"pulse_phase": True}, "pulse_phase needs pitch_cond"),  # this model predicts no pitch
+                       ({"guidance": 11}, r"guidance must lie in \[0, 10\]")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            export_run(run, tmp_path / "bad", decode=bad)
+        assert not (tmp_path / "bad").exists()
+        with pytest.raises(ValueError, match=match):
+            set_decode_defaults(out, bad)
+    assert decode_defaults(out)["pulse_voiced_prob"] == 0.7  # a refused change leaves the file as it was
+    cli = subprocess.run(_cli("train", "export", str(run), "-o", str(tmp_path / "cli"), "--decode-from", str(out),
+                              "--decode", "guidance=0.5"), capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert decode_defaults(tmp_path / "cli")["guidance"] == 0.5 and decode_defaults(tmp_path / "cli")["pulse_voiced_prob"] == 0.7
+    cli = subprocess.run(_cli("train", "export", str(run), "-o", str(tmp_path / "cli2"), "--decode", "guidance"),
+                         capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 1 and "--decode 'guidance' must look like key.sub=value" in cli.stderr
+    assert "Traceback" not in cli.stderr and not (tmp_path / "cli2").exists()

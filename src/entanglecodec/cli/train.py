@@ -62,16 +62,26 @@ def export(
     dtype: str = typer.Option(
         "float32", "--dtype", help="float32, or float16 / bfloat16: weight matrices in 16 bits (half the size)."
     ),
+    decode_from: Path | None = typer.Option(
+        None, "--decode-from", help="Copy the decode-time defaults (guidance, pulse phase) of this saved codec."
+    ),
+    decode: list[str] | None = typer.Option(
+        None, "--decode", help="Set a decode-time default: NAME=VALUE, e.g. guidance=0 (repeatable; after --decode-from)."
+    ),
 ) -> None:
     """Export trained weights (no optimiser state) for EntangleCodec.from_pretrained."""
+    from ..codec.model import decode_defaults
+    from ..training.recipe import parse_assignment
     from ..training.run import export_run
 
     weights = weight_dtype(dtype)
     try:
-        d = export_run(run, out, overwrite, weights)
+        settings = decode_defaults(decode_from) if decode_from is not None else {}
+        settings |= dict(parse_assignment(a, "--decode") for a in decode or [])
+        d = export_run(run, out, overwrite, weights, settings)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    typer.echo(f"exported to {d}")
+    typer.echo(f"exported to {d}" + (f" (decode defaults: {settings})" if settings else ""))
 
 
 @app.command()

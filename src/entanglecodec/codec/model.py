@@ -34,6 +34,8 @@ from ..audio import (
 )
 from ..checkpoint import (
     CONFIG_NAME,
+    MODEL_TYPE_KEY,
+    WEIGHTS_CHECKSUM_KEY,
     CheckpointError,
     check_state,
     default_checkpoint_dir,
@@ -43,6 +45,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import ConfigError, EntangleCodecConfig
+from ..fileio import atomic_write_text
 from .decoder import FlowDecoder
 from .encoder import AudioProjection, UnifiedEncoder
 from .pitch import PitchConditioner, octaves_to_hz, pulse_excitation
@@ -68,6 +71,54 @@ DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (
 )
 """Config options that change how tokens are decoded by default but not the token space: left out
 of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
+
+
+DECODE_SETTINGS: tuple[str, ...] = tuple(key for _, key in DECODE_ONLY_CONFIG)
+"""Names of the :data:`DECODE_ONLY_CONFIG` options (all in the ``decoder`` section)."""
+
+
+def set_decode_defaults(directory: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Rewrite the decode-time defaults of a saved codec (``config.json`` only, atomically).
+
+    Only :data:`DECODE_SETTINGS` may be set (e.g. ``{"guidance": 0.0, "pulse_phase": True}``;
+    ``decoder.``-prefixed names are accepted). The weights, the token space and the fingerprint stay
+    the same, so token files made with the checkpoint stay valid. The new config is validated before
+    anything is written.
+
+    Returns: the decoder section's new values of the given settings.
+
+    Raises:
+        ValueError: an unknown or token-changing option, a value of the wrong type or out of range
+            (:class:`~entanglecodec.config.ConfigError`), or a directory without a readable config.
+    """
+    vals = {k.removeprefix("decoder."): v for k, v in values.items()}
+    unknown = sorted(set(vals) - set(DECODE_SETTINGS))
+    if unknown:
+        raise ValueError(
+            f"not decode-time settings: {', '.join(unknown)} (these change the tokens or the weights; "
+            f"settable: {', '.join(DECODE_SETTINGS)})"
+        )
+    path = Path(directory) / CONFIG_NAME
+    try:
+        raw = json.loads(path.read_text())
+        decoder = raw["decoder"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable codec config ({type(e).__name__}: {e})") from e
+    decoder.update(vals)
+    cfg = EntangleCodecConfig.from_dict({k: v for k, v in raw.items() if k not in (WEIGHTS_CHECKSUM_KEY, MODEL_TYPE_KEY)})
+    decoder.update({k: getattr(cfg.decoder, k) for k in vals})  # as the config types them (guidance=0 -> 0.0)
+    atomic_write_text(path, json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    return {k: decoder[k] for k in vals}
+
+
+def decode_defaults(directory: str | Path) -> dict[str, Any]:
+    """The :data:`DECODE_SETTINGS` a saved codec's ``config.json`` states (absent ones left out)."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        decoder = json.loads(path.read_text())["decoder"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable codec config ({type(e).__name__}: {e})") from e
+    return {k: decoder[k] for k in DECODE_SETTINGS if k in decoder}
 
 
 OPTIONAL_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {

@@ -320,17 +320,27 @@ def read_recipe_dict(path: str | Path, overrides: list[str] | None = None) -> di
     ``dotted.key=value`` overrides (values parsed as YAML; ``5e-4`` is a number), as a plain dict."""
     data = _read_yaml(Path(path))
     for ov in overrides or []:
-        if "=" not in ov:
-            raise ConfigError(f"override {ov!r} must look like key.sub=value")
-        key, val = ov.split("=", 1)
+        key, val = parse_assignment(ov)
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {part} is not a section")
-        node[parts[-1]] = _override_value(val)
+        node[parts[-1]] = val
     return data
+
+
+def parse_assignment(text: str, what: str = "override") -> tuple[str, Any]:
+    """``"key.sub=value"`` -> ``("key.sub", value)``, the value parsed as YAML (``5e-4`` is a number).
+
+    Raises:
+        ConfigError: no ``=``, or an empty key (the message names ``what``, e.g. ``--decode``).
+    """
+    key, eq, val = text.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"{what} {text!r} must look like key.sub=value")
+    return key.strip(), _override_value(val)
 
 
 _EXP_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")

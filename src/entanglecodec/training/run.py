@@ -32,6 +32,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from ..config import EntangleCodecConfig
 from ..fileio import atomic_write_text
 from .callbacks import SaveOnInterrupt, log_version, run_loggers
 from .codec_module import CodecModule
@@ -331,17 +332,38 @@ def slim_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype | None
     return atomic_write(out, lambda tmp: torch.save(slim, str(tmp)))
 
 
-def export_run(path: str | Path, out_dir: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+def export_run(
+    path: str | Path,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    dtype: torch.dtype | None = None,
+    decode: Mapping[str, Any] | None = None,
+) -> Path:
     """Export a run's latest weights to a ``save_pretrained`` directory (no optimiser state).
 
     ``dtype`` (e.g. ``torch.float16``): store the weight matrices in it (see
     :func:`~entanglecodec.checkpoint.convert_weights`), half the size for transport.
+    ``decode``: decode-time defaults to write into the export's config
+    (:func:`~entanglecodec.codec.model.set_decode_defaults`; checked before the export starts).
     """
+    from ..codec.model import DECODE_SETTINGS, set_decode_defaults
+
     out = Path(out_dir)
+    vals = {k.removeprefix("decoder."): v for k, v in (decode or {}).items()}
+    unknown = sorted(set(vals) - set(DECODE_SETTINGS))
+    if unknown:
+        raise ValueError(f"not decode-time settings: {', '.join(unknown)} (settable: {', '.join(DECODE_SETTINGS)})")
     check_export_dir(out, overwrite)
-    d = load_run(path).export(out)
+    module = load_run(path)
+    if vals:  # the values checked against this model's config before anything is written
+        cfg = module.model.config.to_dict()
+        cfg["decoder"].update(vals)
+        EntangleCodecConfig.from_dict(cfg)
+    d = module.export(out)
     if dtype is not None:
         from ..checkpoint import convert_weights
 
         convert_weights(d, dtype)
+    if vals:
+        set_decode_defaults(d, vals)
     return d
