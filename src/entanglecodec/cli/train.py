@@ -81,7 +81,7 @@ def export(
         d = export_run(run, out, overwrite, weights, settings)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    typer.echo(f"exported to {d}" + (f" (decode defaults: {settings})" if settings else ""))
+    typer.echo(f"exported to {d}" + (f" (decode defaults: {decode_defaults(d)})" if settings else ""))
 
 
 @app.command()
