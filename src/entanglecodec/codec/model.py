@@ -77,19 +77,17 @@ DECODE_SETTINGS: tuple[str, ...] = tuple(key for _, key in DECODE_ONLY_CONFIG)
 """Names of the :data:`DECODE_ONLY_CONFIG` options (all in the ``decoder`` section)."""
 
 
-def set_decode_defaults(directory: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Rewrite the decode-time defaults of a saved codec (``config.json`` only, atomically).
+def apply_decode_settings(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check decode-time ``values`` against a codec config mapping (``to_dict`` / ``config.json`` form).
 
-    Only :data:`DECODE_SETTINGS` may be set (e.g. ``{"guidance": 0.0, "pulse_phase": True}``;
-    ``decoder.``-prefixed names are accepted). The weights, the token space and the fingerprint stay
-    the same, so token files made with the checkpoint stay valid. The new config is validated before
-    anything is written.
+    Only :data:`DECODE_SETTINGS` are accepted (``decoder.``-prefixed names too). The config with
+    the values set must validate.
 
-    Returns: the decoder section's new values of the given settings.
+    Returns: the values as the config types them (``guidance=0`` -> ``0.0``), keyed without the prefix.
 
     Raises:
-        ValueError: an unknown or token-changing option, a value of the wrong type or out of range
-            (:class:`~entanglecodec.config.ConfigError`), or a directory without a readable config.
+        ValueError: an unknown or token-changing option, or a value of the wrong type or out of range
+            (:class:`~entanglecodec.config.ConfigError`).
     """
     vals = {k.removeprefix("decoder."): v for k, v in values.items()}
     unknown = sorted(set(vals) - set(DECODE_SETTINGS))
@@ -98,26 +96,46 @@ def set_decode_defaults(directory: str | Path, values: Mapping[str, Any]) -> dic
             f"not decode-time settings: {', '.join(unknown)} (these change the tokens or the weights; "
             f"settable: {', '.join(DECODE_SETTINGS)})"
         )
+    cfg = {k: v for k, v in config.items() if k not in (WEIGHTS_CHECKSUM_KEY, MODEL_TYPE_KEY)}
+    cfg["decoder"] = {**cfg["decoder"], **vals}
+    checked = EntangleCodecConfig.from_dict(cfg).decoder
+    return {k: getattr(checked, k) for k in vals}
+
+
+def _read_config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(path, mapping)`` of a saved codec's ``config.json``; a one-line error when it is not one."""
     path = Path(directory) / CONFIG_NAME
     try:
         raw = json.loads(path.read_text())
-        decoder = raw["decoder"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not isinstance(raw.get("decoder"), dict):
+            raise KeyError("decoder")
+    except (OSError, ValueError, KeyError, AttributeError) as e:
         raise ValueError(f"{path}: not a readable codec config ({type(e).__name__}: {e})") from e
-    decoder.update(vals)
-    cfg = EntangleCodecConfig.from_dict({k: v for k, v in raw.items() if k not in (WEIGHTS_CHECKSUM_KEY, MODEL_TYPE_KEY)})
-    decoder.update({k: getattr(cfg.decoder, k) for k in vals})  # as the config types them (guidance=0 -> 0.0)
+    return path, raw
+
+
+def set_decode_defaults(directory: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Rewrite the decode-time defaults of a saved codec (``config.json`` only, atomically).
+
+    ``values`` as for :func:`apply_decode_settings` (e.g. ``{"guidance": 0.0, "pulse_phase": True}``),
+    checked before anything is written. The weights, the token space and the fingerprint stay the
+    same, so token files made with the checkpoint stay valid.
+
+    Returns: the decoder section's new values of the given settings.
+
+    Raises:
+        ValueError: see :func:`apply_decode_settings`, or a directory without a readable config.
+    """
+    path, raw = _read_config(directory)
+    vals = apply_decode_settings(raw, values)
+    raw["decoder"].update(vals)
     atomic_write_text(path, json.dumps(raw, indent=2, sort_keys=True) + "\n")
-    return {k: decoder[k] for k in vals}
+    return vals
 
 
 def decode_defaults(directory: str | Path) -> dict[str, Any]:
     """The :data:`DECODE_SETTINGS` a saved codec's ``config.json`` states (absent ones left out)."""
-    path = Path(directory) / CONFIG_NAME
-    try:
-        decoder = json.loads(path.read_text())["decoder"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable codec config ({type(e).__name__}: {e})") from e
+    decoder = _read_config(directory)[1]["decoder"]
     return {k: decoder[k] for k in DECODE_SETTINGS if k in decoder}
 
 

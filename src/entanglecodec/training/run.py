@@ -32,7 +32,6 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from ..config import EntangleCodecConfig
 from ..fileio import atomic_write_text
 from .callbacks import SaveOnInterrupt, log_version, run_loggers
 from .codec_module import CodecModule
@@ -346,19 +345,13 @@ def export_run(
     ``decode``: decode-time defaults to write into the export's config
     (:func:`~entanglecodec.codec.model.set_decode_defaults`; checked before the export starts).
     """
-    from ..codec.model import DECODE_SETTINGS, set_decode_defaults
+    from ..codec.model import apply_decode_settings, set_decode_defaults
 
     out = Path(out_dir)
-    vals = {k.removeprefix("decoder."): v for k, v in (decode or {}).items()}
-    unknown = sorted(set(vals) - set(DECODE_SETTINGS))
-    if unknown:
-        raise ValueError(f"not decode-time settings: {', '.join(unknown)} (settable: {', '.join(DECODE_SETTINGS)})")
     check_export_dir(out, overwrite)
     module = load_run(path)
-    if vals:  # the values checked against this model's config before anything is written
-        cfg = module.model.config.to_dict()
-        cfg["decoder"].update(vals)
-        EntangleCodecConfig.from_dict(cfg)
+    # checked against this model's config before anything is written
+    vals = apply_decode_settings(module.model.config.to_dict(), decode) if decode else {}
     d = module.export(out)
     if dtype is not None:
         from ..checkpoint import convert_weights
