@@ -569,3 +569,7 @@ def test_export_sets_decode_defaults_without_changing_the_tokens(corpus, tmp_pat
                          capture_output=True, text=True)  # fmt: skip
     assert cli.returncode == 1 and "--decode 'guidance' must look like key.sub=value" in cli.stderr
     assert "Traceback" not in cli.stderr and not (tmp_path / "cli2").exists()
+    cli = subprocess.run(_cli("train", "export", str(run), "-o", str(tmp_path / "cli3"), "--decode-from",
+                              str(tmp_path / "nowhere")), capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 1 and "nowhere/config.json: not a readable codec config" in cli.stderr
+    assert "Traceback" not in cli.stderr and not (tmp_path / "cli3").exists()
