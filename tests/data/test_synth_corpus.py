@@ -276,16 +276,16 @@ def test_clean_english_plan_is_pure_and_validated(tmp_path: Path) -> None:
     assert {(s.kind, s.split, s.profile) for s in long} == {("tts", "test", "clean-english")}
     assert all(3.0 <= s.duration <= 10.0 for s in long)
     assert plan_corpus(0.02, 4) == plan_corpus(0.02, 4, "mixed") and plan_corpus(0.02, 4)[0].id == "synth4-000000"
-    with pytest.raises(CorpusError, match="mixed, clean-english"):
+    with pytest.raises(CorpusError, match="mixed, real-speech, clean-english"):
         generate_corpus(tmp_path / "x", hours=0.001, profile="clean", progress=False)
-    assert not (tmp_path / "x").exists() and PROFILES == ("mixed", "clean-english")
+    assert not (tmp_path / "x").exists() and PROFILES == ("mixed", "real-speech", "clean-english")
 
     from typer.testing import CliRunner
 
     from entanglecodec.cli.data import app
 
     res = CliRunner().invoke(app, ["synth", "--hours", "0.001", "--out", str(tmp_path / "y"), "--profile", "noisy"])
-    assert res.exit_code == 2 and "'noisy'" in res.output and "mixed, clean-english" in res.output
+    assert res.exit_code == 2 and "'noisy'" in res.output and "mixed, real-speech, clean-english" in res.output
 
 
 def test_clean_english_resumes_byte_identically_and_only_its_own_profile(clean_english: Path, tmp_path: Path) -> None:
@@ -360,7 +360,10 @@ def test_user_exclusions_reach_every_generated_clip() -> None:
     from entanglecodec.data.heldout import Exclusions
     from entanglecodec.data.synth.generator import ClipSpec, generate_clip
 
-    exclude = Exclusions(frozenset(), frozenset({"ktuberling-data", "klettres-data", "fillets-ng-data-cs"}))
+    exclude = Exclusions(
+        frozenset(),
+        frozenset({"ktuberling-data", "klettres-data", "fillets-ng-data-cs", "fillets-ng-data-nl", "drascula", "drascula-spanish"}),
+    )
     pools = build_pools(exclude)
     for i in range(4):
         _, row = generate_clip(ClipSpec(i, 11, "real-speech", "train", 3.0), pools)
@@ -381,5 +384,60 @@ def test_fillets_dialogue_is_parsed_with_its_script_text() -> None:
                                           ("let-v-oko", 'Vidíš to "oko"? Němý svědek.')]
     big = fillets_voice("cs-big")
     assert big.id == "fillets:cs-big" and big.gender == "male" and big.language == "cs"
+    assert fillets_voice("nl-small").gender == "female" and fillets_voice("nl-small").language == "nl"
     with pytest.raises(SynthError, match="unknown Fish Fillets voice"):
-        fillets_voice("nl-big")
+        fillets_voice("de-big")
+
+
+def _drascula_table(langs: list[list[bytes]]) -> bytes:
+    """A text table laid out as the game's drascula.dat (see parse_drascula_texts)."""
+    out = len(langs[0]).to_bytes(2, "big")
+    for lines in langs:
+        entries = b""
+        for line in lines:
+            body = line + b"\0" * (-len(line) % 4)  # the game's line 0 is empty: an entry of 4 bytes
+            entries += (len(body) + 4).to_bytes(4, "big") + body
+        out += (len(entries) + 2).to_bytes(2, "big") + entries + b"\0\0"
+    return out
+
+
+def test_drascula_text_table_is_found_and_parsed() -> None:
+    from entanglecodec.data.synth.speech import _drascula_line, parse_drascula_texts
+
+    langs = [[b"", b"THAT'S THE DOOR I SAW", b"Yes"], [b"", b"ES LA PUERTA \xa8QUE\xa8", b"Si"]]
+    blob = b"DRASCULA\x00\x06" + bytes(range(40)) + _drascula_table(langs) + b"\x00\x54trailing data"
+    assert parse_drascula_texts(blob) == langs
+    assert _drascula_line(langs[0][1], "ascii") == "That's the door I saw"
+    assert _drascula_line(langs[1][1], "cp850") == "Es la puerta ¿que¿"
+    assert _drascula_line(b"Mixed  Case\n line", "ascii") == "Mixed Case line"
+    broken = bytearray(blob)
+    broken[blob.index(b"THAT'S") - 1] = 7  # an entry size that is not a multiple of 4
+    with pytest.raises(SynthError, match="no text table"):
+        parse_drascula_texts(bytes(broken))
+
+
+def test_drascula_speech_files_decode_as_unsigned_8_bit(tmp_path: Path) -> None:
+    from entanglecodec.data.synth.signal import ALS_SAMPLE_RATE, read_audio_any
+    from entanglecodec.data.synth.speech import drascula_voice
+
+    path = tmp_path / "12.ALS"
+    path.write_bytes(bytes([128, 255, 0, 192]))
+    wav, sr = read_audio_any(path)
+    assert sr == ALS_SAMPLE_RATE == 11025
+    np.testing.assert_allclose(wav, [0.0, 127 / 128, -1.0, 0.5])
+    with pytest.raises(SynthError, match="cannot be read"):
+        read_audio_any(tmp_path / "missing.ALS")
+    assert drascula_voice("en").id == "drascula:en" and drascula_voice("es").language == "es"
+    with pytest.raises(SynthError, match="unknown Drascula voice"):
+        drascula_voice("it")
+
+
+def test_real_speech_profile_plans_only_recorded_speech_in_every_split() -> None:
+    from entanglecodec.data.synth.generator import plan_corpus
+
+    specs = plan_corpus(0.2, seed=4, profile="real-speech")
+    assert {s.kind for s in specs} == {"real-speech"}
+    assert {s.split for s in specs} == {"train", "valid", "test"}
+    assert specs[0].id == "synth4-rs-000000"
+    mixed = plan_corpus(0.2, seed=4)
+    assert [(s.split, s.duration) for s in specs[:10]] != [] and len({s.id for s in specs} & {s.id for s in mixed}) == 0

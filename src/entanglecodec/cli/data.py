@@ -29,7 +29,8 @@ def synth(
     ),
     profile: str = typer.Option(
         "mixed", "--profile",
-        help="mixed: every domain and split (default). clean-english: clean English text-to-speech in the test "
+        help="mixed: every domain and split (default). real-speech: only recorded human speech, in every split "
+        "(a supplement for training). clean-english: clean English text-to-speech in the test "
         "split only, a test set on which the ASR word error rate of 'eval reconstruct' is meaningful.",
     ),
     exclude_speakers: Path | None = typer.Option(

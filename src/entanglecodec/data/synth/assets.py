@@ -82,6 +82,11 @@ PACKAGES: dict[str, PackageSpec] = {
         _spec("klettres-data", "GPL-2+", "GPL-2+", "recorded letters and syllables in many languages"),
         _spec("fillets-ng-data", "GPL-2", "version 2 dated June, 1991", "Fish Fillets NG scripts (the dubs' transcripts)"),
         _spec("fillets-ng-data-cs", "GPL-2", "version 2 dated June, 1991", "recorded Czech game dialogue (Fish Fillets NG)"),
+        _spec("fillets-ng-data-nl", "GPL-2", "version 2 dated June, 1991", "recorded Dutch game dialogue (Fish Fillets NG)"),
+        _spec("drascula", "Drascula-License (free redistribution and modification)", "Drascula-License",
+              "recorded English game dialogue and its subtitles (Drascula)"),
+        _spec("drascula-spanish", "Drascula-License (free redistribution and modification)", "Drascula-License",
+              "recorded Spanish game dialogue (Drascula)"),
         _spec("warmux-data", "GPL-2+", "GNU General Public License", "recorded game music and sound effects"),
         _spec(
             "warzone2100-music", "GPL-2+ / CC-BY-SA-3.0 (soundtracks)", "GPL-2+",

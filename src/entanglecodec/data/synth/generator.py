@@ -74,7 +74,7 @@ from .signal import (
 )
 from .textsource import english_sentences, language_sentences, split_pool
 
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"
 BLOCK_KINDS = ("tts", "tts", "real-speech", "real-speech", "music", "music", "recorded-music", "scene", "scene", "mixture")
 BLOCK_SPLITS = ("train",) * 8 + ("valid", "test")
 DOMAIN_OF_KIND = {
@@ -84,13 +84,15 @@ DOMAIN_OF_KIND = {
 MAX_ATTEMPTS = 4
 # how often each TTS engine speaks (espeak-ng has far more voices, but they all sound alike)
 ENGINE_WEIGHTS = {"flite": 0.3, "festival": 0.25, "espeak-ng": 0.35, "mbrola": 0.1}
-REAL_FAMILY_WEIGHTS = {"asterisk": 0.4, "fillets": 0.25, "ktuberling": 0.2, "klettres": 0.15}
+REAL_FAMILY_WEIGHTS = {"asterisk": 0.35, "fillets": 0.25, "drascula": 0.1, "ktuberling": 0.17, "klettres": 0.13}
 """How often each family of recorded speakers is drawn for a real-speech clip (then a speaker of the
-family uniformly): Asterisk prompts and Fish Fillets NG's game dialogue are whole sentences, the KDE
-packages isolated words/letters."""
-PROFILES = ("mixed", "clean-english")
-"""Corpus profiles: the multi-domain corpus, or clean English TTS speech for ASR (test split only)."""
-_ID_TAGS = {"mixed": "", "clean-english": "en-"}
+family uniformly): Asterisk prompts and the game dialogue of Fish Fillets NG and Drascula are whole
+sentences, the KDE packages isolated words/letters."""
+PROFILES = ("mixed", "real-speech", "clean-english")
+"""Corpus profiles: the multi-domain corpus; only recorded human speech (the ``real-speech`` clips of
+``mixed``, in the same splits: a supplement that raises the share of real voices in training); or clean
+English TTS speech for ASR (test split only)."""
+_ID_TAGS = {"mixed": "", "real-speech": "rs-", "clean-english": "en-"}
 CLEAN_ENGLISH_ENGINES = ("flite", "festival")
 """TTS engines of the ``clean-english`` profile: those pocketsphinx recognises. Its WER on 6 clean
 clips per voice (71 words): flite 3-31 %, festival 13-20 %, espeak-ng 77-100 % for every English
@@ -247,8 +249,8 @@ def check_profile(profile: str) -> None:
 def plan_corpus(hours: float, seed: int, profile: str = "mixed") -> list[ClipSpec]:
     """Plan clips until the estimated total reaches ``hours``.
 
-    ``mixed``: blocks of ten clips (every kind and split). ``clean-english``: clean English TTS
-    clips, all in the test split. The plan is a function of ``(hours, seed, profile)`` only, and a
+    ``mixed``: blocks of ten clips (every kind and split). ``real-speech``: the same blocks with
+    every clip recorded speech. ``clean-english``: clean English TTS clips, all in the test split. The plan is a function of ``(hours, seed, profile)`` only, and a
     longer plan starts with a shorter one.
     """
     check_profile(profile)
@@ -262,13 +264,15 @@ def plan_corpus(hours: float, seed: int, profile: str = "mixed") -> list[ClipSpe
     while total < budget:
         rng = np.random.default_rng([seed, 1_000_003, block])
         kinds = [BLOCK_KINDS[i] for i in rng.permutation(len(BLOCK_KINDS))]
+        if profile == "real-speech":
+            kinds = ["real-speech"] * len(kinds)
         splits = [BLOCK_SPLITS[i] for i in rng.permutation(len(BLOCK_SPLITS))]
         for kind, split in zip(kinds, splits, strict=True):
             if total >= budget:
                 break
             dur = _target_duration(rng, kind)
             overrides = {"mixture_kind": "speech over music" if block % 2 == 0 else "speech in a sound scene"} if kind == "mixture" else {}
-            specs.append(ClipSpec(len(specs), seed, kind, split, dur, overrides))
+            specs.append(ClipSpec(len(specs), seed, kind, split, dur, overrides, profile=profile))
             total += dur
         block += 1
     return specs
@@ -372,7 +376,7 @@ def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tupl
     speaker_id = str(spec.overrides.get("voice_id") or _real_speaker(rng, pools.real_speakers[pools.side(spec.split)]))
     utts = speechmod.recorded_utterances(speaker_id)
     family = speaker_id.partition(":")[0]
-    style, max_parts = {"asterisk": ("prompt", 4), "fillets": ("dialogue", 4)}.get(family, ("words", 8))
+    style, max_parts = {"asterisk": ("prompt", 4), "fillets": ("dialogue", 4), "drascula": ("dialogue", 4)}.get(family, ("words", 8))
     if not utts:
         raise SynthError(f"recorded speaker {speaker_id} has no usable utterances")
     parts: list[np.ndarray] = []
@@ -715,8 +719,9 @@ def generate_corpus(
             the rows of ``manifest.jsonl.partial`` whose audio is on disk are kept and generation
             goes on from the first missing clip. Clips depend only on (seed, index, profile), so
             the result is byte-identical to an uninterrupted run.
-        profile: ``mixed`` (every domain and split) or ``clean-english`` (clean English TTS
-            speech in the test split, for ASR word error rates); see :data:`PROFILES`.
+        profile: ``mixed`` (every domain and split), ``real-speech`` (recorded speech only, every
+            split) or ``clean-english`` (clean English TTS speech in the test split, for ASR word
+            error rates); see :data:`PROFILES`.
         exclude: more speakers / TTS voices / packages to keep out of every split (see
             :func:`entanglecodec.data.heldout.read_exclusions`), on top of the held-out sets.
 

@@ -60,8 +60,13 @@ def run_tool(cmd: list[str], what: str, timeout: float = 120.0, stdin: bytes | N
     return proc.stdout
 
 
+ALS_SAMPLE_RATE = 11025
+"""Drascula's ``.ALS`` speech files: headerless unsigned 8-bit mono PCM at this rate."""
+
+
 def read_audio_any(path: Path) -> tuple[np.ndarray, int]:
-    """Decode a recorded file to mono float32: libsndfile formats, raw G.722 (ffmpeg), GSM (sox).
+    """Decode a recorded file to mono float32: libsndfile formats, raw G.722 (ffmpeg), GSM (sox), and
+    Drascula's ``.ALS`` speech (headerless unsigned 8-bit PCM at 11 025 Hz).
 
     Returns:
         ``(wav [S], sample_rate)``.
@@ -81,6 +86,12 @@ def read_audio_any(path: Path) -> tuple[np.ndarray, int]:
         raw = run_tool(["sox", str(path), "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-L", "-"],
                        f"decoding {path}")
         wav, sr = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0, 8000
+    elif suffix == ".als":
+        try:
+            raw8 = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise SynthError(f"{path}: cannot be read ({e})") from e
+        wav, sr = (raw8.astype(np.float32) - 128.0) / 128.0, ALS_SAMPLE_RATE
     else:
         try:
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)

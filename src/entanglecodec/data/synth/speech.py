@@ -4,8 +4,9 @@ Synthetic voices read natural sentences (:mod:`.textsource`); speaking rate and 
 changed with sox (``tempo -s`` keeps pitch, ``pitch`` keeps duration) by known factors, and the
 level is set to a known loudness. Recorded speech comes from Debian packages: the Asterisk prompt
 sets (several real speakers and languages, with their transcripts), KTuberling's spoken words,
-KLettres' letters and syllables, and the two lead voices of Fish Fillets NG's Czech dub (game
-dialogue with its script).
+KLettres' letters and syllables, the two lead voices of Fish Fillets NG's Czech and Dutch dubs (game
+dialogue with its script), and the hero of the adventure game Drascula in English and Spanish (game
+dialogue with its subtitles).
 """
 
 from __future__ import annotations
@@ -284,16 +285,18 @@ def klettres_voice(code: str) -> Voice:
     return Voice(f"klettres:{code}", "recorded", f"klettres-{code}", None, lang, accent)
 
 
-# Fish Fillets NG: language -> (package with the recorded dub, language name). The Dutch dub
-# (fillets-ng-data-nl) is left out until its voices are checked against the Dutch dev speakers
-# (reports/speech-sources.md); the English lines in fillets-ng-data are too few (0.1 h).
-FILLETS_LANGUAGES = {"cs": ("fillets-ng-data-cs", "Czech")}
+# Fish Fillets NG: language -> (package with the recorded dub, language name). The Dutch dub was checked
+# against the Dutch dev speakers (ktuberling:nl, klettres:nl) in session 19: resemblyzer cosine of the
+# speakers' mean d-vectors 0.43-0.50, against 0.96-0.98 between two halves of one speaker's lines
+# (reports/speech-sources.md). The English lines in fillets-ng-data are too few (0.1 h).
+FILLETS_LANGUAGES = {"cs": ("fillets-ng-data-cs", "Czech"), "nl": ("fillets-ng-data-nl", "Dutch")}
 FILLETS_CHARACTERS = {"v": "big", "m": "small"}
 """Dialogue-id field -> voice name of the two lead characters (the big and the small fish; 611 and 653
 Czech lines). The minor characters' lines are left out: who voices them is not known."""
 FILLETS_GENDERS = {"big": "male", "small": "female"}
 """The Czech script addresses the small fish in the feminine ("Buď ráda", "dostala") and the big fish in
-the masculine; the voices' median F0, 126 Hz (big) and 250 Hz (small) over 12 lines each, agree."""
+the masculine; the voices' median F0, 126 Hz (big) and 250 Hz (small) over 12 lines each, agree. The
+Dutch dub keeps the cast's genders: median F0 122 Hz (big) and 197 Hz (small) over 12 lines each."""
 _FILLETS_SCRIPTS = ("fillets-ng-data", Path("usr/share/games/fillets-ng/script"))
 _DIALOG = re.compile(r'dialogId\(\s*"([^"]+)"[^\n]*\)\s*dialogStr\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
 
@@ -340,6 +343,107 @@ def fillets_utterances(code: str) -> tuple[RecordedUtterance, ...]:
     if not out:
         raise SynthError(f"{package}: no recorded lines found for {voice.id} (under {sounds})")
     return tuple(sorted(out, key=lambda u: u.source))
+
+
+# Drascula: The Vampire Strikes Back (Alcachofa Soft, freeware licence that allows redistribution and
+# modification): the recorded lines of its hero, John Hacker. language -> (package, accent, index of the
+# language's block in the game's text table, text encoding). The table (drascula.dat) is in the English
+# package; the Spanish one links to it. drascula-italian is left out: its .ALS files are the English
+# recordings again (same words and lengths; checked with Whisper in session 19).
+DRASCULA_LANGUAGES = {"en": ("drascula", "English", 0, "ascii"), "es": ("drascula-spanish", "European Spanish", 1, "cp850")}
+_DRASCULA_DIR = Path("usr/share/scummvm/drascula")
+
+
+def _u16(data: bytes, pos: int) -> int:
+    return int.from_bytes(data[pos : pos + 2], "big")
+
+
+def _drascula_block(data: bytes, pos: int, count: int) -> tuple[list[bytes], int] | None:
+    """``count`` entries (u32 size, itself included, then a NUL-padded string) from ``pos``, or None."""
+    out = []
+    for _ in range(count):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if size < 4 or size % 4 or pos + size > len(data):
+            return None
+        out.append(data[pos + 4 : pos + size].split(b"\0", 1)[0])
+        pos += size
+    return out, pos
+
+
+def parse_drascula_texts(data: bytes) -> list[list[bytes]]:
+    """The game's main text table from ``drascula.dat``: one list of raw lines per language.
+
+    The table is a big-endian u16 line count, then one block per language: a u16 block size (the
+    size field and the entries), the entries (each a u32 entry size, itself included, then the line
+    NUL-padded to a multiple of 4) and two zero bytes. Line ``n`` is what the hero says in ``<n>.ALS``. The
+    table is found by scanning for the first offset where that layout holds for a block.
+
+    Raises:
+        SynthError: no such table in ``data``.
+    """
+    for pos in range(0, len(data) - 8):
+        count, size = _u16(data, pos), _u16(data, pos + 2)
+        if not 2 <= count <= 4096 or size < 4 * count + 2 or int.from_bytes(data[pos + 4 : pos + 8], "big") != 4:
+            continue
+        first = _drascula_block(data, pos + 4, count)
+        if first is None or first[1] != pos + 2 + size or data[first[1] : first[1] + 2] != b"\0\0":
+            continue
+        blocks, at = [first[0]], first[1] + 2
+        while at + 4 <= len(data):
+            size = _u16(data, at)
+            block = _drascula_block(data, at + 2, count)
+            if block is None or block[1] != at + size or data[block[1] : block[1] + 2] != b"\0\0":
+                break
+            blocks.append(block[0])
+            at = block[1] + 2
+        return blocks
+    raise SynthError("drascula.dat: no text table found (an unknown version of the game data?)")
+
+
+def _drascula_line(raw: bytes, encoding: str) -> str:
+    """A subtitle as a sentence: decoded, whitespace collapsed, all-capital lines in sentence case."""
+    text = " ".join(raw.decode(encoding, errors="replace").split())
+    if text.upper() == text:
+        text = text.lower()
+        text = re.sub(r"\bi\b", "I", text) if encoding == "ascii" else text
+        text = text[:1].upper() + text[1:]
+    return text
+
+
+def drascula_voice(lang: str) -> Voice:
+    """The hero of Drascula in one language (``en`` or ``es``)."""
+    if lang not in DRASCULA_LANGUAGES:
+        raise SynthError(f"unknown Drascula voice {lang!r} (known: {', '.join(DRASCULA_LANGUAGES)})")
+    return Voice(f"drascula:{lang}", "recorded", f"drascula-{lang}", "male", lang, DRASCULA_LANGUAGES[lang][1])
+
+
+@cache
+def drascula_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
+    """The hero's recorded lines of at least two words, with their subtitles as approximate transcripts.
+
+    The subtitles are what the line was written as, not always what was said (Whisper base on 30
+    English lines: 34 % WER against them, with added and dropped words), so ``transcript_exact`` is false.
+    """
+    voice = drascula_voice(lang)
+    package, _, index, encoding = DRASCULA_LANGUAGES[lang]
+    root = ensure_package(package)
+    base = root / _DRASCULA_DIR / lang
+    table = ensure_package("drascula") / _DRASCULA_DIR / "en" / "drascula.dat"  # every language's lines
+    if not table.is_file():
+        raise SynthError(f"drascula: no text table at {table}")
+    blocks = parse_drascula_texts(table.read_bytes())
+    if len(blocks) <= index:
+        raise SynthError(f"{table}: {len(blocks)} language block(s), the {lang!r} lines are block {index}")
+    out = []
+    for n, raw in enumerate(blocks[index]):
+        path = base / f"{n}.ALS"
+        text = _drascula_line(raw, encoding)
+        if n == 0 or len(text.split()) < 2 or not path.is_file() or path.is_symlink():
+            continue
+        out.append(RecordedUtterance(voice, package, str(path), str(path.relative_to(root)), text, False))
+    if not out:
+        raise SynthError(f"{package}: no recorded lines found for {voice.id} (under {base})")
+    return tuple(out)
 
 
 @cache
@@ -389,7 +493,8 @@ def klettres_utterances(code: str) -> tuple[RecordedUtterance, ...]:
 
 
 def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
-    """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``, ``fillets:*``)."""
+    """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``, ``fillets:*``,
+    ``drascula:*``)."""
     family, _, name = speaker_id.partition(":")
     if family == "ktuberling":
         return ktuberling_utterances(name)
@@ -397,15 +502,19 @@ def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
         return klettres_utterances(name)
     if family == "fillets":
         return fillets_utterances(name)
+    if family == "drascula":
+        return drascula_utterances(name)
     return asterisk_utterances(speaker_id)
 
 
 def recorded_voices() -> list[Voice]:
-    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages, Fish Fillets NG voices)."""
+    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages, Fish Fillets NG and
+    Drascula voices)."""
     voices = [v for v, *_ in ASTERISK_SPEAKERS]
     voices += [ktuberling_voice(lang) for lang in KTUBERLING_LANGUAGES]
     voices += [klettres_voice(code) for code in KLETTRES_LANGUAGES]
     voices += [fillets_voice(f"{lang}-{c}") for lang in FILLETS_LANGUAGES for c in FILLETS_CHARACTERS.values()]
+    voices += [drascula_voice(lang) for lang in DRASCULA_LANGUAGES]
     return voices
 
 
@@ -418,6 +527,8 @@ def recorded_package_of(speaker_id: str) -> str:
         return "klettres-data"
     if family == "fillets":
         return FILLETS_LANGUAGES[fillets_voice(speaker_id.partition(":")[2]).language][0]
+    if family == "drascula":
+        return DRASCULA_LANGUAGES[drascula_voice(speaker_id.partition(":")[2]).language][0]
     return asterisk_package_of(speaker_id)
 
 
