@@ -60,6 +60,23 @@ def test_template_caption_covers_every_known_attribute() -> None:
     assert "outdoor" in sound and "wind" in sound
 
 
+def test_approximate_transcripts_are_worded_by_style() -> None:
+    def row(style: str, i: int) -> dict:
+        speaker = {"gender": "male", "language": "en", "kind": "recorded", "style": style,
+                   "transcript_exact": False, "transcript": "Yes, that's done"}
+        return {"id": f"r{i}", "audio": "r.flac", "domain": "speech", "text": None, "attributes": {"speaker": speaker}}
+
+    dialogue = [TemplateCaptioner(seed=0).caption(row("dialogue", i)) for i in range(12)]
+    assert all("\u201cYes, that's done\u201d" in c and "prompt" not in c for c in dialogue)
+    assert all(" roughly " in c or " something like " in c for c in dialogue)
+    prompts = [TemplateCaptioner(seed=0).caption(row("prompt", i)) for i in range(12)]
+    assert all("prompt" in c for c in prompts)
+    unknown = {**row("dialogue", 0), "attributes": {"speaker": {"gender": "male", "transcript_known": False}}}
+    assert asr_caption(unknown) == "speech"
+    with pytest.raises(CaptionerError, match="no transcript"):
+        asr_caption({**unknown, "attributes": {"speaker": {"gender": "male"}}})
+
+
 def test_template_caption_is_seeded_and_varied() -> None:
     cap = TemplateCaptioner(seed=0)
     assert cap.caption(SPEECH) == TemplateCaptioner(seed=0).caption(SPEECH)

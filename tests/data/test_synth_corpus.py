@@ -362,7 +362,8 @@ def test_user_exclusions_reach_every_generated_clip() -> None:
 
     exclude = Exclusions(
         frozenset(),
-        frozenset({"ktuberling-data", "klettres-data", "fillets-ng-data-cs", "fillets-ng-data-nl", "drascula", "drascula-spanish"}),
+        frozenset({"ktuberling-data", "klettres-data", "fillets-ng-data-cs", "fillets-ng-data-nl", "drascula", "drascula-spanish",
+                   "flight-of-the-amazon-queen"}),
     )
     pools = build_pools(exclude)
     for i in range(4):
@@ -441,3 +442,47 @@ def test_real_speech_profile_plans_only_recorded_speech_in_every_split() -> None
     assert specs[0].id == "synth4-rs-000000"
     mixed = plan_corpus(0.2, seed=4)
     assert [(s.split, s.duration) for s in specs[:10]] != [] and len({s.id for s in specs} & {s.id for s in mixed}) == 0
+
+
+def _queen_archive(entries: list[tuple[str, bytes]]) -> bytes:
+    """An archive laid out as Flight of the Amazon Queen's queen.1c (see parse_queen_table)."""
+    head = b"QTBLCEM10\x00\x00\x00\x01" + len(entries).to_bytes(2, "big")
+    offset = len(head) + 21 * len(entries)
+    table, body = b"", b""
+    for name, data in entries:
+        table += name.encode().ljust(12, b"\0") + b"\x01" + (offset + len(body)).to_bytes(4, "big") + len(data).to_bytes(4, "big")
+        body += data
+    return head + table + body
+
+
+def test_queen_archive_is_parsed_and_joes_lines_are_picked() -> None:
+    from entanglecodec.data.synth.speech import _FOTAQ_JOE, parse_queen_table
+
+    blob = _queen_archive([("JOE00011.SB", b"abc"), ("020006J1.SB", b"defg"), ("020001P2.SB", b"h")])
+    entries = parse_queen_table(blob)
+    assert [(n, blob[o : o + s]) for n, o, s in entries] == [("JOE00011.SB", b"abc"), ("020006J1.SB", b"defg"), ("020001P2.SB", b"h")]
+    assert [n for n, _, _ in entries if _FOTAQ_JOE.match(n)] == ["JOE00011.SB", "020006J1.SB"]
+    assert not _FOTAQ_JOE.match("C41B_011.SB") and not _FOTAQ_JOE.match("03XXXXP2.SB") and _FOTAQ_JOE.match("03SSSSJ1.SB")
+    with pytest.raises(SynthError, match="no QTBL header"):
+        parse_queen_table(b"RIFF" + blob[4:])
+    with pytest.raises(SynthError, match="outside the archive"):
+        parse_queen_table(blob[:-1])
+
+
+def test_recordings_without_a_transcript_leave_the_words_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from entanglecodec.data.captions import TemplateCaptioner
+    from entanglecodec.data.synth import generator
+    from entanglecodec.data.synth.speech import RecordedUtterance, fotaq_voice
+
+    t = np.arange(int(1.5 * 22050)) / 22050
+    utts = []
+    for i in range(3):
+        sf.write(tmp_path / f"l{i}.wav", (0.3 * np.sin(2 * np.pi * (120 + 30 * i) * t)).astype(np.float32), 22050)
+        utts.append(RecordedUtterance(fotaq_voice(), "klettres-data", str(tmp_path / f"l{i}.wav"), f"l{i}", "", False))
+    monkeypatch.setattr(generator.speechmod, "recorded_utterances", lambda speaker_id: tuple(utts))
+    spec = generator.ClipSpec(0, 5, "real-speech", "train", 3.0, {"voice_id": "fotaq:joe", "environment": {"setting": "clean"}})
+    _, row = generator.generate_clip(spec, build_pools())
+    speaker = row["attributes"]["speaker"]
+    assert row["text"] is None and speaker["transcript_known"] is False and speaker["style"] == "dialogue"
+    assert "transcript" not in speaker and "words_per_second" not in speaker and "rate" not in speaker
+    assert asr_caption(row) == "speech" and "\u201c" not in TemplateCaptioner(seed=0).caption(row)

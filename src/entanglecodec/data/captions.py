@@ -15,7 +15,8 @@ Attribute schema (every key optional; the synthetic generator fills all that app
 their dataset knows)::
 
     speaker:     {gender, age, language, accent, kind: synthetic|recorded, engine, rate: slow|normal|fast,
-                  words_per_second, pitch: low|normal|high, style: read|prompt|dialogue|words, transcript_exact}
+                  words_per_second, pitch: low|normal|high, style: read|prompt|dialogue|words, transcript_exact,
+                  transcript (approximate words), transcript_known (false: the words are unknown)}
     loudness:    {dbfs, level: quiet|moderate|loud}
     environment: {setting: clean|indoor|outdoor, room_size: small|medium|large, rt60_s,
                   reverb: dry|slight|moderate|strong, noise_type, snr_db, noise_level, bandwidth_hz}
@@ -89,14 +90,17 @@ def _labels(row: Mapping[str, Any]) -> list[str]:
 def asr_caption(row: dict) -> str:
     """The transcript-only caption (the paper's "w/o rich caption" ablation).
 
-    Speech and mixtures with speech give the transcript; music gives the instrument names (or
-    ``"music"``); sound gives the event labels (or ``"sound"``).
+    Speech and mixtures with speech give the transcript (``"speech"`` for a recording whose speaker
+    states ``transcript_known: false``); music gives the instrument names (or ``"music"``); sound
+    gives the event labels (or ``"sound"``).
     """
     _check_row(row)
     attrs = row.get("attributes") or {}
     text = row.get("text") or _get(_get(attrs, "speaker"), "transcript")
     if row["domain"] in ("speech", "mixture") and text:
         return str(text)
+    if row["domain"] == "speech" and _get(_get(attrs, "speaker"), "transcript_known") is False:
+        return "speech"  # a recording whose words nobody wrote down: the bare label, as for music and sound
     if row["domain"] == "speech":
         raise CaptionerError(f"speech row {row.get('id', row.get('audio'))!r} has no transcript (text is empty)")
     instruments = _get(_get(attrs, "music"), "instruments") or []
@@ -242,9 +246,11 @@ class TemplateCaptioner:
         elif level == "moderate":
             manner.append(ph.pick("at a moderate volume", "at a comfortable level"))
         if text and self.include_transcript:
-            if _get(sp, "transcript_exact") is False:
+            if _get(sp, "transcript_exact") is False and style == "prompt":
                 said = ph.pick(f"reads a telephone prompt that says roughly \u201c{text}\u201d",
                                f"announces a prompt along the lines of \u201c{text}\u201d")
+            elif _get(sp, "transcript_exact") is False:  # game subtitles, words spelt without accents
+                said = ph.pick(f"{verb} roughly \u201c{text}\u201d", f"{verb} something like \u201c{text}\u201d")
             else:
                 said = f"{verb} \u201c{text}\u201d"
         else:

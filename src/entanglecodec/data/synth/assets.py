@@ -85,6 +85,8 @@ PACKAGES: dict[str, PackageSpec] = {
         _spec("fillets-ng-data-nl", "GPL-2", "version 2 dated June, 1991", "recorded Dutch game dialogue (Fish Fillets NG)"),
         _spec("drascula", "Drascula-License (free redistribution and modification)", "Drascula-License",
               "recorded English game dialogue and its subtitles (Drascula)"),
+        _spec("flight-of-the-amazon-queen", "Flight-of-the-Amazon-Queen-License (free redistribution and modification)",
+              "Flight-of-the-Amazon-Queen-License", "recorded English game dialogue (Flight of the Amazon Queen)"),
         _spec("drascula-spanish", "Drascula-License (free redistribution and modification)", "Drascula-License",
               "recorded Spanish game dialogue (Drascula)"),
         _spec("warmux-data", "GPL-2+", "GNU General Public License", "recorded game music and sound effects"),

@@ -84,10 +84,14 @@ DOMAIN_OF_KIND = {
 MAX_ATTEMPTS = 4
 # how often each TTS engine speaks (espeak-ng has far more voices, but they all sound alike)
 ENGINE_WEIGHTS = {"flite": 0.3, "festival": 0.25, "espeak-ng": 0.35, "mbrola": 0.1}
-REAL_FAMILY_WEIGHTS = {"asterisk": 0.35, "fillets": 0.25, "drascula": 0.1, "ktuberling": 0.17, "klettres": 0.13}
+REAL_FAMILY_WEIGHTS = {
+    "asterisk": 0.3, "fillets": 0.25, "drascula": 0.1, "fotaq": 0.1, "ktuberling": 0.14, "klettres": 0.11,
+}
 """How often each family of recorded speakers is drawn for a real-speech clip (then a speaker of the
-family uniformly): Asterisk prompts and the game dialogue of Fish Fillets NG and Drascula are whole
-sentences, the KDE packages isolated words/letters."""
+family uniformly): Asterisk prompts and the game dialogue of Fish Fillets NG, Drascula and Flight of
+the Amazon Queen are whole sentences, the KDE packages isolated words/letters."""
+DIALOGUE_FAMILIES = ("fillets", "drascula", "fotaq")
+"""Recorded families whose lines are game dialogue (style ``dialogue``, up to four lines a clip)."""
 PROFILES = ("mixed", "real-speech", "clean-english")
 """Corpus profiles: the multi-domain corpus; only recorded human speech (the ``real-speech`` clips of
 ``mixed``, in the same splits: a supplement that raises the share of real voices in training); or clean
@@ -376,7 +380,7 @@ def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tupl
     speaker_id = str(spec.overrides.get("voice_id") or _real_speaker(rng, pools.real_speakers[pools.side(spec.split)]))
     utts = speechmod.recorded_utterances(speaker_id)
     family = speaker_id.partition(":")[0]
-    style, max_parts = {"asterisk": ("prompt", 4), "fillets": ("dialogue", 4), "drascula": ("dialogue", 4)}.get(family, ("words", 8))
+    style, max_parts = {"asterisk": ("prompt", 4)}.get(family, ("dialogue", 4) if family in DIALOGUE_FAMILIES else ("words", 8))
     if not utts:
         raise SynthError(f"recorded speaker {speaker_id} has no usable utterances")
     parts: list[np.ndarray] = []
@@ -405,20 +409,25 @@ def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tupl
     utt0 = utts[int(order[0])]
     pauses = [float(rng.uniform(0.3, 0.8)) for _ in parts]
     wav = speechmod.join_with_pauses(parts, pauses)
-    if style == "words":
+    known = all(texts)  # a recording without a transcript leaves the clip's words (and its rate) unknown
+    if not known:
+        text = ""
+    elif style == "words":
         text = ", ".join(texts)
     else:
         text = _join_sentences(texts)
-    n_words = len(text.split())
     info = package_info(utt0.package)
-    speaker = {
+    speaker: dict[str, Any] = {
         **speechmod.voice_dict(utt0.voice), "kind": "recorded", "style": style,
-        "words_per_second": round(n_words / (sum(p.size for p in parts) / SR), 2),
-        "transcript_exact": bool(utt0.transcript_exact),
+        "transcript_exact": bool(utt0.transcript_exact and known),
     }
-    if style != "words":
-        speaker["rate"] = _rate_name(float(speaker["words_per_second"]))  # type: ignore[arg-type]
-    if not utt0.transcript_exact:
+    if known:
+        speaker["words_per_second"] = round(len(text.split()) / (sum(p.size for p in parts) / SR), 2)
+        if style != "words":
+            speaker["rate"] = _rate_name(float(speaker["words_per_second"]))
+    else:
+        speaker["transcript_known"] = False
+    if known and not utt0.transcript_exact:
         speaker["transcript"] = text
     extra: dict[str, Any] = {"bandwidth_hz": native_sr // 2} if native_sr < 32000 else {}
     attrs = {
@@ -426,7 +435,7 @@ def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tupl
         "source": {"package": utt0.package, "files": sources, "licence": info["licence"], "version": info["version"]},
         "environment_extra": extra,
     }
-    return wav, attrs, text if utt0.transcript_exact else None
+    return wav, attrs, text if utt0.transcript_exact and known else None
 
 
 def _real_speaker(rng: np.random.Generator, pool: tuple[str, ...]) -> str:

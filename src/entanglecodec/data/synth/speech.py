@@ -6,7 +6,8 @@ level is set to a known loudness. Recorded speech comes from Debian packages: th
 sets (several real speakers and languages, with their transcripts), KTuberling's spoken words,
 KLettres' letters and syllables, the two lead voices of Fish Fillets NG's Czech and Dutch dubs (game
 dialogue with its script), and the hero of the adventure game Drascula in English and Spanish (game
-dialogue with its subtitles).
+dialogue with its subtitles), and the hero of Flight of the Amazon Queen (English game dialogue, words
+unknown).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class RecordedUtterance:
     package: str
     path: str  # absolute path of the unpacked file
     source: str  # path inside the package (used for held-out splits and provenance)
-    text: str
+    text: str  # "" when the words are not known
     transcript_exact: bool
 
 
@@ -446,6 +447,78 @@ def drascula_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
     return tuple(out)
 
 
+# Flight of the Amazon Queen (John Passfield and Steven Stamatiadis; freeware licence that allows
+# redistribution and modification; the CD "talkie" release): the lines of its hero, Joe King. The game keeps
+# its speech as MP3 (16 kbit/s, 11 025 Hz) inside one archive, queen.1c. Joe's are the JOE*.SB files (his
+# remarks on objects) and the dialogue files whose seventh character is J. The two groups are one voice:
+# resemblyzer cosine 0.970 between their mean d-vectors, 0.948-0.968 between halves of each (16 lines each,
+# session 19). The subtitles are not stored per file, so the words are unknown (no transcript).
+FOTAQ_PACKAGE = "flight-of-the-amazon-queen"
+_FOTAQ_ARCHIVE = Path("usr/share/scummvm/flight-of-the-amazon-queen/queen.1c")
+_FOTAQ_JOE = re.compile(r"^(JOE\w*|\w{6}J\d)\.SB$")
+
+
+def parse_queen_table(data: bytes) -> list[tuple[str, int, int]]:
+    """``(name, offset, size)`` of every entry of Flight of the Amazon Queen's ``queen.1c`` archive.
+
+    Layout: ``QTBL`` and a version string, the compression byte at offset 12 (1: MP3 speech), a
+    big-endian u16 entry count at 13, then from offset 15 one 21-byte entry each: the name (12 bytes,
+    NUL-padded), a bundle number (u8), the offset and the size (big-endian u32).
+
+    Raises:
+        SynthError: not such an archive, or an entry outside the data.
+    """
+    if data[:4] != b"QTBL" or len(data) < 15:
+        raise SynthError("queen.1c: not a Flight of the Amazon Queen archive (no QTBL header)")
+    if data[12] != 1:
+        raise SynthError(f"queen.1c: speech compression {data[12]} (only 1, MP3, is read)")
+    count = _u16(data, 13)
+    out = []
+    for i in range(count):
+        entry = data[15 + 21 * i : 36 + 21 * i]
+        offset, size = int.from_bytes(entry[13:17], "big"), int.from_bytes(entry[17:21], "big")
+        if len(entry) < 21 or offset + size > len(data):  # a short entry reads as a bad offset or size too
+            raise SynthError(f"queen.1c: entry {i} lies outside the archive ({len(data)} bytes)")
+        out.append((entry[:12].split(b"\0", 1)[0].decode("latin-1"), offset, size))
+    return out
+
+
+def fotaq_voice() -> Voice:
+    """Joe King, the hero of Flight of the Amazon Queen (English)."""
+    return Voice("fotaq:joe", "recorded", "fotaq-joe", "male", "en", "English")
+
+
+@cache
+def fotaq_utterances(name: str) -> tuple[RecordedUtterance, ...]:
+    """Joe King's recorded lines (no transcript), each copied once out of the archive as an MP3 file.
+
+    The copies live beside the unpacked package (``<package>/_speech/<name>.mp3``, written atomically).
+    """
+    if name != "joe":
+        raise SynthError(f"unknown Flight of the Amazon Queen voice {name!r} (known: joe)")
+    voice = fotaq_voice()
+    root = ensure_package(FOTAQ_PACKAGE)
+    archive = root / _FOTAQ_ARCHIVE
+    if not archive.is_file():
+        raise SynthError(f"{FOTAQ_PACKAGE}: no speech archive at {archive}")
+    data = archive.read_bytes()
+    out_dir = root / "_speech"
+    out_dir.mkdir(exist_ok=True)
+    out = []
+    for entry, offset, size in parse_queen_table(data):
+        if not _FOTAQ_JOE.match(entry) or size == 0:
+            continue
+        path = out_dir / (entry.rsplit(".", 1)[0] + ".mp3")
+        if not path.is_file():
+            tmp = path.with_suffix(".mp3.partial")
+            tmp.write_bytes(data[offset : offset + size])
+            tmp.replace(path)
+        out.append(RecordedUtterance(voice, FOTAQ_PACKAGE, str(path), f"{_FOTAQ_ARCHIVE}:{entry}", "", False))
+    if not out:
+        raise SynthError(f"{archive}: no line of Joe King found")
+    return tuple(sorted(out, key=lambda u: u.source))
+
+
 @cache
 def ktuberling_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
     """Spoken words of one KTuberling language whose word is known (from the file names)."""
@@ -494,7 +567,7 @@ def klettres_utterances(code: str) -> tuple[RecordedUtterance, ...]:
 
 def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
     """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``, ``fillets:*``,
-    ``drascula:*``)."""
+    ``drascula:*``, ``fotaq:joe``)."""
     family, _, name = speaker_id.partition(":")
     if family == "ktuberling":
         return ktuberling_utterances(name)
@@ -504,17 +577,20 @@ def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
         return fillets_utterances(name)
     if family == "drascula":
         return drascula_utterances(name)
+    if family == "fotaq":
+        return fotaq_utterances(name)
     return asterisk_utterances(speaker_id)
 
 
 def recorded_voices() -> list[Voice]:
-    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages, Fish Fillets NG and
-    Drascula voices)."""
+    """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages, Fish Fillets NG,
+    Drascula and Flight of the Amazon Queen voices)."""
     voices = [v for v, *_ in ASTERISK_SPEAKERS]
     voices += [ktuberling_voice(lang) for lang in KTUBERLING_LANGUAGES]
     voices += [klettres_voice(code) for code in KLETTRES_LANGUAGES]
     voices += [fillets_voice(f"{lang}-{c}") for lang in FILLETS_LANGUAGES for c in FILLETS_CHARACTERS.values()]
     voices += [drascula_voice(lang) for lang in DRASCULA_LANGUAGES]
+    voices.append(fotaq_voice())
     return voices
 
 
@@ -529,6 +605,8 @@ def recorded_package_of(speaker_id: str) -> str:
         return FILLETS_LANGUAGES[fillets_voice(speaker_id.partition(":")[2]).language][0]
     if family == "drascula":
         return DRASCULA_LANGUAGES[drascula_voice(speaker_id.partition(":")[2]).language][0]
+    if family == "fotaq":
+        return FOTAQ_PACKAGE
     return asterisk_package_of(speaker_id)
 
 
