@@ -74,7 +74,7 @@ from .signal import (
 )
 from .textsource import english_sentences, language_sentences, split_pool
 
-GENERATOR_VERSION = "1.3.0"
+GENERATOR_VERSION = "1.4.0"
 BLOCK_KINDS = ("tts", "tts", "real-speech", "real-speech", "music", "music", "recorded-music", "scene", "scene", "mixture")
 BLOCK_SPLITS = ("train",) * 8 + ("valid", "test")
 DOMAIN_OF_KIND = {
