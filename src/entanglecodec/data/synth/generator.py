@@ -254,8 +254,9 @@ def plan_corpus(hours: float, seed: int, profile: str = "mixed") -> list[ClipSpe
     """Plan clips until the estimated total reaches ``hours``.
 
     ``mixed``: blocks of ten clips (every kind and split). ``real-speech``: the same blocks with
-    every clip recorded speech. ``clean-english``: clean English TTS clips, all in the test split. The plan is a function of ``(hours, seed, profile)`` only, and a
-    longer plan starts with a shorter one.
+    every clip recorded speech. ``clean-english``: clean English TTS clips, all in the test split.
+    The plan is a function of ``(hours, seed, profile)`` only, and a longer plan starts with a
+    shorter one.
     """
     check_profile(profile)
     if not hours > 0:
@@ -268,7 +269,7 @@ def plan_corpus(hours: float, seed: int, profile: str = "mixed") -> list[ClipSpe
     while total < budget:
         rng = np.random.default_rng([seed, 1_000_003, block])
         kinds = [BLOCK_KINDS[i] for i in rng.permutation(len(BLOCK_KINDS))]
-        if profile == "real-speech":
+        if profile == "real-speech":  # after the draw, so that the splits and durations use the same stream
             kinds = ["real-speech"] * len(kinds)
         splits = [BLOCK_SPLITS[i] for i in rng.permutation(len(BLOCK_SPLITS))]
         for kind, split in zip(kinds, splits, strict=True):
@@ -380,7 +381,12 @@ def _speech_real(spec: ClipSpec, rng: np.random.Generator, pools: Pools) -> tupl
     speaker_id = str(spec.overrides.get("voice_id") or _real_speaker(rng, pools.real_speakers[pools.side(spec.split)]))
     utts = speechmod.recorded_utterances(speaker_id)
     family = speaker_id.partition(":")[0]
-    style, max_parts = {"asterisk": ("prompt", 4)}.get(family, ("dialogue", 4) if family in DIALOGUE_FAMILIES else ("words", 8))
+    if family == "asterisk":
+        style, max_parts = "prompt", 4
+    elif family in DIALOGUE_FAMILIES:
+        style, max_parts = "dialogue", 4
+    else:
+        style, max_parts = "words", 8
     if not utts:
         raise SynthError(f"recorded speaker {speaker_id} has no usable utterances")
     parts: list[np.ndarray] = []

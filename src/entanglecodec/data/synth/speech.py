@@ -12,6 +12,7 @@ unknown).
 
 from __future__ import annotations
 
+import mmap
 import re
 import shutil
 import subprocess
@@ -355,7 +356,7 @@ DRASCULA_LANGUAGES = {"en": ("drascula", "English", 0, "ascii"), "es": ("drascul
 _DRASCULA_DIR = Path("usr/share/scummvm/drascula")
 
 
-def _u16(data: bytes, pos: int) -> int:
+def _u16(data: bytes | mmap.mmap, pos: int) -> int:
     return int.from_bytes(data[pos : pos + 2], "big")
 
 
@@ -411,6 +412,15 @@ def _drascula_line(raw: bytes, encoding: str) -> str:
     return text
 
 
+@cache
+def _drascula_texts() -> tuple[Path, list[list[bytes]]]:
+    """``(path, blocks)`` of the game's text table, read once (the English package holds every language's)."""
+    table = ensure_package("drascula") / _DRASCULA_DIR / "en" / "drascula.dat"
+    if not table.is_file():
+        raise SynthError(f"drascula: no text table at {table}")
+    return table, parse_drascula_texts(table.read_bytes())
+
+
 def drascula_voice(lang: str) -> Voice:
     """The hero of Drascula in one language (``en`` or ``es``)."""
     if lang not in DRASCULA_LANGUAGES:
@@ -429,10 +439,7 @@ def drascula_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
     package, _, index, encoding = DRASCULA_LANGUAGES[lang]
     root = ensure_package(package)
     base = root / _DRASCULA_DIR / lang
-    table = ensure_package("drascula") / _DRASCULA_DIR / "en" / "drascula.dat"  # every language's lines
-    if not table.is_file():
-        raise SynthError(f"drascula: no text table at {table}")
-    blocks = parse_drascula_texts(table.read_bytes())
+    table, blocks = _drascula_texts()
     if len(blocks) <= index:
         raise SynthError(f"{table}: {len(blocks)} language block(s), the {lang!r} lines are block {index}")
     out = []
@@ -458,7 +465,7 @@ _FOTAQ_ARCHIVE = Path("usr/share/scummvm/flight-of-the-amazon-queen/queen.1c")
 _FOTAQ_JOE = re.compile(r"^(JOE\w*|\w{6}J\d)\.SB$")
 
 
-def parse_queen_table(data: bytes) -> list[tuple[str, int, int]]:
+def parse_queen_table(data: bytes | mmap.mmap) -> list[tuple[str, int, int]]:
     """``(name, offset, size)`` of every entry of Flight of the Amazon Queen's ``queen.1c`` archive.
 
     Layout: ``QTBL`` and a version string, the compression byte at offset 12 (1: MP3 speech), a
@@ -501,19 +508,20 @@ def fotaq_utterances(name: str) -> tuple[RecordedUtterance, ...]:
     archive = root / _FOTAQ_ARCHIVE
     if not archive.is_file():
         raise SynthError(f"{FOTAQ_PACKAGE}: no speech archive at {archive}")
-    data = archive.read_bytes()
     out_dir = root / "_speech"
     out_dir.mkdir(exist_ok=True)
     out = []
-    for entry, offset, size in parse_queen_table(data):
-        if not _FOTAQ_JOE.match(entry) or size == 0:
-            continue
-        path = out_dir / (entry.rsplit(".", 1)[0] + ".mp3")
-        if not path.is_file():
-            tmp = path.with_suffix(".mp3.partial")
-            tmp.write_bytes(data[offset : offset + size])
-            tmp.replace(path)
-        out.append(RecordedUtterance(voice, FOTAQ_PACKAGE, str(path), f"{_FOTAQ_ARCHIVE}:{entry}", "", False))
+    # mapped, not read: only the table and the lines not copied yet are touched (the archive is 54 MB)
+    with archive.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for entry, offset, size in parse_queen_table(data):
+            if not _FOTAQ_JOE.match(entry) or size == 0:
+                continue
+            path = out_dir / (entry.rsplit(".", 1)[0] + ".mp3")
+            if not path.is_file():
+                tmp = path.with_suffix(".mp3.partial")
+                tmp.write_bytes(data[offset : offset + size])
+                tmp.replace(path)
+            out.append(RecordedUtterance(voice, FOTAQ_PACKAGE, str(path), f"{_FOTAQ_ARCHIVE}:{entry}", "", False))
     if not out:
         raise SynthError(f"{archive}: no line of Joe King found")
     return tuple(sorted(out, key=lambda u: u.source))
