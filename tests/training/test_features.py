@@ -160,6 +160,61 @@ def test_write_is_deterministic_resumable_and_refuses_a_non_empty_dir(corpus, fe
     assert 0 < capped["splits"]["train"]["clips"] < 24
 
 
+def test_reuse_copies_the_clips_a_finished_directory_holds(corpus, features, stats_file, tmp_path, monkeypatch):
+    import entanglecodec.training.aux_losses as aux
+
+    cfg = EntangleCodecConfig.preset("tiny")
+    lender = tmp_path / "lender"
+    write_features([corpus], lender, cfg, splits=["valid"], mel_stats=stats_file, shard_mib=0.05)
+    computed: list[int] = []
+    real = aux.frame_f0
+    monkeypatch.setattr(aux, "frame_f0", lambda *a, **k: computed.append(1) or real(*a, **k))
+    out = tmp_path / "grown"
+    write_features([corpus], out, cfg, mel_stats=stats_file, shard_mib=0.05, reuse=[lender])
+    assert len(computed) == 24  # the 24 train clips; the 4 valid ones were copied
+    for n in sorted(p.name for p in features.iterdir()):  # the same bytes as computing everything
+        assert (out / n).read_bytes() == (features / n).read_bytes(), n
+    computed.clear()
+    res = runner.invoke(app, ["data", "features", str(corpus), "-o", str(tmp_path / "cli"), "--codec-config", "tiny",
+                              "--split", "valid", "--reuse", str(lender), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert computed == [] and "valid: 4 clips" in res.output
+    # a clip of the same id whose audio is another file is computed, not copied
+    moved = tmp_path / "moved.jsonl"
+    rows = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
+    for r in rows:
+        if r["split"] == "valid":
+            copy = tmp_path / Path(r["audio"]).name
+            copy.write_bytes((corpus.parent / r["audio"]).read_bytes())
+            r["audio"] = str(copy)
+    moved.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    computed.clear()
+    write_features([moved], tmp_path / "m", cfg, splits=["valid"], mel_stats=stats_file, shard_mib=0.05, reuse=[lender])
+    assert len(computed) == 4
+    other = EntangleCodecConfig.preset("tiny")
+    other.mel.hop_length = 240
+    with pytest.raises(FeatureError, match="--reuse .*mel front end"):
+        write_features([corpus], tmp_path / "x", other, splits=["valid"], reuse=[lender])
+    with pytest.raises(FeatureError, match="not a feature directory"):
+        write_features([corpus], tmp_path / "y", cfg, splits=["valid"], reuse=[tmp_path / "none"])
+
+
+def test_reuse_copies_caption_embeddings_of_the_same_tower(corpus, tmp_path, monkeypatch):
+    from entanglecodec.codec.text import PretrainedTextBackbone
+
+    cfg = load_recipe(TINY, ["model.overrides={text: {kind: pretrained}}"]).model.build()
+    lender = tmp_path / "lender"
+    write_features([corpus], lender, cfg, splits=["valid"])
+    seen: list[str] = []
+    real = PretrainedTextBackbone.forward
+    monkeypatch.setattr(PretrainedTextBackbone, "forward", lambda self, texts: seen.extend(texts) or real(self, texts))
+    out = tmp_path / "grown"
+    index = write_features([corpus], out, cfg, reuse=[lender])
+    assert len(seen) == 24  # only the 24 train captions were embedded, not the 4 valid ones
+    name = index["splits"]["valid"]["shards"][0]
+    assert (out / f"{name}.emb.npy").read_bytes() == (lender / f"{name}.emb.npy").read_bytes()
+
+
 def test_cli_features_bad_input_is_one_line(corpus, tmp_path):
     res = runner.invoke(app, ["data", "features", str(corpus), "-o", str(tmp_path / "o"), "--codec-config", "tiny",
                               "--split", "nope", "--no-progress"])

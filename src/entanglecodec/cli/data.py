@@ -164,6 +164,10 @@ def features(
     shard_mib: float = typer.Option(8.0, "--shard-mib", min=0.5, help="Approximate size of one shard's mel array."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same arguments)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the features in a non-empty --out."),
+    reuse: list[Path] = typer.Option(
+        [], "--reuse",
+        help="Finished feature directory (same front end) whose clips are copied instead of computed again (repeatable).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Pre-compute training features (uint8 log-mel, F0 targets, caption embeddings) for GPU runs without audio tools."""
@@ -182,7 +186,7 @@ def features(
         index = write_features(
             manifests, out, codec, splits=split, mel_stats=mel_stats, max_hours=max_hours,
             text_field=text_field or recipe_field or "caption", shard_mib=shard_mib, resume=resume,
-            overwrite=overwrite, on_clip=bar.step, on_start=bar.start,
+            overwrite=overwrite, on_clip=bar.step, on_start=bar.start, reuse=reuse,
         )
     except (FeatureError, ManifestError, AudioError, ConfigError) as e:
         fail(str(e))

@@ -37,7 +37,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from ..config import EntangleCodecConfig, MelConfig, TextEncoderConfig
 from ..fileio import atomic_write, atomic_write_text
 from .dataset import _crop_offset, check_text_field, crop_length, crop_rng
-from .manifest import SPLITS, ManifestRow, read_manifests
+from .manifest import SPLITS, ManifestRow, read_manifest, read_manifests
 
 FORMAT = "entanglecodec-features"
 VERSION = 1
@@ -226,6 +226,7 @@ def write_features(
     overwrite: bool = False,
     on_clip: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Compute the feature shards of ``manifests`` into ``out`` and return the index.
 
@@ -241,9 +242,14 @@ def write_features(
         text_field: manifest field stored as the caption (``caption``, ``asr_caption`` or ``text``).
         shard_mib: approximate size of one shard's mel array.
         on_clip / on_start: progress callbacks (clip id written / number of clips to write).
+        reuse: finished feature directories of the same mel front end, quantisation grid and F0
+            tracker; a clip they hold (same id, same audio file, same length) is copied from them
+            instead of computed again (its caption embedding too when caption and tower match), so
+            a corpus grown by a new part costs only the new clips. The output is the same either way.
 
     Raises:
-        FeatureError: bad arguments, a non-empty ``out``, a changed plan on ``resume``, duplicate ids.
+        FeatureError: bad arguments, a non-empty ``out``, a changed plan on ``resume``, duplicate ids,
+            a ``reuse`` directory made with another front end, grid or tracker.
         AudioError: an unreadable clip (the message names the file).
     """
     from ..audio import MelFrontend, load_mel_stats
@@ -300,6 +306,7 @@ def write_features(
 
         embedder = PretrainedTextBackbone(codec.text)
         config["captions"]["embedding"]["dim"] = embedder.out_dim
+    lenders = _feature_lenders(reuse, config)
     frame_rate = mel.sample_rate / mel.hop_length
     max_frames = max(1, int(shard_mib * 2**20 / mel.n_mels))
     todo = {s: _shards(cl, max_frames, frame_rate) for s, cl in chosen.items()}
@@ -314,7 +321,7 @@ def write_features(
             if _shard_complete(root, name):
                 meta = json.loads((root / f"{name}.json").read_text())
             else:
-                meta = _write_shard(root, name, clips, fe, offset, scale, embedder, on_clip)
+                meta = _write_shard(root, name, clips, fe, offset, scale, embedder, on_clip, lenders)
             if on_clip is not None and "computed" not in meta:
                 for c in clips:
                     on_clip(c["id"])
@@ -343,6 +350,67 @@ def write_features(
     return index
 
 
+@dataclass(frozen=True)
+class _Lent:
+    """Where a finished feature directory holds one clip's features."""
+
+    root: Path
+    shard: str
+    start: int  # first frame in the shard's arrays
+    frames: int
+    samples: int  # at the mel sample rate
+    row: int  # the clip's row in the shard's caption embeddings
+    audio: str  # resolved audio path of the source manifest
+    caption: str
+    embedding: bool  # whether its caption embedding was made by the same tower for the same field
+
+
+def source_audio_paths(index: Mapping[str, Any]) -> dict[str, str]:
+    """Clip id -> audio path, from the manifests a feature directory was built from.
+
+    Raises:
+        FeatureError: one of those manifests is gone.
+    """
+    paths: dict[str, str] = {}
+    for src in index["sources"]:
+        if not Path(src).is_file():
+            raise FeatureError(f"{src}: the manifest this feature directory was built from is gone (its audio is needed)")
+        for r in read_manifest(src, None, allow_empty=True):
+            paths[r["id"]] = r["audio"]
+    return paths
+
+
+def _feature_lenders(dirs: Sequence[str | Path], config: Mapping[str, Any]) -> dict[str, _Lent]:
+    """Clip id -> :class:`_Lent` over the ``reuse`` directories (the first holding an id wins)."""
+    out: dict[str, _Lent] = {}
+    for d in map(Path, dirs):
+        index = read_index(d)
+        for key, what in (("mel_hash", "mel front end"), ("quant", "quantisation grid"), ("f0", "F0 tracker")):
+            if index.get(key) != config[key]:
+                raise FeatureError(f"--reuse {d}: made with another {what} ({key} {index.get(key)!r}); it cannot lend features")
+        same_tower = config["captions"]["embedding"] is not None and index["captions"] == config["captions"]
+        paths = source_audio_paths(index)
+        for split in index["splits"].values():
+            for name in split["shards"]:
+                for row, c in enumerate(json.loads((d / f"{name}.json").read_text())["clips"]):
+                    if c["id"] in out or c["id"] not in paths:
+                        continue
+                    out[c["id"]] = _Lent(d, name, int(c["start"]), int(c["frames"]), int(c["samples"]), row,
+                                         str(Path(paths[c["id"]]).resolve()), str(c["caption"]), same_tower)
+    return out
+
+
+def _lent_for(clip: Mapping[str, Any], lenders: Mapping[str, _Lent], sample_rate: int) -> _Lent | None:
+    """The lender of ``clip`` when it holds the same audio file at the same length, else ``None``."""
+    from ..audio import audio_info
+
+    lent = lenders.get(clip["id"])
+    if lent is None or lent.audio != str(Path(clip["audio"]).resolve()):
+        return None
+    n, sr = audio_info(clip["audio"])
+    return lent if abs(round(n * sample_rate / sr) - lent.samples) <= 1 else None
+
+
 def _write_shard(
     root: Path,
     name: str,
@@ -352,24 +420,45 @@ def _write_shard(
     scale: np.ndarray,
     embedder: Any,
     on_clip: Callable[[str], None] | None,
+    lenders: Mapping[str, _Lent] | None = None,
 ) -> dict[str, Any]:
     from ..audio import load_audio
     from ..training.aux_losses import frame_f0
 
     mel = fe.cfg
     mels, f0s, entries = [], [], []
+    embs: list[np.ndarray | None] = []
+    arrays: dict[tuple[Path, str, str], np.ndarray] = {}  # each lender array memory-mapped once
+
+    def lent_array(lent: _Lent, kind: str) -> np.ndarray:
+        key = (lent.root, lent.shard, kind)
+        if key not in arrays:
+            arrays[key] = np.load(lent.root / f"{lent.shard}.{kind}.npy", mmap_mode="r")
+        return arrays[key]
+
     start, seconds = 0, 0.0
     for c in clips:
-        wav, _ = load_audio(c["audio"], mel.sample_rate)
-        with torch.no_grad():
-            lm = fe.log_mel(torch.from_numpy(wav)[None])[0].numpy()
-        n = lm.shape[1]
-        mels.append(quantize(lm, offset, scale))
-        f0s.append(frame_f0(wav, mel.sample_rate, mel.hop_length, n).astype(np.float16))
-        entries.append({"id": c["id"], "start": start, "frames": n, "samples": int(wav.shape[0]),
+        lent = _lent_for(c, lenders, mel.sample_rate) if lenders else None
+        if lent is not None:
+            q = np.array(lent_array(lent, "mel")[lent.start : lent.start + lent.frames])
+            f0 = np.array(lent_array(lent, "f0")[lent.start : lent.start + lent.frames])
+            n, samples = lent.frames, lent.samples
+            reuse_emb = embedder is not None and lent.embedding and lent.caption == c["caption"]
+            embs.append(np.array(lent_array(lent, "emb")[lent.row]) if reuse_emb else None)
+        else:
+            wav, _ = load_audio(c["audio"], mel.sample_rate)
+            with torch.no_grad():
+                lm = fe.log_mel(torch.from_numpy(wav)[None])[0].numpy()
+            n, samples = lm.shape[1], int(wav.shape[0])
+            q = quantize(lm, offset, scale)
+            f0 = frame_f0(wav, mel.sample_rate, mel.hop_length, n).astype(np.float16)
+            embs.append(None)
+        mels.append(q)
+        f0s.append(f0)
+        entries.append({"id": c["id"], "start": start, "frames": n, "samples": samples,
                         "domain": c["domain"], "caption": c["caption"]})
         start += n
-        seconds += wav.shape[0] / mel.sample_rate
+        seconds += samples / mel.sample_rate
         if on_clip is not None:
             on_clip(c["id"])
     files = {
@@ -377,9 +466,14 @@ def _write_shard(
         f"{name}.f0.npy": _save_npy(root / f"{name}.f0.npy", np.concatenate(f0s)),
     }
     if embedder is not None:
+        todo = [i for i, e in enumerate(embs) if e is None]
         with torch.no_grad():
-            emb = torch.cat([embedder([c["caption"] for c in clips[i : i + 64]]) for i in range(0, len(clips), 64)])
-        files[f"{name}.emb.npy"] = _save_npy(root / f"{name}.emb.npy", emb.float().numpy().astype(np.float16))
+            for i in range(0, len(todo), 64):
+                part = todo[i : i + 64]
+                new = embedder([clips[k]["caption"] for k in part]).float().numpy().astype(np.float16)
+                for k, e in zip(part, new, strict=True):
+                    embs[k] = e
+        files[f"{name}.emb.npy"] = _save_npy(root / f"{name}.emb.npy", np.stack([e for e in embs if e is not None]))
     meta = {"clips": entries, "files": files, "frames": start, "seconds": round(seconds, 4)}
     atomic_write_text(root / f"{name}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False) + "\n")
     return {**meta, "computed": True}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_write, atomic_write_text
-from .features import INDEX_NAME, FeatureError, read_index
+from .features import INDEX_NAME, FeatureError, read_index, source_audio_paths
 
 SEMANTIC_NAME = "semantic.json"
 TEACHER_RATE = 16000  # Hz: Whisper's input rate
@@ -110,18 +110,6 @@ def _shard_done(root: Path, name: str) -> bool:
         return bool(json.loads(meta.read_text())["sha256"] == hashlib.sha256(arr.read_bytes()).hexdigest())
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-def _audio_paths(index: Mapping[str, Any]) -> dict[str, str]:
-    from .manifest import read_manifest
-
-    paths: dict[str, str] = {}
-    for src in index["sources"]:
-        if not Path(src).is_file():
-            raise FeatureError(f"{src}: the manifest this feature directory was built from is gone (its audio is needed)")
-        for r in read_manifest(src, None, allow_empty=True):
-            paths[r["id"]] = r["audio"]
-    return paths
 
 
 def _lenders(dirs: Sequence[str | Path], teacher: str, mel_hash: str) -> dict[str, tuple[Path, str, int, int]]:
@@ -202,7 +190,7 @@ def write_semantic(
                     on_clip(c["id"])
             continue
         if paths is None:
-            paths = _audio_paths(index)
+            paths = source_audio_paths(index)
         frames = []
         for c in meta["clips"]:
             n = int(c["frames"])
