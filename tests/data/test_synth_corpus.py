@@ -363,7 +363,7 @@ def test_user_exclusions_reach_every_generated_clip() -> None:
     exclude = Exclusions(
         frozenset(),
         frozenset({"ktuberling-data", "klettres-data", "fillets-ng-data-cs", "fillets-ng-data-nl", "drascula", "drascula-spanish",
-                   "flight-of-the-amazon-queen"}),
+                   "flight-of-the-amazon-queen", "beneath-a-steel-sky"}),
     )
     pools = build_pools(exclude)
     for i in range(4):

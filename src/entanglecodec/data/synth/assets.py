@@ -87,6 +87,8 @@ PACKAGES: dict[str, PackageSpec] = {
               "recorded English game dialogue and its subtitles (Drascula)"),
         _spec("flight-of-the-amazon-queen", "Flight-of-the-Amazon-Queen-License (free redistribution and modification)",
               "Flight-of-the-Amazon-Queen-License", "recorded English game dialogue (Flight of the Amazon Queen)"),
+        _spec("beneath-a-steel-sky", "Beneath-a-Steel-Sky-License (free redistribution and modification)",
+              "Beneath-a-Steel-Sky-License", "recorded English game dialogue (Beneath a Steel Sky)"),
         _spec("drascula-spanish", "Drascula-License (free redistribution and modification)", "Drascula-License",
               "recorded Spanish game dialogue (Drascula)"),
         _spec("warmux-data", "GPL-2+", "GNU General Public License", "recorded game music and sound effects"),

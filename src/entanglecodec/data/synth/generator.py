@@ -23,9 +23,10 @@ A user's exclusion list (``exclude``, ``--exclude-speakers FILE``) removes more 
 packages from every split.
 
 Real recordings: half of the pure speech clips (two of the four in a block) are recorded people
-(:data:`REAL_FAMILY_WEIGHTS`: Asterisk prompt voices, Fish Fillets NG game dialogue, KTuberling words, KLettres letters and
-syllables), and 40 % of the mixtures use one too; recorded music comes from several game packages,
-and scenes use recorded effects 70 % of the time. ``corpus.json`` records the composition (clips and
+(:data:`REAL_FAMILY_WEIGHTS`: Asterisk prompt voices, the game dialogue of Fish Fillets NG, Drascula,
+Flight of the Amazon Queen and Beneath a Steel Sky, KTuberling words, KLettres letters and syllables),
+and 40 % of the mixtures use one too; recorded music comes from several game packages, and scenes
+use recorded effects 70 % of the time. ``corpus.json`` records the composition (clips and
 hours per domain, kind and source package).
 
 Output layout (``DIR``)::
@@ -74,7 +75,7 @@ from .signal import (
 )
 from .textsource import english_sentences, language_sentences, split_pool
 
-GENERATOR_VERSION = "1.4.0"
+GENERATOR_VERSION = "1.5.0"
 BLOCK_KINDS = ("tts", "tts", "real-speech", "real-speech", "music", "music", "recorded-music", "scene", "scene", "mixture")
 BLOCK_SPLITS = ("train",) * 8 + ("valid", "test")
 DOMAIN_OF_KIND = {
@@ -85,12 +86,13 @@ MAX_ATTEMPTS = 4
 # how often each TTS engine speaks (espeak-ng has far more voices, but they all sound alike)
 ENGINE_WEIGHTS = {"flite": 0.3, "festival": 0.25, "espeak-ng": 0.35, "mbrola": 0.1}
 REAL_FAMILY_WEIGHTS = {
-    "asterisk": 0.3, "fillets": 0.25, "drascula": 0.1, "fotaq": 0.1, "ktuberling": 0.14, "klettres": 0.11,
+    "asterisk": 0.3, "fillets": 0.25, "drascula": 0.1, "fotaq": 0.1, "bass": 0.1, "ktuberling": 0.14, "klettres": 0.11,
 }
-"""How often each family of recorded speakers is drawn for a real-speech clip (then a speaker of the
-family uniformly): Asterisk prompts and the game dialogue of Fish Fillets NG, Drascula and Flight of
-the Amazon Queen are whole sentences, the KDE packages isolated words/letters."""
-DIALOGUE_FAMILIES = ("fillets", "drascula", "fotaq")
+"""How often each family of recorded speakers is drawn for a real-speech clip (relative weights of the families
+present; then a speaker of the family uniformly): Asterisk prompts and the game dialogue of Fish Fillets NG,
+Drascula, Flight of the Amazon Queen and Beneath a Steel Sky are whole sentences, the KDE packages isolated
+words/letters."""
+DIALOGUE_FAMILIES = ("fillets", "drascula", "fotaq", "bass")
 """Recorded families whose lines are game dialogue (style ``dialogue``, up to four lines a clip)."""
 PROFILES = ("mixed", "real-speech", "clean-english")
 """Corpus profiles: the multi-domain corpus; only recorded human speech (the ``real-speech`` clips of

@@ -6,23 +6,29 @@ level is set to a known loudness. Recorded speech comes from Debian packages: th
 sets (several real speakers and languages, with their transcripts), KTuberling's spoken words,
 KLettres' letters and syllables, the two lead voices of Fish Fillets NG's Czech and Dutch dubs (game
 dialogue with its script), and the hero of the adventure game Drascula in English and Spanish (game
-dialogue with its subtitles), and the hero of Flight of the Amazon Queen (English game dialogue, words
-unknown).
+dialogue with its subtitles), the hero of Flight of the Amazon Queen and the main voices of Beneath a Steel
+Sky (English game dialogue, words unknown).
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from .assets import ensure_package
+from .bass_voices import BASS_VOICES
+from .rnc import MAGIC as RNC_MAGIC
+from .rnc import unpack as rnc_unpack
 from .signal import SR, SynthError, fade, read_audio_any, run_tool, silence, to_sr, trim_silence
 from .textsource import asterisk_transcripts
 
@@ -527,6 +533,116 @@ def fotaq_utterances(name: str) -> tuple[RecordedUtterance, ...]:
     return tuple(sorted(out, key=lambda u: u.source))
 
 
+# Beneath a Steel Sky (Revolution Software; freeware licence that allows redistribution and modification;
+# the CD "talkie" release). All of the game's files sit in one archive, sky.dsk, indexed by sky.dnr; the
+# dialogue lines are the files numbered 50 000-55 299 (3 491 lines, 1.93 h). Each is a 22-byte file header
+# and an RNC ProPack method-1 block (:mod:`.rnc`) that unpacks to unsigned 8-bit PCM at 11 025 Hz. The
+# numbers 59 4xx-59 6xx are the CD intro's screens, palettes, animations and sound, not dialogue: not used.
+# The file number does not name the speaker: :mod:`.bass_voices` says which lines each chosen voice speaks
+# (Robert Foster, the hero, 43 min; the robot Joey, 7.4 min) and how that was found.
+BASS_PACKAGE = "beneath-a-steel-sky"
+_BASS_DIR = Path("usr/share/scummvm/beneath-a-steel-sky")
+BASS_SAMPLE_RATE = 11025
+BASS_HEADER_SIZE = 22
+"""Size of the file header before each line's RNC block (eleven little-endian u16 fields; the seventh is
+the unpacked size plus 22)."""
+
+
+def parse_sky_dnr(data: bytes, archive_size: int | None = None) -> dict[int, tuple[int, int]]:
+    """File number -> ``(offset, size)`` in ``sky.dsk`` for every entry of Beneath a Steel Sky's ``sky.dnr``.
+
+    Layout (little-endian): a u32 entry count, then 8 bytes an entry: the file number (u16), the offset
+    (24 bits; when bit 23 is set the other 23 bits are the offset divided by 16) and the flags (24 bits,
+    the low 22 of which are the size).
+
+    Raises:
+        SynthError: the index is shorter than its entry count says, or (given ``archive_size``) an entry
+            lies outside the archive.
+    """
+    count = int.from_bytes(data[:4], "little") if len(data) >= 4 else -1
+    if count < 0 or len(data) < 4 + 8 * count:
+        raise SynthError(f"sky.dnr: {len(data)} bytes cannot hold the entries its header announces ({count})")
+    out = {}
+    for i in range(count):
+        e = data[4 + 8 * i : 12 + 8 * i]
+        offset = int.from_bytes(e[2:5], "little")
+        if offset & 0x800000:
+            offset = (offset & 0x7FFFFF) << 4
+        size = int.from_bytes(e[5:8], "little") & 0x3FFFFF
+        if archive_size is not None and offset + size > archive_size:
+            raise SynthError(f"sky.dnr: entry {i} lies outside the archive ({archive_size} bytes)")
+        out[int.from_bytes(e[:2], "little")] = (offset, size)
+    return out
+
+
+def bass_line(entry: bytes, number: int) -> bytes:
+    """The unsigned 8-bit PCM of one dialogue file of ``sky.dsk`` (its bytes ``entry``), both CRCs checked.
+
+    Raises:
+        SynthError: the entry is not an RNC-packed line, or it fails to unpack (:class:`.rnc.RncError`).
+    """
+    if entry[BASS_HEADER_SIZE : BASS_HEADER_SIZE + 3] != RNC_MAGIC:
+        raise SynthError(f"sky.dsk file {number}: not RNC-packed speech (no RNC block after its {BASS_HEADER_SIZE}-byte header)")
+    return rnc_unpack(entry[BASS_HEADER_SIZE:])
+
+
+def _number_ranges(spec: str) -> list[int]:
+    """``"50007-50009,50013"`` -> ``[50007, 50008, 50009, 50013]``."""
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.strip().partition("-")
+        out += range(int(a), int(b or a) + 1)
+    return out
+
+
+def bass_voice(name: str) -> Voice:
+    """One of the chosen voices of Beneath a Steel Sky (:data:`BASS_VOICES`)."""
+    if name not in BASS_VOICES:
+        raise SynthError(f"unknown Beneath a Steel Sky voice {name!r} (known: {', '.join(BASS_VOICES)})")
+    return Voice(f"bass:{name}", "recorded", f"bass-{name}", BASS_VOICES[name][0], "en", "English")
+
+
+def _write_flac_atomically(path: Path, pcm_u8: bytes, sample_rate: int) -> None:
+    """Unsigned 8-bit PCM as an 8-bit FLAC file (lossless), written under a temporary name then renamed."""
+    wav = (np.frombuffer(pcm_u8, dtype=np.uint8).astype(np.int16) - 128) << 8
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sf.write(f, wav, sample_rate, format="FLAC", subtype="PCM_S8")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@cache
+def bass_utterances(name: str) -> tuple[RecordedUtterance, ...]:
+    """One Beneath a Steel Sky voice's lines (no transcript), each unpacked once to an 8-bit FLAC file.
+
+    The files live beside the unpacked package (``<package>/_speech/<number>.flac``, written atomically).
+    """
+    voice = bass_voice(name)
+    root = ensure_package(BASS_PACKAGE)
+    index, archive = root / _BASS_DIR / "sky.dnr", root / _BASS_DIR / "sky.dsk"
+    if not index.is_file() or not archive.is_file():
+        raise SynthError(f"{BASS_PACKAGE}: no sky.dnr/sky.dsk under {root / _BASS_DIR}")
+    out_dir = root / "_speech"
+    out_dir.mkdir(exist_ok=True)
+    out = []
+    # mapped, not read: only the lines not unpacked yet are touched (the archive is 72 MB)
+    with archive.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        table = parse_sky_dnr(index.read_bytes(), len(data))
+        for number in _number_ranges(BASS_VOICES[name][1]):
+            if number not in table:
+                raise SynthError(f"{index}: no file {number} (a line of {voice.id})")
+            path = out_dir / f"{number}.flac"
+            if not path.is_file():
+                offset, size = table[number]
+                _write_flac_atomically(path, bass_line(data[offset : offset + size], number), BASS_SAMPLE_RATE)
+            out.append(RecordedUtterance(voice, BASS_PACKAGE, str(path), f"{_BASS_DIR}/sky.dsk:{number}", "", False))
+    return tuple(out)
+
+
 @cache
 def ktuberling_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
     """Spoken words of one KTuberling language whose word is known (from the file names)."""
@@ -575,7 +691,7 @@ def klettres_utterances(code: str) -> tuple[RecordedUtterance, ...]:
 
 def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
     """Utterances of any recorded speaker id (``asterisk:*``, ``ktuberling:*``, ``klettres:*``, ``fillets:*``,
-    ``drascula:*``, ``fotaq:joe``)."""
+    ``drascula:*``, ``fotaq:joe``, ``bass:*``)."""
     family, _, name = speaker_id.partition(":")
     if family == "ktuberling":
         return ktuberling_utterances(name)
@@ -587,18 +703,21 @@ def recorded_utterances(speaker_id: str) -> tuple[RecordedUtterance, ...]:
         return drascula_utterances(name)
     if family == "fotaq":
         return fotaq_utterances(name)
+    if family == "bass":
+        return bass_utterances(name)
     return asterisk_utterances(speaker_id)
 
 
 def recorded_voices() -> list[Voice]:
     """All recorded speakers (Asterisk prompt voices, KTuberling and KLettres languages, Fish Fillets NG,
-    Drascula and Flight of the Amazon Queen voices)."""
+    Drascula, Flight of the Amazon Queen and Beneath a Steel Sky voices)."""
     voices = [v for v, *_ in ASTERISK_SPEAKERS]
     voices += [ktuberling_voice(lang) for lang in KTUBERLING_LANGUAGES]
     voices += [klettres_voice(code) for code in KLETTRES_LANGUAGES]
     voices += [fillets_voice(f"{lang}-{c}") for lang in FILLETS_LANGUAGES for c in FILLETS_CHARACTERS.values()]
     voices += [drascula_voice(lang) for lang in DRASCULA_LANGUAGES]
     voices.append(fotaq_voice())
+    voices += [bass_voice(name) for name in BASS_VOICES]
     return voices
 
 
@@ -615,6 +734,9 @@ def recorded_package_of(speaker_id: str) -> str:
         return DRASCULA_LANGUAGES[drascula_voice(speaker_id.partition(":")[2]).language][0]
     if family == "fotaq":
         return FOTAQ_PACKAGE
+    if family == "bass":
+        bass_voice(speaker_id.partition(":")[2])  # an unknown voice is an error, not a package
+        return BASS_PACKAGE
     return asterisk_package_of(speaker_id)
 
 
