@@ -417,6 +417,85 @@ def test_drascula_text_table_is_found_and_parsed() -> None:
         parse_drascula_texts(bytes(broken))
 
 
+def test_drascula_talk_tables_follow_the_main_table() -> None:
+    from entanglecodec.data.synth.speech import parse_drascula_tables, parse_drascula_texts
+
+    main = [[b"", b"HELLO THERE", b"BYE NOW"], [b"", b"HOLA", b"ADIOS"]]
+    drascula = [[b"", b"HEY IGOR"], [b"", b"OYE IGOR"]]
+    vonbraun = [[b"", b"WHO IS IT?", b"GO AWAY", b"NO"], [b"", b"QUIEN ES?", b"VETE", b"NO"]]
+    tables = _drascula_table(main) + _drascula_table(drascula) + _drascula_table(vonbraun)
+    blob = b"DRASCULA\x00\x06" + bytes(range(40)) + tables + b"\x00\x03\x00\x09 not a table"
+    assert parse_drascula_tables(blob) == [main, drascula, vonbraun]
+    assert parse_drascula_texts(blob) == main
+    # the chain stops where a table does not follow directly (a gap of one byte)
+    gapped = b"DRASCULA" + _drascula_table(main) + b"\x07" + _drascula_table(drascula)
+    assert parse_drascula_tables(gapped) == [main]
+
+
+def test_drascula_speech_files_are_grouped_by_character_prefix() -> None:
+    from entanglecodec.data.synth.speech import drascula_speech_files
+
+    names = ["10.ALS", "2.ALS", "D1.ALS", "D12.ALS", "D3.ALS", "VB2.ALS", "BJ1.ALS", "B7.ALS", "S1.ALS", "S12.ALS",
+             "1.ALD", "AUX1.ALG", "drascula.dat", "d4.ALS", "D.ALS"]
+    groups = drascula_speech_files(names)
+    assert groups == {
+        "": [(2, "2.ALS"), (10, "10.ALS")],
+        "B": [(7, "B7.ALS")],
+        "BJ": [(1, "BJ1.ALS")],
+        "D": [(1, "D1.ALS"), (3, "D3.ALS"), (12, "D12.ALS")],
+        "VB": [(2, "VB2.ALS")],
+    }
+
+
+def test_drascula_character_voices() -> None:
+    from entanglecodec.data import heldout
+    from entanglecodec.data.synth.speech import (
+        DRASCULA_CHARACTERS,
+        drascula_voice,
+        drascula_voice_names,
+        recorded_package_of,
+        recorded_voices,
+    )
+
+    names = drascula_voice_names()
+    assert names[:2] == ["en", "es"] and "en:drascula" in names and "es:vonbraun" in names
+    assert len(names) == 2 + 2 * len(DRASCULA_CHARACTERS)
+    vb = drascula_voice("es:vonbraun")
+    assert (vb.id, vb.language, vb.gender, vb.accent) == ("drascula:es:vonbraun", "es", "male", "European Spanish")
+    assert drascula_voice("en:drascula").id == "drascula:en:drascula"
+    assert recorded_package_of("drascula:en:drascula") == "drascula"
+    assert recorded_package_of("drascula:es:vonbraun") == "drascula-spanish"
+    ids = {v.id for v in recorded_voices()}
+    assert {"drascula:en", "drascula:es", "drascula:en:vonbraun", "drascula:es:drascula"} <= ids
+    assert not {f"drascula:{n}" for n in names} & (set(heldout.DEV_SPEAKERS) | set(heldout.TEST_SPEAKERS))
+    for bad in ("en:igor", "it:drascula", "en:"):
+        with pytest.raises(SynthError, match="unknown Drascula voice"):
+            drascula_voice(bad)
+
+
+def test_drascula_character_lines_come_from_their_talk_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from entanglecodec.data.synth import speech
+
+    lines = [b"", b"HEY IGOR, LISTEN", b"ONE"] + [b"LINE %d OF THE COUNT" % n for n in range(3, 46)]
+    talk_d = [lines, [b"", b"OYE IGOR", b"UNO"] + [b"LINEA %d" % n for n in range(3, 46)]]
+    tables = [[[b""] * 3] * 2] + [talk_d] + [[[b""]] * 2] * 8
+    base = tmp_path / "usr/share/scummvm/drascula/en"
+    base.mkdir(parents=True)
+    for name in ("D1.ALS", "D2.ALS", "D26.ALS", "D27.ALS", "D45.ALS", "S3.ALS", "3.ALS"):
+        (base / name).write_bytes(bytes([128] * 64))
+    monkeypatch.setattr(speech, "ensure_package", lambda package: tmp_path)
+    monkeypatch.setattr(speech, "_drascula_tables", lambda: (tmp_path / "drascula.dat", tables))
+    speech.drascula_utterances.cache_clear()
+    try:
+        utts = speech.drascula_utterances("en:drascula")
+    finally:
+        speech.drascula_utterances.cache_clear()
+    # D2 has a one-word subtitle, D26 is a known wrong take, D45 is past the count's lines (1-39)
+    assert [u.source for u in utts] == ["usr/share/scummvm/drascula/en/D1.ALS", "usr/share/scummvm/drascula/en/D27.ALS"]
+    assert [u.text for u in utts] == ["Hey igor, listen", "Line 27 of the count"]
+    assert {u.voice.id for u in utts} == {"drascula:en:drascula"} and not any(u.transcript_exact for u in utts)
+
+
 def test_drascula_speech_files_decode_as_unsigned_8_bit(tmp_path: Path) -> None:
     from entanglecodec.data.synth.signal import ALS_SAMPLE_RATE, read_audio_any
     from entanglecodec.data.synth.speech import drascula_voice

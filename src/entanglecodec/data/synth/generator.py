@@ -75,7 +75,7 @@ from .signal import (
 )
 from .textsource import english_sentences, language_sentences, split_pool
 
-GENERATOR_VERSION = "1.5.0"
+GENERATOR_VERSION = "1.6.0"
 BLOCK_KINDS = ("tts", "tts", "real-speech", "real-speech", "music", "music", "recorded-music", "scene", "scene", "mixture")
 BLOCK_SPLITS = ("train",) * 8 + ("valid", "test")
 DOMAIN_OF_KIND = {
@@ -91,7 +91,9 @@ REAL_FAMILY_WEIGHTS = {
 """How often each family of recorded speakers is drawn for a real-speech clip (relative weights of the families
 present; then a speaker of the family uniformly): Asterisk prompts and the game dialogue of Fish Fillets NG,
 Drascula, Flight of the Amazon Queen and Beneath a Steel Sky are whole sentences, the KDE packages isolated
-words/letters."""
+words/letters. Since 1.6.0 ``drascula`` has six speakers (the hero, Drascula and Von Braun in English and
+Spanish), still drawn uniformly: the hero (17-21 min a language) now gets a third of the family's clips and
+the other two (4-6 min each) a sixth each."""
 DIALOGUE_FAMILIES = ("fillets", "drascula", "fotaq", "bass")
 """Recorded families whose lines are game dialogue (style ``dialogue``, up to four lines a clip)."""
 PROFILES = ("mixed", "real-speech", "clean-english")

@@ -378,6 +378,48 @@ def _drascula_block(data: bytes, pos: int, count: int) -> tuple[list[bytes], int
     return out, pos
 
 
+def _drascula_table_at(data: bytes, pos: int, min_count: int = 1) -> tuple[list[list[bytes]], int] | None:
+    """The text table that starts at ``pos`` as ``(blocks, end)``, or None where the layout does not hold."""
+    if pos + 8 > len(data):
+        return None
+    count, size = _u16(data, pos), _u16(data, pos + 2)
+    if not min_count <= count <= 4096 or size < 4 * count + 2 or int.from_bytes(data[pos + 4 : pos + 8], "big") != 4:
+        return None
+    first = _drascula_block(data, pos + 4, count)
+    if first is None or first[1] != pos + 2 + size or data[first[1] : first[1] + 2] != b"\0\0":
+        return None
+    blocks, at = [first[0]], first[1] + 2
+    while at + 4 <= len(data):
+        size = _u16(data, at)
+        block = _drascula_block(data, at + 2, count)
+        if block is None or block[1] != at + size or data[block[1] : block[1] + 2] != b"\0\0":
+            break
+        blocks.append(block[0])
+        at = block[1] + 2
+    return blocks, at
+
+
+def parse_drascula_tables(data: bytes) -> list[list[list[bytes]]]:
+    """The game's text tables from ``drascula.dat``: the main one, then each that directly follows it.
+
+    Every table has the layout of :func:`parse_drascula_texts`. In the game's data the main table (the
+    hero's lines) is followed by one talk table per other character, each starting where the previous one
+    ends; the chain stops at the first offset where the layout does not hold.
+
+    Raises:
+        SynthError: no table in ``data``.
+    """
+    for pos in range(0, len(data) - 8):
+        found = _drascula_table_at(data, pos, min_count=2)
+        if found is None:
+            continue
+        tables = [found[0]]
+        while (found := _drascula_table_at(data, found[1])) is not None:
+            tables.append(found[0])
+        return tables
+    raise SynthError("drascula.dat: no text table found (an unknown version of the game data?)")
+
+
 def parse_drascula_texts(data: bytes) -> list[list[bytes]]:
     """The game's main text table from ``drascula.dat``: one list of raw lines per language.
 
@@ -389,23 +431,7 @@ def parse_drascula_texts(data: bytes) -> list[list[bytes]]:
     Raises:
         SynthError: no such table in ``data``.
     """
-    for pos in range(0, len(data) - 8):
-        count, size = _u16(data, pos), _u16(data, pos + 2)
-        if not 2 <= count <= 4096 or size < 4 * count + 2 or int.from_bytes(data[pos + 4 : pos + 8], "big") != 4:
-            continue
-        first = _drascula_block(data, pos + 4, count)
-        if first is None or first[1] != pos + 2 + size or data[first[1] : first[1] + 2] != b"\0\0":
-            continue
-        blocks, at = [first[0]], first[1] + 2
-        while at + 4 <= len(data):
-            size = _u16(data, at)
-            block = _drascula_block(data, at + 2, count)
-            if block is None or block[1] != at + size or data[block[1] : block[1] + 2] != b"\0\0":
-                break
-            blocks.append(block[0])
-            at = block[1] + 2
-        return blocks
-    raise SynthError("drascula.dat: no text table found (an unknown version of the game data?)")
+    return parse_drascula_tables(data)[0]
 
 
 def _drascula_line(raw: bytes, encoding: str) -> str:
@@ -419,40 +445,98 @@ def _drascula_line(raw: bytes, encoding: str) -> str:
 
 
 @cache
-def _drascula_texts() -> tuple[Path, list[list[bytes]]]:
-    """``(path, blocks)`` of the game's text table, read once (the English package holds every language's)."""
+def _drascula_tables() -> tuple[Path, list[list[list[bytes]]]]:
+    """``(path, tables)`` of the game's text tables, read once (the English package holds every language's)."""
     table = ensure_package("drascula") / _DRASCULA_DIR / "en" / "drascula.dat"
     if not table.is_file():
         raise SynthError(f"drascula: no text table at {table}")
-    return table, parse_drascula_texts(table.read_bytes())
+    return table, parse_drascula_tables(table.read_bytes())
 
 
-def drascula_voice(lang: str) -> Voice:
-    """The hero of Drascula in one language (``en`` or ``es``)."""
-    if lang not in DRASCULA_LANGUAGES:
-        raise SynthError(f"unknown Drascula voice {lang!r} (known: {', '.join(DRASCULA_LANGUAGES)})")
-    return Voice(f"drascula:{lang}", "recorded", f"drascula-{lang}", "male", lang, DRASCULA_LANGUAGES[lang][1])
+# The other characters with at least 3 minutes of speech in each language: name -> (file-name prefix, index
+# of the character's talk table in parse_drascula_tables, the file numbers that are the character's, gender).
+# File ``<prefix><n>.ALS`` says line ``n`` of the table (Whisper base on 8 random lines each: 26-43 % WER at
+# that index, over 100 % one line before or after). Measured in session 20 (resemblyzer over every file
+# of the range, silence-trimmed):
+# - drascula (D): lines 1-39 only. The rest of the D table is the hero talking to a blind man (56-67) and the
+#   blind man (68-78, 82-83; 79-81 are untitled): cosine 0.74-0.79 between those groups and lines 1-39, so
+#   other voices. 3.9 min English, 4.5 min Spanish. D26.ALS (English) is a second take of D27 ("Put that
+#   cigarette out now!"), not its subtitle, so it is left out. Median F0 (pyworld dio) 121 Hz English,
+#   203 Hz Spanish (a shrill, theatrical count; the role is male).
+# - vonbraun (VB): all 62 lines; 4.8 min English, 6.2 min Spanish; median F0 167 Hz / 138 Hz; male role.
+# Each is one voice: cosine between the mean d-vectors of the first and second half of the lines 0.986
+# (drascula en), 0.971 (drascula es), 0.971 (vonbraun en), 0.960 (vonbraun es).
+DRASCULA_CHARACTERS = {
+    "drascula": ("D", 1, range(1, 40), "male"),
+    "vonbraun": ("VB", 9, range(1, 63), "male"),
+}
+_DRASCULA_WRONG_LINES = frozenset({("en", "D26")})  # a recording that does not say its subtitle
+_DRASCULA_FILE = re.compile(r"^([A-Z]*)(\d+)\.ALS$")
+DRASCULA_SOUND_PREFIX = "S"
+"""``S<n>.ALS`` are sound effects, not speech."""
+
+
+def drascula_speech_files(names: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """Drascula's speech file names grouped by character prefix (``""``: the hero, ``"D"``, ``"VB"``, ...).
+
+    Each group is ``(n, name)`` sorted by ``n``, the number after the prefix (the line of the character's
+    table). Names that are not ``<prefix><n>.ALS`` and the sound effects (``S<n>.ALS``) are left out.
+    """
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        m = _DRASCULA_FILE.match(name)
+        if m is None or m.group(1) == DRASCULA_SOUND_PREFIX:
+            continue
+        groups.setdefault(m.group(1), []).append((int(m.group(2)), name))
+    return {k: sorted(v) for k, v in sorted(groups.items())}
+
+
+def drascula_voice_names() -> list[str]:
+    """The names of every Drascula voice: ``en``, ``es`` (the hero), then ``<lang>:<character>``."""
+    return list(DRASCULA_LANGUAGES) + [f"{lang}:{c}" for lang in DRASCULA_LANGUAGES for c in DRASCULA_CHARACTERS]
+
+
+def drascula_voice(name: str) -> Voice:
+    """A Drascula voice: the hero in one language (``en`` or ``es``) or another character (``en:vonbraun``)."""
+    lang, sep, character = name.partition(":")
+    if lang not in DRASCULA_LANGUAGES or (sep and character not in DRASCULA_CHARACTERS):
+        raise SynthError(f"unknown Drascula voice {name!r} (known: {', '.join(drascula_voice_names())})")
+    accent = DRASCULA_LANGUAGES[lang][1]
+    if not character:
+        return Voice(f"drascula:{lang}", "recorded", f"drascula-{lang}", "male", lang, accent)
+    gender = DRASCULA_CHARACTERS[character][3]
+    return Voice(f"drascula:{name}", "recorded", f"drascula-{lang}-{character}", gender, lang, accent)
 
 
 @cache
-def drascula_utterances(lang: str) -> tuple[RecordedUtterance, ...]:
-    """The hero's recorded lines of at least two words, with their subtitles as approximate transcripts.
+def drascula_utterances(name: str) -> tuple[RecordedUtterance, ...]:
+    """A character's recorded lines of at least two words, with their subtitles as approximate transcripts.
 
-    The subtitles are what the line was written as, not always what was said (Whisper base on 30
-    English lines: 34 % WER against them, with added and dropped words), so ``transcript_exact`` is false.
+    ``name`` is a :func:`drascula_voice` name. The subtitles are what the line was written as, not always
+    what was said (Whisper base on 30 English lines of the hero: 34 % WER against them, with added and
+    dropped words), so ``transcript_exact`` is false.
     """
-    voice = drascula_voice(lang)
+    voice = drascula_voice(name)
+    lang, _, character = name.partition(":")
+    prefix, table_index, numbers = DRASCULA_CHARACTERS[character][:3] if character else ("", 0, None)
     package, _, index, encoding = DRASCULA_LANGUAGES[lang]
     root = ensure_package(package)
     base = root / _DRASCULA_DIR / lang
-    table, blocks = _drascula_texts()
+    table, tables = _drascula_tables()
+    if len(tables) <= table_index:
+        raise SynthError(f"{table}: {len(tables)} text table(s), {voice.id} needs table {table_index}")
+    blocks = tables[table_index]
     if len(blocks) <= index:
         raise SynthError(f"{table}: {len(blocks)} language block(s), the {lang!r} lines are block {index}")
+    lines = blocks[index]
+    files = drascula_speech_files(sorted(p.name for p in base.glob("*.ALS"))).get(prefix, [])
     out = []
-    for n, raw in enumerate(blocks[index]):
-        path = base / f"{n}.ALS"
-        text = _drascula_line(raw, encoding)
-        if n == 0 or len(text.split()) < 2 or not path.is_file() or path.is_symlink():
+    for n, file in files:
+        path = base / file
+        if n == 0 or n >= len(lines) or (numbers is not None and n not in numbers) or (lang, path.stem) in _DRASCULA_WRONG_LINES:
+            continue
+        text = _drascula_line(lines[n], encoding)
+        if len(text.split()) < 2 or not path.is_file() or path.is_symlink():
             continue
         out.append(RecordedUtterance(voice, package, str(path), str(path.relative_to(root)), text, False))
     if not out:
@@ -715,7 +799,7 @@ def recorded_voices() -> list[Voice]:
     voices += [ktuberling_voice(lang) for lang in KTUBERLING_LANGUAGES]
     voices += [klettres_voice(code) for code in KLETTRES_LANGUAGES]
     voices += [fillets_voice(f"{lang}-{c}") for lang in FILLETS_LANGUAGES for c in FILLETS_CHARACTERS.values()]
-    voices += [drascula_voice(lang) for lang in DRASCULA_LANGUAGES]
+    voices += [drascula_voice(name) for name in drascula_voice_names()]
     voices.append(fotaq_voice())
     voices += [bass_voice(name) for name in BASS_VOICES]
     return voices
