@@ -13,11 +13,9 @@ Sky (English game dialogue, words unknown).
 from __future__ import annotations
 
 import mmap
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ...fileio import atomic_write, atomic_write_bytes
 from .assets import ensure_package
 from .bass_voices import BASS_VOICES
 from .rnc import MAGIC as RNC_MAGIC
@@ -608,9 +607,7 @@ def fotaq_utterances(name: str) -> tuple[RecordedUtterance, ...]:
                 continue
             path = out_dir / (entry.rsplit(".", 1)[0] + ".mp3")
             if not path.is_file():
-                tmp = path.with_suffix(".mp3.partial")
-                tmp.write_bytes(data[offset : offset + size])
-                tmp.replace(path)
+                atomic_write_bytes(path, data[offset : offset + size])
             out.append(RecordedUtterance(voice, FOTAQ_PACKAGE, str(path), f"{_FOTAQ_ARCHIVE}:{entry}", "", False))
     if not out:
         raise SynthError(f"{archive}: no line of Joe King found")
@@ -687,16 +684,9 @@ def bass_voice(name: str) -> Voice:
 
 
 def _write_flac_atomically(path: Path, pcm_u8: bytes, sample_rate: int) -> None:
-    """Unsigned 8-bit PCM as an 8-bit FLAC file (lossless), written under a temporary name then renamed."""
+    """Unsigned 8-bit PCM as an 8-bit FLAC file (lossless), written atomically."""
     wav = (np.frombuffer(pcm_u8, dtype=np.uint8).astype(np.int16) - 128) << 8
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, wav, sample_rate, format="FLAC", subtype="PCM_S8")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: sf.write(tmp, wav, sample_rate, format="FLAC", subtype="PCM_S8"))
 
 
 @cache
