@@ -249,6 +249,12 @@ class DecoderConfig:
     pulse_f0: str = "hold"
     # voicing probability above which a frame gets the pulse phase (the decoder's comb uses 0.5)
     pulse_voiced_prob: float = 0.5
+    # Temperature of the flow sampler's initial noise (not in the paper, which draws it at 1): the
+    # decoder starts from noise_scale * N(0, I). A decode-time setting, kept out of the token
+    # fingerprint; 1 is what training sees. A checkpoint whose one-step output leans on the noise
+    # draws background hiss from it, and a value below 1 trades that for a smoother mel
+    # (reports/codec-diagnosis.md §27); set it per checkpoint from a dev sweep, like guidance.
+    noise_scale: float = 1.0
 
     def validate(self) -> None:
         if self.pitch_hidden < 1:
@@ -263,6 +269,8 @@ class DecoderConfig:
             raise ConfigError(f"decoder: pulse_f0 must be 'hold' or 'linear', not {self.pulse_f0!r}")
         if not 0.0 <= self.guidance <= 10.0:
             raise ConfigError("decoder: guidance must lie in [0, 10]")
+        if not 0.0 <= self.noise_scale <= 2.0:
+            raise ConfigError(f"decoder: noise_scale must lie in [0, 2] (1: as trained), got {self.noise_scale}")
         if not 0.0 <= self.t_zero_fraction <= 1.0:
             raise ConfigError("decoder: t_zero_fraction must lie in [0, 1]")
         if not 0.0 <= self.cond_dropout < 1.0:

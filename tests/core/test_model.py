@@ -7,6 +7,8 @@ import torch
 from entanglecodec import CheckpointError, EntangleCodec, EntangleCodecConfig, TokenError
 from entanglecodec.audio import AudioError
 from entanglecodec.codec.model import window_plan
+from entanglecodec.codec.sampling import decode_noise
+from entanglecodec.config import ConfigError
 
 
 def _batch():
@@ -224,6 +226,49 @@ def test_bundled_default_model_loads_and_round_trips():
     assert audio.wav.shape[-1] >= 24000 and int(audio.lengths[0]) == 24000
     assert torch.isfinite(audio.wav).all()
     assert model.fingerprint() == EntangleCodec.from_pretrained(path, build_text_encoder=False).fingerprint()
+
+
+def test_noise_scale_scales_the_initial_noise_and_stays_out_of_the_fingerprint(tiny_model, tmp_path):
+    """decoder.noise_scale (a decode-time default): the flow sampler starts from scale * N(0, I); 1 is
+    bit-identical to the unscaled draw, 0 removes the noise, and the token fingerprint does not move."""
+    tokens = tiny_model.encode(torch.randn(1, 24000) * 0.1, 24000)
+    fp, dec = tiny_model.fingerprint(), tiny_model.config.decoder
+    seen: list[torch.Tensor] = []
+    sample = tiny_model.decoder.sample
+
+    def spy(cond, mask=None, steps=1, guidance=1.0, noise=None, pitch=None):  # noqa: ANN001, ANN202
+        seen.append(noise.clone())
+        return sample(cond, mask, steps, guidance, noise, pitch)
+
+    tiny_model.decoder.sample = spy
+    try:
+        assert dec.noise_scale == 1.0  # what training sees
+        plain = tiny_model.decode(tokens, seed=2).wav
+        dec.noise_scale = 0.5
+        half = tiny_model.decode(tokens, seed=2).wav
+        dec.noise_scale = 0.0
+        tiny_model.decode(tokens, seed=2)
+    finally:
+        del tiny_model.decoder.sample
+        dec.noise_scale = 1.0
+    n = seen[0].shape[-1]
+    assert torch.equal(seen[0], torch.from_numpy(decode_noise(2, seen[0].shape[1], n))[None])
+    assert torch.allclose(seen[1], seen[0] * 0.5) and not seen[2].any()
+    assert not torch.allclose(half, plain)
+    assert torch.equal(plain, tiny_model.decode(tokens, seed=2).wav)  # back at 1: the same audio
+    dec.noise_scale = 0.8
+    try:
+        again = EntangleCodec.from_pretrained(tiny_model.save_pretrained(tmp_path / "n"), build_text_encoder=False)
+    finally:
+        dec.noise_scale = 1.0
+    assert again.config.decoder.noise_scale == 0.8 and again.fingerprint() == fp
+    for bad in (-0.1, 2.5):
+        dec.noise_scale = bad
+        try:
+            with pytest.raises(ConfigError, match="noise_scale must lie in"):
+                dec.validate()
+        finally:
+            dec.noise_scale = 1.0
 
 
 def test_checkpoint_default_guidance_is_used_and_kept_out_of_the_fingerprint(tiny_model, tmp_path):

@@ -69,6 +69,12 @@ def test_streamed_decode_joins_into_the_in_memory_decode(pulse_model: Path, shor
     np.testing.assert_allclose(got, want, atol=1e-6 * max(1.0, float(np.abs(want).max())))
     short = list(streaming.decode_stream(m, codes[:50], None, seed=5, precision="float32"))  # one window: one piece
     assert len(short) == 1 and short[0].shape == (50 * 480,)
+    m.config.decoder.noise_scale = 0.7  # the checkpoint's noise temperature reaches the streamed windows too
+    scaled = m.decode(codes, num_samples=[n], seed=5, precision="float32").wav[0].numpy()
+    got = np.concatenate(list(streaming.decode_stream(m, codes, n, seed=5, precision="float32")))
+    np.testing.assert_allclose(got, scaled, atol=1e-6 * max(1.0, float(np.abs(scaled).max())))
+    assert not np.allclose(scaled, want)
+    m.config.decoder.noise_scale = 1.0
     with pytest.raises(TokenError, match="num_samples"):
         next(streaming.decode_stream(m, codes, 333 * 480 + 1))
     with pytest.raises(TokenError):

@@ -67,7 +67,7 @@ LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
 
 DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (
     ("decoder", "guidance"), ("decoder", "pulse_phase"), ("decoder", "pulse_phase_max_hz"),
-    ("decoder", "pulse_f0"), ("decoder", "pulse_voiced_prob"),
+    ("decoder", "pulse_f0"), ("decoder", "pulse_voiced_prob"), ("decoder", "noise_scale"),
 )
 """Config options that change how tokens are decoded by default but not the token space: left out
 of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
@@ -428,8 +428,12 @@ class EntangleCodec(nn.Module):
         self, zq: Tensor, mask: Tensor | None, noise: Tensor, steps: int, guidance: float, dtype: torch.dtype,
         f0_hz: Tensor | None = None,
     ) -> Tensor:
-        """One flow-decoder pass over whole windows: ``Z_q [N, W, Dq]``, ``noise [N, n_mels, W]`` ->
-        normalised mel ``[N, n_mels, W]`` (float32; pitch features computed in float32)."""
+        """One flow-decoder pass over whole windows: ``Z_q [N, W, Dq]``, ``noise [N, n_mels, W]`` (standard
+        normal; scaled here by ``decoder.noise_scale``) -> normalised mel ``[N, n_mels, W]`` (float32;
+        pitch features computed in float32)."""
+        scale = self.config.decoder.noise_scale
+        if scale != 1.0:
+            noise = noise * scale
         p = self.pitch_features(zq, f0_hz)  # float32: the F0 and the comb stay exact
         with compute_dtype(dtype, zq.device):
             return self.decoder.sample(zq, mask, steps, guidance, noise, p).float()

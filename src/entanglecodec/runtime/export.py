@@ -177,6 +177,7 @@ def export_runtime(model: Any, out_dir: str | Path, key: str, threads: int = 1) 
             "window_context": cfg.window_context,
             "codebook_size": model.codebook_size,
             "guidance": guidance,
+            "noise_scale": float(cfg.decoder.noise_scale),  # decoder.noise_scale, applied to the noise input
             # decoder.pulse_phase: voiced frames take the phase of a pulse train at the predicted F0
             "pulse_phase": {"max_hz": float(cfg.decoder.pulse_phase_max_hz), "floor_hz": F0_FLOOR_HZ,
                             "interpolate": cfg.decoder.pulse_f0 == "linear",

@@ -171,10 +171,11 @@ class OnnxCodec:
         return c.astype(np.int64)
 
     def decode_mel(self, codes: Any, seed: int = 0) -> np.ndarray:
-        """Token ids ``[F]`` -> log-mel ``[n_mels, F]`` (one Euler step at the compiled guidance)."""
+        """Token ids ``[F]`` -> log-mel ``[n_mels, F]`` (one Euler step at the compiled guidance, from the
+        initial noise scaled by the checkpoint's ``decoder.noise_scale``)."""
         c = self._check_codes(codes)
         n, n_mels, w = c.shape[0], self.meta["n_mels"], self.meta["max_frames"]
-        noise = decode_noise(seed, n_mels, n)
+        noise = decode_noise(seed, n_mels, n) * np.float32(self.meta.get("noise_scale", 1.0))
         mel = np.zeros((n_mels, n), dtype=np.float32)
         dec = self._session("decoder")
 
