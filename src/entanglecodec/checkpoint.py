@@ -219,6 +219,24 @@ def convert_weights(directory: str | Path, dtype: torch.dtype, min_numel: int = 
     return save_checkpoint(d, raw, cast, model_type=model_type, metadata=meta)
 
 
+def set_weights_metadata(directory: str | Path, updates: Mapping[str, str]) -> Path:
+    """Rewrite a checkpoint directory's safetensors header metadata with ``updates`` merged in (the
+    tensors unchanged, ``config.json`` given the new checksum), e.g. a fingerprint that rounding the
+    weights by :func:`convert_weights` has changed.
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint`.
+    """
+    from safetensors import safe_open
+
+    d = Path(directory)
+    raw, state = read_checkpoint(d)
+    model_type = json.loads((d / CONFIG_NAME).read_text()).get(MODEL_TYPE_KEY)
+    with safe_open(str(d / WEIGHTS_NAME), framework="pt") as fh:
+        meta = {**(fh.metadata() or {}), **updates}
+    return save_checkpoint(d, raw, state, model_type=model_type, metadata=meta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Where a checkpoint comes from: a directory, or a Hugging Face Hub repository (cache-aware)
 # ---------------------------------------------------------------------------------------------

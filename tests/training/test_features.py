@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -109,6 +110,11 @@ def test_stage1_trains_from_features_without_audio(features, tmp_path):
     assert size < 0.6 * (full / "model.safetensors").stat().st_size
     small = EntangleCodec.from_pretrained(half)
     assert torch.equal(small.frontend.mel_mean, model.frontend.mel_mean)
+    # rounding changed the fingerprint: the header and the card state the stored weights' one
+    assert small.fingerprint() != model.fingerprint()
+    with safe_open(str(half / "model.safetensors"), framework="pt") as fh:
+        assert fh.metadata()["fingerprint"] == small.fingerprint()
+    assert f"| fingerprint | {small.fingerprint()} |" in (half / "README.md").read_text()
     w, w16 = model.state_dict(), small.state_dict()
     assert max(float((w[k] - w16[k]).abs().max()) for k in w if w[k].is_floating_point()) < 1e-2
     # the discriminator and stage 2 read the same features (frozen front end: the checkpoint's statistics)

@@ -354,9 +354,14 @@ def export_run(
     vals = apply_decode_settings(module.model.config.to_dict(), decode) if decode else {}
     d = module.export(out)
     if dtype is not None:
-        from ..checkpoint import convert_weights
+        from ..checkpoint import CARD_NAME, convert_weights, set_weights_metadata
+        from ..codec.model import EntangleCodec
 
         convert_weights(d, dtype)
+        # the rounded weights have another fingerprint: restate it where the export states it
+        stored = EntangleCodec.from_pretrained(d)
+        set_weights_metadata(d, {"fingerprint": stored.fingerprint()})
+        atomic_write_text(d / CARD_NAME, stored.model_card())
     if vals:
         set_decode_defaults(d, vals)
     return d
