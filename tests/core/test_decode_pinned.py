@@ -5,8 +5,8 @@ second crossing the 10 s window) to what the code before the speed work decoded
 Re-pinned once since, deliberately: when the decoder's initial noise moved from torch's generator
 to NumPy's (:func:`entanglecodec.codec.sampling.decode_noise`, so that the ONNX runtime draws the
 same noise). Before re-pinning, the code with torch's noise still matched the old reference.
-The reference is also re-pinned whenever the bundled weights change (last: session 18,
-fingerprint ``8e7a2bc788dc2f72``), with the code of that commit. The torch backend decodes on one
+The reference is also re-pinned whenever the bundled weights change (last: session 21,
+fingerprint ``ddbb227668d7ba29``), with the code of that commit. The torch backend decodes on one
 thread, as the pin does: with these weights, the float noise of another thread count moves one
 frame of the 10.5 s item by 1.6 % RMS through the pulse phase (without it: 9e-6). A pulse lands on
 a whole sample, so noise on a cycle count that sits at a sample boundary moves one pulse by one sample.
