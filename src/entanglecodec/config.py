@@ -255,6 +255,11 @@ class DecoderConfig:
     # draws background hiss from it, and a value below 1 trades that for a smoother mel
     # (reports/codec-diagnosis.md §27); set it per checkpoint from a dev sweep, like guidance.
     noise_scale: float = 1.0
+    # Mel-consistency passes of the neural vocoder when it renders this codec's decoded mels (not in
+    # the paper). None: the vocoder's own consistency_passes. A decode-time setting, kept out of the
+    # token fingerprint: the best count depends on what feeds the vocoder (with the pulse phase,
+    # decoded mels want fewer passes than original mels do; reports/codec-diagnosis.md §27).
+    vocoder_passes: int | None = None
 
     def validate(self) -> None:
         if self.pitch_hidden < 1:
@@ -269,6 +274,8 @@ class DecoderConfig:
             raise ConfigError(f"decoder: pulse_f0 must be 'hold' or 'linear', not {self.pulse_f0!r}")
         if not 0.0 <= self.guidance <= 10.0:
             raise ConfigError("decoder: guidance must lie in [0, 10]")
+        if self.vocoder_passes is not None and (isinstance(self.vocoder_passes, bool) or self.vocoder_passes < 0):
+            raise ConfigError(f"decoder: vocoder_passes must be a whole number >= 0 or null, got {self.vocoder_passes}")
         if not 0.0 <= self.noise_scale <= 2.0:
             raise ConfigError(f"decoder: noise_scale must lie in [0, 2] (1: as trained), got {self.noise_scale}")
         if not 0.0 <= self.t_zero_fraction <= 1.0:

@@ -269,6 +269,12 @@ def test_noise_scale_scales_the_initial_noise_and_stays_out_of_the_fingerprint(t
                 dec.validate()
         finally:
             dec.noise_scale = 1.0
+    dec.vocoder_passes = -1
+    try:
+        with pytest.raises(ConfigError, match="vocoder_passes must be a whole number >= 0"):
+            dec.validate()
+    finally:
+        dec.vocoder_passes = None
 
 
 def test_checkpoint_default_guidance_is_used_and_kept_out_of_the_fingerprint(tiny_model, tmp_path):

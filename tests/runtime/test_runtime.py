@@ -125,11 +125,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _tiny_pair(tmp_path_factory.mktemp("rt"))
 
 
-@pytest.mark.parametrize("options", [{}, {"pulse_f0": "linear", "pulse_voiced_prob": 0.3, "noise_scale": 0.6}])
+@pytest.mark.parametrize(
+    "options", [{}, {"pulse_f0": "linear", "pulse_voiced_prob": 0.3, "noise_scale": 0.6, "vocoder_passes": 1}]
+)
 def test_runtime_follows_the_pulse_phase_option(
     tmp_path: Path, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """decoder.pulse_phase (and its F0 shape and voicing threshold; and decoder.noise_scale): the runtime runs the pitch
+    """decoder.pulse_phase (and its F0 shape and voicing threshold; and decoder.noise_scale / vocoder_passes): the runtime runs the pitch
     predictor's graph and builds the same pulse train window by window, so its audio stays the torch model's."""
     codec_dir, voc_dir = _tiny_pair(tmp_path, pulse_phase=True, **options)
     model = EntangleCodec.from_pretrained(codec_dir, build_text_encoder=False)
@@ -137,10 +139,15 @@ def test_runtime_follows_the_pulse_phase_option(
     assert rt.meta["pulse_phase"]["max_hz"] == 3000.0
     assert rt.meta["pulse_phase"]["interpolate"] == (options.get("pulse_f0") == "linear")
     assert rt.meta["noise_scale"] == options.get("noise_scale", 1.0)  # decoder.noise_scale: applied to the noise input
+    own = model.vocoder.config.consistency_passes
+    assert rt.meta["vocoder"]["consistency_passes"] == options.get("vocoder_passes", own)  # decoder.vocoder_passes
     codes = model.encode(torch.from_numpy(_signal(3.1, seed=5)), 24000).codes[0].numpy()
     audio = model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy()
     got = rt.decode(codes, seed=3)
     np.testing.assert_allclose(got, audio, atol=1e-3 * max(1.0, float(np.abs(audio).max())))
+    if "vocoder_passes" in options:  # the codec's setting reaches the torch vocoder too
+        model.config.decoder.vocoder_passes = None
+        assert not np.allclose(model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy(), audio)
     model.config.decoder.pulse_phase = False
     assert not np.allclose(model.decode(torch.from_numpy(codes), seed=3, precision="float32").wav[0].numpy(), audio)
     whole = rt.pitch(codes)

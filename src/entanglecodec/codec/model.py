@@ -68,6 +68,7 @@ LEGACY_CONFIG_DEFAULTS: dict[tuple[str, str], Any] = {
 DECODE_ONLY_CONFIG: tuple[tuple[str, str], ...] = (
     ("decoder", "guidance"), ("decoder", "pulse_phase"), ("decoder", "pulse_phase_max_hz"),
     ("decoder", "pulse_f0"), ("decoder", "pulse_voiced_prob"), ("decoder", "noise_scale"),
+    ("decoder", "vocoder_passes"),
 )
 """Config options that change how tokens are decoded by default but not the token space: left out
 of :meth:`EntangleCodec.fingerprint` (and the 0.1.0 fingerprint), so setting them keeps token files valid."""
@@ -507,6 +508,8 @@ class EntangleCodec(nn.Module):
 
         network = self.vocoder
         extra: dict[str, Any] = {}
+        if isinstance(network, Vocoder) and self.config.decoder.vocoder_passes is not None:
+            extra["consistency_passes"] = self.config.decoder.vocoder_passes
         if pitch is not None and isinstance(network, Vocoder):
             hop = self.hop_length
             extra["excitation"] = pulse_excitation(

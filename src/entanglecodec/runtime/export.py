@@ -186,7 +186,8 @@ def export_runtime(model: Any, out_dir: str | Path, key: str, threads: int = 1) 
             "vocoder": {
                 "n_fft": vc.n_fft,
                 "hop_length": vc.hop_length,
-                "consistency_passes": vc.consistency_passes,
+                "consistency_passes": vc.consistency_passes if cfg.decoder.vocoder_passes is None
+                else int(cfg.decoder.vocoder_passes),  # decoder.vocoder_passes overrides the vocoder's own
                 "consistency_step": vc.consistency_step,
                 "max_log_gain": vocoder.consistency.max_log_gain,
             },
