@@ -4,8 +4,9 @@
 # It reads the scripts' common arguments, INPUT RUN_DIR [MINUTES] [--set key=value ...], into INPUT,
 # RUN, MINUTES (default 7) and EXTRA (the rest), sets OUT (default RUN/out) and LOG (OUT/train.log),
 # and then:
-#  - installs the carried wheels (./.whl, see scripts/gpu_wheels.sh) into /tmp/ec-site when present
-#    (GPU_WHEELS=0 skips them: a machine whose Python already has the packages);
+#  - installs the carried wheels (./.whl, see scripts/gpu_wheels.sh) into /tmp/ec-site when present, else
+#    uses an /tmp/ec-site an earlier call on the same warm machine left (GPU_WHEELS=0 skips both: a machine
+#    whose Python already has the packages);
 #  - puts src/ on PYTHONPATH, keeps every library offline, and logs the GPU and torch versions;
 #  - defines gpu_budget RUN MINUTES: sets RESUME (--resume when RUN/checkpoints/last.ckpt exists) and
 #    MAX_TIME (Lightning trainer.max_time, DD:HH:MM:SS: the time the run already trained plus MINUTES);
@@ -34,6 +35,9 @@ LOG="$OUT/train.log"
 if [ "${GPU_WHEELS:-1}" != 0 ] && [ -d "$HERE/.whl" ] && ls "$HERE"/.whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ec-site \
         "$HERE"/.whl/*.whl || { echo "error: installing the carried wheels failed" >&2; return 1; }
+    export PYTHONPATH=/tmp/ec-site:${PYTHONPATH:-}
+elif [ "${GPU_WHEELS:-1}" != 0 ] && [ -d /tmp/ec-site ]; then
+    # installed by an earlier call on this warm machine: a call need not carry .whl again
     export PYTHONPATH=/tmp/ec-site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$HERE/src:${PYTHONPATH:-}

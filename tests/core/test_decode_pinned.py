@@ -10,9 +10,13 @@ fingerprint ``ddbb227668d7ba29``), with the code of that commit. The torch backe
 thread, as the pin does: with these weights, the float noise of another thread count moves one
 frame of the 10.5 s item by 1.6 % RMS through the pulse phase (without it: 9e-6). A pulse lands on
 a whole sample, so noise on a cycle count that sits at a sample boundary moves one pulse by one sample.
+Another CPU's float kernels do the same (session 22, an AMD EPYC: frames 289-294 of the 10.5 s item by up
+to 0.86 % RMS on torch, the ONNX runtime within 3e-6), so the float32 check allows one such run of frames.
 
-* float32, on torch and on the compiled ONNX runtime: every frame's RMS within 1e-4 relative and three exact 960-sample spans (start, the
-  window seam, end) within 2e-4 absolute: float noise only (thread count, batching, FFT sizes).
+* float32, on torch and on the compiled ONNX runtime: every frame's RMS within 1e-4 relative, but for at
+  most one run of up to 8 frames within 2 % (one pulse moved by a sample), and three exact 960-sample
+  spans (start, the window seam, end) within 2e-4 absolute: float noise only (thread count, batching,
+  FFT sizes, CPU).
 * bfloat16 (only where the CPU has native bfloat16 matrix units): the same items within the
   stated tolerance of the bfloat16 flow decoder (see ``reports/decode-profile.md``).
 """
@@ -84,7 +88,11 @@ def test_float32_decode_matches_the_pinned_reference(decoded: dict[str, object],
         r_rms, r_spans = ref[f"rms{i}"], ref[f"spans{i}"]  # type: ignore[index]
         assert rms.shape == r_rms.shape
         rel = np.abs(rms - r_rms) / np.maximum(r_rms, 1e-4)
-        assert rel.max() < 1e-4, f"item {i}: frame RMS moved by up to {rel.max():.2e} (frame {rel.argmax()})"
+        moved = np.flatnonzero(rel >= 1e-4)
+        # one pulse of the pulse phase moved by one sample (float noise at a sample boundary) touches
+        # the few frames whose windows hold it: a single run of at most 8 frames, each within 2 %
+        one_pulse = moved.size <= 8 and (moved.size == 0 or moved[-1] - moved[0] < 8) and rel.max() < 2e-2
+        assert one_pulse, f"item {i}: frame RMS moved by up to {rel.max():.2e} on {moved.size} frames {moved[:10]}"
         err = np.abs(spans - r_spans).max()
         assert err < 2e-4, f"item {i}: exact spans moved by up to {err:.2e}"
 

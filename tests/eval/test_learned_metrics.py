@@ -68,9 +68,10 @@ def test_hallucinated_text_is_scored_never_dropped(speech: tuple[np.ndarray, str
     looped = M.score_transcript("see you soon", "thank you. thank you. thank you. thank you.")
     assert looped.insertions == 5 and looped.wer == pytest.approx(7 / 3)  # 2 substitutions + 5 insertions
     assert looped.insertion_rate == pytest.approx(5 / 3) and looped.wer > 1.0
-    # Whisper writes text for digital silence ("Thank you."): the no-speech filter is off, so it is kept
+    # Digital silence: whatever Whisper writes is kept and scored (the no-speech filter is off). On the
+    # Xeon of earlier sessions it wrote "Thank you."; on session 22's AMD EPYC it wrote nothing. Either
+    # way no reference word is credited.
     silent = M.asr_errors(text, np.zeros_like(wav), SR)
-    assert silent.hypothesis != ""
     assert silent.word_errors >= silent.ref_words
 
 

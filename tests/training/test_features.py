@@ -89,7 +89,7 @@ def test_feature_crops_equal_the_waveform_path(corpus, features, stats_file):
     assert [ds[i]["offset"] for i in range(6)] != [d["offset"] for d in [FeatureDataset(features, "train", 0.5, seed=3)[i] for i in range(6)]]
 
 
-def test_stage1_trains_from_features_without_audio(features, tmp_path):
+def test_stage1_trains_from_features_without_audio(features, tmp_path, monkeypatch):
     run = tmp_path / "run"
     r = load_recipe(TINY, [f"data.features={features}", "data.train_manifest=/nonexistent/manifest.jsonl",
                            "trainer.max_steps=4", "loss.primitives=1.0", "trainer.val_every=2"])
@@ -115,6 +115,22 @@ def test_stage1_trains_from_features_without_audio(features, tmp_path):
     with safe_open(str(half / "model.safetensors"), framework="pt") as fh:
         assert fh.metadata()["fingerprint"] == small.fingerprint()
     assert f"| fingerprint | {small.fingerprint()} |" in (half / "README.md").read_text()
+    # once the module is loaded, restating the fingerprint builds no caption tower (a GPU machine that
+    # trained from caption embeddings may lack its package; session 22's export failed there)
+    import entanglecodec.codec.model as codec_model
+    import entanglecodec.training.run as training_run
+
+    def no_tower(*args, **kwargs):
+        raise RuntimeError("the caption tower's package is missing")
+
+    loaded = training_run.load_run(run)
+    monkeypatch.setattr(codec_model, "CaptionEncoder", no_tower)
+    monkeypatch.setattr(training_run, "load_run", lambda path: loaded)
+    again = export_run(run, tmp_path / "half-no-tower", dtype=torch.float16)
+    with safe_open(str(again / "model.safetensors"), framework="pt") as fh:
+        assert fh.metadata()["fingerprint"] == small.fingerprint()
+    assert f"| fingerprint | {small.fingerprint()} |" in (again / "README.md").read_text()
+    monkeypatch.undo()
     w, w16 = model.state_dict(), small.state_dict()
     assert max(float((w[k] - w16[k]).abs().max()) for k in w if w[k].is_floating_point()) < 1e-2
     # the discriminator and stage 2 read the same features (frozen front end: the checkpoint's statistics)

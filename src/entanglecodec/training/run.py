@@ -357,11 +357,16 @@ def export_run(
         from ..checkpoint import CARD_NAME, convert_weights, set_weights_metadata
         from ..codec.model import EntangleCodec
 
+        stated = module.model.fingerprint()
         convert_weights(d, dtype)
-        # the rounded weights have another fingerprint: restate it where the export states it
-        stored = EntangleCodec.from_pretrained(d)
-        set_weights_metadata(d, {"fingerprint": stored.fingerprint()})
-        atomic_write_text(d / CARD_NAME, stored.model_card())
+        # The rounded weights have another fingerprint: restate it where the export states it. The
+        # caption tower is not hashed and is not built, so this also runs where its package is missing
+        # (a GPU machine that trained from pre-computed caption embeddings).
+        rounded = EntangleCodec.from_pretrained(d, build_text_encoder=False).fingerprint()
+        set_weights_metadata(d, {"fingerprint": rounded})
+        card = d / CARD_NAME
+        if card.is_file():
+            atomic_write_text(card, card.read_text(encoding="utf-8").replace(stated, rounded))
     if vals:
         set_decode_defaults(d, vals)
     return d
