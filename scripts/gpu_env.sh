@@ -35,9 +35,9 @@ LOG="$OUT/train.log"
 if [ "${GPU_WHEELS:-1}" != 0 ] && [ -d "$HERE/.whl" ] && ls "$HERE"/.whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ec-site \
         "$HERE"/.whl/*.whl || { echo "error: installing the carried wheels failed" >&2; return 1; }
-    export PYTHONPATH=/tmp/ec-site:${PYTHONPATH:-}
-elif [ "${GPU_WHEELS:-1}" != 0 ] && [ -d /tmp/ec-site ]; then
-    # installed by an earlier call on this warm machine: a call need not carry .whl again
+fi
+# installed now or by an earlier call on this warm machine (a call need not carry .whl again)
+if [ "${GPU_WHEELS:-1}" != 0 ] && [ -d /tmp/ec-site ]; then
     export PYTHONPATH=/tmp/ec-site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$HERE/src:${PYTHONPATH:-}

@@ -16,7 +16,7 @@
 #              metrics.csv, recipe.yaml and train.log. warm.ckpt is the next warm start (--set
 #              init_from=warm.ckpt; an export cannot give that: its heads start fresh) and exports anywhere:
 #              `entanglecodec train export warm.ckpt -o DIR --dtype float16 [--decode-from checkpoints/...]`.
-#              (At most 8 files come back from a device machine: the export is made there, not here.)
+#              (At most 8 files come back from a device machine: the export is made here, not there.)
 # Python packages the GPU image lacks are installed from ./.whl when it is there (see README,
 # "Training on a GPU from pre-computed features"). Further --set arguments override the recipe,
 # e.g. --set data.batch_size=128 --set optim.lr=4e-4, or --set trainer.devices=4 --set trainer.strategy=ddp.
