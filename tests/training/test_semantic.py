@@ -129,6 +129,34 @@ def test_write_semantic_speech_only_resumable_and_refusals(speech_features, tmp_
         assert np.array_equal(np.load(twin / name), np.load(feats / name))
 
 
+def test_write_semantic_in_parts_equals_one_run(speech_features, tmp_path):
+    """``--part I/N``: two processes split the shards; the one that finishes last writes the summary,
+    and the frames and statistics equal a single run's."""
+    whole = tmp_path / "whole"
+    shutil.copytree(speech_features, whole)
+    doc = write_semantic(whole, FakeTeacher(), "fake")
+    assert doc is not None
+    split = tmp_path / "split"
+    shutil.copytree(speech_features, split)
+    shards = [n for s in read_index(split)["splits"].values() for n in s["shards"]]
+    assert len(shards) >= 2
+    first = FakeTeacher()
+    assert write_semantic(split, first, "fake", part=(0, 2)) is None  # part 1 has not run: no summary yet
+    assert not (split / SEMANTIC_NAME).exists()
+    assert sorted(p.name for p in split.glob("*.sem.npy")) == sorted(f"{n}.sem.npy" for n in shards[0::2])
+    second = FakeTeacher()
+    assert write_semantic(split, second, "fake", part=(1, 2)) == doc
+    assert first.calls > 0 and second.calls > 0
+    for n in shards:
+        assert np.array_equal(np.load(split / f"{n}.sem.npy"), np.load(whole / f"{n}.sem.npy"))
+    again = FakeTeacher()  # a part rerun after the end finds its shards done and rewrites the same summary
+    assert write_semantic(split, again, "fake", part=(0, 2)) == doc and again.calls == 0
+    with pytest.raises(FeatureError, match="I/N"):
+        write_semantic(split, FakeTeacher(), "fake", part=(2, 2))
+    result = runner.invoke(app, ["data", "semantic", str(split), "--part", "3"])
+    assert result.exit_code == 2 and "--part must be I/N" in result.output
+
+
 def test_whisper_teacher_gives_50_frames_per_second():
     encode, name = whisper_encoder("tiny.en", threads=1)
     t = np.arange(16000) / 16000

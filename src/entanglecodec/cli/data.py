@@ -97,27 +97,39 @@ def semantic(
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads of the teacher."),
     resume: bool = typer.Option(False, "--resume", help="Complete an interrupted run (finished shards are kept)."),
     reuse: list[Path] = typer.Option([], "--reuse", help="Feature directory whose frames of the same teacher are copied for the clips it holds (repeatable)."),
+    part: str = typer.Option("", "--part", metavar="I/N", help="Write only every N-th shard from the I-th (0-based), keeping finished ones: run I = 0 .. N-1 side by side; the last to finish writes semantic.json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Add per-frame semantic teacher targets (Whisper encoder, 50 Hz) to a feature directory, for loss.semantic."""
     from ..audio import AudioError
     from ..data.features import FeatureError
     from ..data.manifest import ManifestError
-    from ..data.semantic import whisper_encoder, write_semantic
+    from ..data.semantic import SEMANTIC_NAME, whisper_encoder, write_semantic
     from ..eval.metrics import MetricUnavailable
     from .common import ClipProgress
 
+    which: tuple[int, int] | None = None
+    if part:
+        i, sep, n = part.partition("/")
+        if not (sep and i.isdigit() and n.isdigit() and int(i) < int(n)):
+            fail(f"--part must be I/N with 0 <= I < N (e.g. 0/2), got {part!r}", 2)
+        which = (int(i), int(n))
     try:
         encode, name = whisper_encoder(teacher, threads)
     except MetricUnavailable as e:
         fail(f"--teacher {teacher}: {e}", 2)
     bar = ClipProgress("semantic", progress)
     try:
-        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=bar.step, on_start=bar.start, reuse=reuse)
+        doc = write_semantic(features_dir, encode, name, resume=resume, on_clip=bar.step, on_start=bar.start,
+                             reuse=reuse, part=which)
     except (FeatureError, ManifestError, AudioError) as e:
         fail(str(e))
     finally:
         bar.stop()
+    if doc is None:
+        typer.echo(f"part {part} of {features_dir} written; other parts are unfinished (the last to finish writes "
+                   f"{SEMANTIC_NAME}; or run once more with --resume)")
+        return
     typer.echo(f"wrote {doc['dim']}-d {doc['teacher']} frames to {features_dir} ({doc['n_frames']} {doc['stats_split']} frames)")
 
 

@@ -138,8 +138,14 @@ def write_semantic(
     on_clip: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     reuse: Sequence[str | Path] = (),
-) -> dict[str, Any]:
+    part: tuple[int, int] | None = None,
+) -> dict[str, Any] | None:
     """Add teacher frames to every shard of the feature directory ``root``; returns ``semantic.json``.
+
+    ``part = (i, n)`` writes only the shards at positions ``i, i + n, i + 2n, ...`` of the index, so
+    ``n`` processes (or machines sharing the directory) split the work; each keeps the shards already
+    finished, as with ``resume``. The process that finds every shard finished writes
+    ``semantic.json`` and returns it; the others return ``None``.
 
     ``reuse``: other feature directories with this teacher's frames (same mel front end); a clip
     they hold (same id, same frame count) is copied from them instead of encoded again, so a
@@ -155,9 +161,11 @@ def write_semantic(
     root = Path(root)
     index = read_index(root)
     sem_path = root / SEMANTIC_NAME
+    if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+        raise FeatureError(f"part must be I/N with 0 <= I < N, got {part[0]}/{part[1]}")
     existing = sorted(p.name for p in root.glob("*.sem.*"))
     if sem_path.is_file() or existing:
-        if not resume:
+        if not resume and part is None:
             raise FeatureError(f"{root}: already holds semantic features; pass --resume to complete them")
         records = [sem_path] if sem_path.is_file() else []
         records += sorted(root.glob("*.sem.json"))
@@ -173,7 +181,8 @@ def write_semantic(
     rate = index["mel"]["sample_rate"] / index["mel"]["hop_length"]
     if abs(rate - TEACHER_FRAME_RATE) > 1e-6:
         raise FeatureError(f"{root}: mel frames at {rate:g} Hz; the teacher runs at {TEACHER_FRAME_RATE} Hz")
-    shards = [(split, name) for split, s in index["splits"].items() for name in s["shards"]]
+    everything = [(split, name) for split, s in index["splits"].items() for name in s["shards"]]
+    shards = everything if part is None else everything[part[0] :: part[1]]
     metas = {name: json.loads((root / f"{name}.json").read_text()) for _, name in shards}
     if on_start is not None:
         on_start(sum(len(m["clips"]) for m in metas.values()))
@@ -225,6 +234,8 @@ def write_semantic(
         atomic_write(root / f"{name}.sem.npy", save)
         digest = hashlib.sha256((root / f"{name}.sem.npy").read_bytes()).hexdigest()
         atomic_write_text(root / f"{name}.sem.json", json.dumps({"sha256": digest, "teacher": teacher}) + "\n")
+    if part is not None and not all(_shard_done(root, name) for _, name in everything):
+        return None  # another part is still running: the last one to finish writes the summary
     stat_split = "train" if "train" in index["splits"] else next(iter(index["splits"]))
     s1: np.ndarray | None = None
     s2: np.ndarray | None = None
