@@ -234,8 +234,10 @@ def write_semantic(
         atomic_write(root / f"{name}.sem.npy", save)
         digest = hashlib.sha256((root / f"{name}.sem.npy").read_bytes()).hexdigest()
         atomic_write_text(root / f"{name}.sem.json", json.dumps({"sha256": digest, "teacher": teacher}) + "\n")
-    if part is not None and not all(_shard_done(root, name) for _, name in everything):
-        return None  # another part is still running: the last one to finish writes the summary
+    if part is not None:  # this part's shards were checked or written above; hash only the others'
+        mine = set(metas)
+        if not all(_shard_done(root, name) for _, name in everything if name not in mine):
+            return None  # another part is still running: the last one to finish writes the summary
     stat_split = "train" if "train" in index["splits"] else next(iter(index["splits"]))
     s1: np.ndarray | None = None
     s2: np.ndarray | None = None
